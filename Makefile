@@ -1,0 +1,87 @@
+# poolkeeper — a Kubernetes operator for XenServer-style virtualization pools.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+BIN ?= $(CURDIR)/bin
+GO ?= go
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+CONTROLLER_GEN ?= $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+GOLANGCI_LINT ?= $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# Test flags, e.g. make test TESTFLAGS='-run TestHost -v'.
+TESTFLAGS ?=
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-14s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the API types and markers.
+	$(CONTROLLER_GEN) rbac:roleName=poolkeeper-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: manifests generate ## Fail if generated files are stale or go.mod is untidy.
+	$(GO) mod tidy
+	@if [ -n "$$(git status --porcelain -- api config go.mod go.sum)" ]; then \
+		echo "Generated files or go.mod are stale; run 'make manifests generate' and 'go mod tidy':"; \
+		git status --porcelain -- api config go.mod go.sum; git diff -- api config go.mod go.sum | head -50; exit 1; fi
+
+.PHONY: envtest
+envtest: ## Build (once) and print the envtest binaries directory.
+	@hack/envtest-toolchain.sh
+
+.PHONY: test
+test: manifests generate vet ## Run unit tests and envtest suites (builds the toolchain if needed).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-toolchain.sh)" $(GO) test ./... -count=1 $(TESTFLAGS)
+
+.PHONY: bench
+bench: ## Run the benchmarks and print their figures.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-toolchain.sh)" $(GO) test ./... -run '^$$' -bench . -benchtime 1x $(TESTFLAGS)
+
+##@ Build
+
+.PHONY: build
+build: manifests generate ## Build the manager and the agent into bin/.
+	$(GO) build -o $(BIN)/poolkeeper .
+	$(GO) build -o $(BIN)/controlplane ./hack/controlplane
+
+.PHONY: run
+run: build ## Run the operator (on an embedded control plane when KUBECONFIG is unset).
+	hack/run.sh $(ARGS)
+
+.PHONY: demo
+demo: build ## Apply config/samples and start one simulated agent per host.
+	hack/demo.sh
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(BIN)/controller-gen $@
+
+$(GOLANGCI_LINT):
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/golangci-lint $@

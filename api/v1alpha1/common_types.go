@@ -1,0 +1,49 @@
+package v1alpha1
+
+// PoolReference names the Pool an object belongs to. The Pool lives in the
+// object's own namespace.
+type PoolReference struct {
+	// name of the Pool in this namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// LocalObjectReference names another object in the same namespace.
+type LocalObjectReference struct {
+	// name of the object in this namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// Condition types shared by every kind.
+const (
+	// ConditionReady summarises whether the object is doing what its spec asks.
+	ConditionReady = "Ready"
+	// ConditionReconciling is present (True) only while the operator is working
+	// towards the spec.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is present (True) only when the operator cannot make
+	// progress without a change of spec or of the world.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons shared by every kind.
+const (
+	// ReasonReconciling says the operator is still working on the object.
+	ReasonReconciling = "Reconciling"
+	// ReasonSucceeded says the last reconcile reached the desired state.
+	ReasonSucceeded = "Succeeded"
+	// ReasonPoolNotFound says spec.poolRef names a Pool that does not exist.
+	ReasonPoolNotFound = "PoolNotFound"
+	// ReasonInvalidSpec says a field of the spec cannot be honoured; the message
+	// names the field.
+	ReasonInvalidSpec = "InvalidSpec"
+)
+
+// CategoryPoolkeeper is the kubectl category every kind belongs to
+// (`kubectl get poolkeeper`).
+const CategoryPoolkeeper = "poolkeeper"

@@ -1,0 +1,263 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// FencingMethod is how a host is made safe (powered off) before its VMs and
+// disk locks are taken over.
+// +kubebuilder:validation:Enum=Agent;Redfish;Manual
+type FencingMethod string
+
+const (
+	// FencingAgent relies on the host agent's watchdog: it stops every VM when it
+	// cannot renew its heartbeat, and the operator counts the host fenced once
+	// the computed safe time has passed.
+	FencingAgent FencingMethod = "Agent"
+	// FencingRedfish powers the host off through its BMC
+	// (ComputerSystem.Reset with ResetType ForceOff).
+	FencingRedfish FencingMethod = "Redfish"
+	// FencingManual: nobody can fence the host; a person confirms it is down by
+	// setting spec.state to Forgotten.
+	FencingManual FencingMethod = "Manual"
+)
+
+// HostState is the administrative state of a host.
+// +kubebuilder:validation:Enum=Active;Forgotten
+type HostState string
+
+const (
+	// HostActive is a member of the pool.
+	HostActive HostState = "Active"
+	// HostForgotten is xe host-forget: the host is made safe and removed from
+	// the pool. It never comes back under the same object.
+	HostForgotten HostState = "Forgotten"
+)
+
+// HostCapacity is what a host offers to VMs.
+type HostCapacity struct {
+	// cpu is the number of CPUs available to VMs.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="cpu must be greater than zero"
+	CPU resource.Quantity `json:"cpu"`
+	// memory is the memory available to VMs.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="memory must be greater than zero"
+	Memory resource.Quantity `json:"memory"`
+}
+
+// RedfishFencing addresses a host's BMC.
+type RedfishFencing struct {
+	// endpoint is the BMC's base URL, for example https://bmc:443.
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http']",message="endpoint must be an http(s) URL such as https://bmc:443"
+	Endpoint string `json:"endpoint"`
+
+	// systemID is the member of /redfish/v1/Systems that is this host.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[^/?#]+$`
+	SystemID string `json:"systemID"`
+
+	// credentialsSecretRef names a kubernetes.io/basic-auth Secret in this
+	// namespace holding the BMC's username and password.
+	// +required
+	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
+
+	// insecureSkipVerify skips verification of the BMC's TLS certificate.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// HostFencing selects how the host is fenced.
+// +kubebuilder:validation:XValidation:rule="!has(self.method) || self.method != 'Redfish' || has(self.redfish)",message="redfish is required when method is Redfish",fieldPath=".redfish"
+// +kubebuilder:validation:XValidation:rule="(has(self.method) && self.method == 'Redfish') || !has(self.redfish)",message="redfish may only be set when method is Redfish",fieldPath=".redfish"
+type HostFencing struct {
+	// method is Agent (the agent's watchdog), Redfish (BMC power-off) or Manual
+	// (a person confirms the host is down).
+	// +optional
+	// +kubebuilder:default=Agent
+	Method FencingMethod `json:"method,omitempty"`
+
+	// redfish addresses the BMC; required when method is Redfish.
+	// +optional
+	Redfish *RedfishFencing `json:"redfish,omitempty"`
+}
+
+// HostSpec is the desired state of a hypervisor host.
+type HostSpec struct {
+	// poolRef names the Pool this host belongs to. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="poolRef is immutable"
+	PoolRef PoolReference `json:"poolRef"`
+
+	// address is the host's management address (name or IP).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Address string `json:"address"`
+
+	// capacity is what the host offers to VMs.
+	// +required
+	Capacity HostCapacity `json:"capacity"`
+
+	// fencing selects how the host is fenced.
+	// +optional
+	// +kubebuilder:default={}
+	Fencing HostFencing `json:"fencing,omitempty"`
+
+	// state is Active, or Forgotten for xe host-forget. A forgotten host cannot
+	// become Active again: add it as a new Host.
+	// +optional
+	// +kubebuilder:default=Active
+	// +kubebuilder:validation:XValidation:rule="oldSelf != 'Forgotten' || self == 'Forgotten'",message="a Forgotten host cannot be made Active again; add it as a new Host"
+	State HostState `json:"state,omitempty"`
+}
+
+// HostPhase is where a host is in its life cycle.
+// +kubebuilder:validation:Enum=Pending;Live;Unreachable;Fencing;Fenced;Forgotten
+type HostPhase string
+
+const (
+	// HostPhasePending: no heartbeat observed yet.
+	HostPhasePending HostPhase = "Pending"
+	// HostPhaseLive: heartbeating.
+	HostPhaseLive HostPhase = "Live"
+	// HostPhaseUnreachable: no heartbeat for the heartbeat timeout; not yet fenced.
+	HostPhaseUnreachable HostPhase = "Unreachable"
+	// HostPhaseFencing: being made safe.
+	HostPhaseFencing HostPhase = "Fencing"
+	// HostPhaseFenced: known to be down; its VMs may be reset and its locks released.
+	HostPhaseFenced HostPhase = "Fenced"
+	// HostPhaseForgotten: removed from the pool (xe host-forget).
+	HostPhaseForgotten HostPhase = "Forgotten"
+)
+
+// HostRole is a host's role in the pool.
+// +kubebuilder:validation:Enum=Master;Member
+type HostRole string
+
+const (
+	// RoleMaster is the pool master.
+	RoleMaster HostRole = "Master"
+	// RoleMember is any other host.
+	RoleMember HostRole = "Member"
+)
+
+// FencingStatus records a fence: what was done, when, and the evidence that the
+// host is down.
+type FencingStatus struct {
+	// method is the fencing method used.
+	// +optional
+	Method FencingMethod `json:"method,omitempty"`
+	// startedAt is when fencing began (recorded before any action).
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// safeAt is, for Agent fencing, the time after which the host's watchdog has
+	// certainly stopped its VMs.
+	// +optional
+	SafeAt *metav1.Time `json:"safeAt,omitempty"`
+	// completedAt is when the host was known to be down.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+	// evidence says why the host is known to be down.
+	// +optional
+	Evidence string `json:"evidence,omitempty"`
+	// attempts counts failed fencing actions since startedAt.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+}
+
+// HostStatus is the observed state of a host.
+type HostStatus struct {
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// phase: Pending, Live, Unreachable, Fencing, Fenced or Forgotten.
+	// +optional
+	Phase HostPhase `json:"phase,omitempty"`
+
+	// role is Master or Member.
+	// +optional
+	Role HostRole `json:"role,omitempty"`
+
+	// lastHeartbeatTime is when the operator last observed the host's Lease
+	// renewed, on the operator's clock. It is written on phase transitions,
+	// not on every heartbeat.
+	// +optional
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+
+	// masterEpoch is the pool epoch the host's agent follows (reported by the agent).
+	// +optional
+	MasterEpoch int64 `json:"masterEpoch,omitempty"`
+
+	// bootID identifies the agent's current boot; it changes on every start
+	// (reported by the agent).
+	// +optional
+	BootID string `json:"bootID,omitempty"`
+
+	// fencing records the current or last fence.
+	// +optional
+	Fencing *FencingStatus `json:"fencing,omitempty"`
+
+	// conditions: Ready, Heartbeat, Fenced.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// Host condition types.
+const (
+	// HostHeartbeat is True while the host renews its Lease in time.
+	HostHeartbeat = "Heartbeat"
+	// HostFencedCondition is True once the host is known to be down.
+	HostFencedCondition = "Fenced"
+)
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=vhost,categories=poolkeeper
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name of a Host must be a DNS label (lower-case letters, digits and '-', at most 63 characters): it names the host's heartbeat Lease and is used as a host name"
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.poolRef.name`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.status.role`
+// +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.masterEpoch`
+// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`,priority=1
+// +kubebuilder:printcolumn:name="Fencing",type=string,JSONPath=`.spec.fencing.method`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Host is a hypervisor host of a pool, member or master. Its agent heartbeats
+// through a coordination.k8s.io Lease of the same name.
+type Host struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the host.
+	// +required
+	Spec HostSpec `json:"spec"`
+	// status is the observed state of the host.
+	// +optional
+	Status HostStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// HostList is a list of Hosts.
+type HostList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Host `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Host{}, &HostList{})
+}

@@ -1,0 +1,251 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PoolSpec is the desired state of a resource pool.
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.restoreFrom) == has(self.restoreFrom)",message="restoreFrom can only be set when the Pool is created and cannot be removed"
+type PoolSpec struct {
+	// ha configures high availability: automatic fencing of dead hosts, restart
+	// of their VMs and election of a new master.
+	// +optional
+	// +kubebuilder:default={}
+	HA HASpec `json:"ha,omitempty"`
+
+	// heartbeatTimeout is how long a host may go without renewing its heartbeat
+	// Lease before it is considered Unreachable. Unset: 600s without HA, 60s with
+	// HA. status.effectiveHeartbeatTimeout shows the value in force.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="heartbeatTimeout must be a duration of at least 1s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('24h')",message="heartbeatTimeout must be at most 24h"
+	HeartbeatTimeout *metav1.Duration `json:"heartbeatTimeout,omitempty"`
+
+	// master is the name of the Host requested as pool master. With the master
+	// live it is a planned hand-over; with the master dead and HA off it is the
+	// recovery intent (pool-emergency-transition-to-master followed by
+	// pool-recover-slaves); with HA on it is only a preference.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Master string `json:"master,omitempty"`
+
+	// defaultStorageRepository names the pool's default StorageRepository.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	DefaultStorageRepository string `json:"defaultStorageRepository,omitempty"`
+
+	// fencing bounds automatic fencing (the storm guard).
+	// +optional
+	// +kubebuilder:default={}
+	Fencing PoolFencingSpec `json:"fencing,omitempty"`
+
+	// backup creates PoolBackups on a schedule and prunes old ones.
+	// +optional
+	Backup *BackupSchedule `json:"backup,omitempty"`
+
+	// restoreFrom recreates the pool from a PoolBackup in this namespace
+	// (pool-restore-database). It can only be set when the Pool is created.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="restoreFrom is immutable"
+	RestoreFrom *RestoreSource `json:"restoreFrom,omitempty"`
+}
+
+// HASpec configures high availability.
+type HASpec struct {
+	// enabled turns HA on: dead hosts are fenced automatically, their VMs
+	// restarted and a new master elected automatically.
+	// +optional
+	// +kubebuilder:default=false
+	Enabled bool `json:"enabled,omitempty"`
+
+	// hostFailuresToTolerate is the number of host failures whose VMs the pool
+	// keeps capacity free to restart. The Overcommitted condition is True when
+	// the pool can no longer honour it.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	HostFailuresToTolerate int32 `json:"hostFailuresToTolerate,omitempty"`
+}
+
+// PoolFencingSpec is the storm guard for automatic fencing.
+type PoolFencingSpec struct {
+	// maxConcurrent is how many hosts may be in Fencing at once.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxConcurrent int32 `json:"maxConcurrent,omitempty"`
+
+	// maxUnhealthyPercent: when more than this percentage of the pool's hosts is
+	// stale at once, the operator assumes it is itself cut off, fences nobody and
+	// sets FencingAllowed to False.
+	// +optional
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MaxUnhealthyPercent int32 `json:"maxUnhealthyPercent,omitempty"`
+}
+
+// BackupSchedule creates PoolBackups on a cron schedule.
+type BackupSchedule struct {
+	// schedule is a standard five-field cron expression (or a descriptor such
+	// as @daily), evaluated in UTC.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Schedule string `json:"schedule"`
+
+	// retain is how many completed backups of this schedule to keep; older
+	// ones are deleted.
+	// +optional
+	// +kubebuilder:default=7
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	Retain int32 `json:"retain,omitempty"`
+
+	// storage is where the backups are stored.
+	// +optional
+	// +kubebuilder:default={}
+	Storage BackupStorage `json:"storage,omitempty"`
+
+	// encryption is the key the backups are encrypted with.
+	// +required
+	Encryption BackupEncryption `json:"encryption"`
+}
+
+// RestoreMode says what a restore does on a conflict with an existing object.
+// +kubebuilder:validation:Enum=Strict;BestEffort
+type RestoreMode string
+
+const (
+	// RestoreStrict stops at the first conflict, before writing anything.
+	RestoreStrict RestoreMode = "Strict"
+	// RestoreBestEffort skips each conflicting object and reports it.
+	RestoreBestEffort RestoreMode = "BestEffort"
+)
+
+// RestoreSource names the PoolBackup a Pool is restored from.
+type RestoreSource struct {
+	// backupName is the PoolBackup in this namespace to restore.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	BackupName string `json:"backupName"`
+
+	// mode is Strict (stop at the first conflict, write nothing) or BestEffort
+	// (skip and report each conflict).
+	// +optional
+	// +kubebuilder:default=Strict
+	Mode RestoreMode `json:"mode,omitempty"`
+
+	// dryRun makes this a DR test failover: objects are recreated but no VM is
+	// started, and everything created is removed when the Pool is deleted.
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// HostCounts counts a pool's hosts by state.
+type HostCounts struct {
+	// total is the number of Hosts of the pool.
+	Total int32 `json:"total"`
+	// live is the number of Hosts in phase Live.
+	Live int32 `json:"live"`
+	// unreachable is the number of Hosts in phase Unreachable or Fencing.
+	Unreachable int32 `json:"unreachable"`
+	// fenced is the number of Hosts in phase Fenced.
+	Fenced int32 `json:"fenced"`
+}
+
+// PoolStatus is the observed state of a pool.
+type PoolStatus struct {
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// master is the Host currently acting as pool master.
+	// +optional
+	Master string `json:"master,omitempty"`
+
+	// epoch increases by one on every change of master. Agents follow it; an
+	// agent on an older epoch is not a master.
+	// +optional
+	Epoch int64 `json:"epoch,omitempty"`
+
+	// effectiveHeartbeatTimeout is the heartbeat timeout in force.
+	// +optional
+	EffectiveHeartbeatTimeout *metav1.Duration `json:"effectiveHeartbeatTimeout,omitempty"`
+
+	// hosts counts the pool's hosts by state.
+	// +optional
+	Hosts HostCounts `json:"hosts,omitempty"`
+
+	// conditions: Ready, MasterAvailable, MembersRecovered,
+	// DefaultStorageRepositoryValid, FencingAllowed, Overcommitted, and
+	// Restored when spec.restoreFrom is set.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// Pool condition types.
+const (
+	// PoolMasterAvailable is True while a Live host is the pool master.
+	PoolMasterAvailable = "MasterAvailable"
+	// PoolMembersRecovered is True once every Live host follows the current epoch.
+	PoolMembersRecovered = "MembersRecovered"
+	// PoolDefaultStorageRepositoryValid says whether spec.defaultStorageRepository
+	// exists and is usable from the master.
+	PoolDefaultStorageRepositoryValid = "DefaultStorageRepositoryValid"
+	// PoolFencingAllowed is False when the storm guard stops all fencing.
+	PoolFencingAllowed = "FencingAllowed"
+	// PoolOvercommitted is True when surviving capacity cannot honour
+	// spec.ha.hostFailuresToTolerate or restart every Restart VM.
+	PoolOvercommitted = "Overcommitted"
+	// PoolRestored reports the progress of spec.restoreFrom.
+	PoolRestored = "Restored"
+)
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=vpool,categories=poolkeeper
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Master",type=string,JSONPath=`.status.master`
+// +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.epoch`
+// +kubebuilder:printcolumn:name="HA",type=boolean,JSONPath=`.spec.ha.enabled`
+// +kubebuilder:printcolumn:name="Hosts",type=integer,JSONPath=`.status.hosts.total`
+// +kubebuilder:printcolumn:name="Live",type=integer,JSONPath=`.status.hosts.live`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Pool is a XenServer-style resource pool: its hosts, storage and VMs, its
+// master, HA settings and backup schedule.
+type Pool struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the pool.
+	// +optional
+	Spec PoolSpec `json:"spec,omitempty"`
+	// status is the observed state of the pool.
+	// +optional
+	Status PoolStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PoolList is a list of Pools.
+type PoolList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Pool `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Pool{}, &PoolList{})
+}

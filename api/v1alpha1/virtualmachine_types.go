@@ -1,0 +1,207 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DesiredPowerState is the power state a user asks for.
+// +kubebuilder:validation:Enum=Running;Halted
+type DesiredPowerState string
+
+const (
+	// DesiredRunning asks for the VM to run on some Live host.
+	DesiredRunning DesiredPowerState = "Running"
+	// DesiredHalted asks for the VM to be stopped.
+	DesiredHalted DesiredPowerState = "Halted"
+)
+
+// PowerState is a VM's observed power state.
+// +kubebuilder:validation:Enum=Running;Halted;Suspended;Paused;Unknown
+type PowerState string
+
+const (
+	// PowerRunning: running on status.residentOn.
+	PowerRunning PowerState = "Running"
+	// PowerHalted: not running anywhere.
+	PowerHalted PowerState = "Halted"
+	// PowerSuspended: memory saved to status.suspendVirtualDisk.
+	PowerSuspended PowerState = "Suspended"
+	// PowerPaused: resident but not scheduled by the hypervisor.
+	PowerPaused PowerState = "Paused"
+	// PowerUnknown: not yet observed.
+	PowerUnknown PowerState = "Unknown"
+)
+
+// RestartPriority is what HA does with a VM whose host failed.
+// +kubebuilder:validation:Enum=Restart;BestEffort;DoNotRestart
+type RestartPriority string
+
+const (
+	// RestartAlways: restarted first, in startOrder.
+	RestartAlways RestartPriority = "Restart"
+	// RestartBestEffort: restarted if capacity remains after the Restart VMs.
+	RestartBestEffort RestartPriority = "BestEffort"
+	// RestartNever: stays Halted.
+	RestartNever RestartPriority = "DoNotRestart"
+)
+
+// VMResources is what a VM needs from its host.
+type VMResources struct {
+	// cpu is the number of virtual CPUs.
+	// +optional
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+	// memory is the VM's memory.
+	// +optional
+	Memory *resource.Quantity `json:"memory,omitempty"`
+}
+
+// VMDisk attaches a VirtualDisk to a VM.
+type VMDisk struct {
+	// name of the disk within the VM (for example root, data).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// virtualDisk names the VirtualDisk in this namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	VirtualDisk string `json:"virtualDisk"`
+	// mode is RW (default; locks the VDI to the VM's host) or RO.
+	// +optional
+	// +kubebuilder:default=RW
+	Mode DiskMode `json:"mode,omitempty"`
+}
+
+// VMAffinity expresses placement preferences.
+type VMAffinity struct {
+	// host is the preferred Host.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Host string `json:"host,omitempty"`
+}
+
+// VMHA is the VM's HA setting.
+type VMHA struct {
+	// restartPriority: Restart (restarted first, in startOrder), BestEffort
+	// (if capacity remains) or DoNotRestart (stays Halted).
+	// +optional
+	// +kubebuilder:default=DoNotRestart
+	RestartPriority RestartPriority `json:"restartPriority,omitempty"`
+}
+
+// VirtualMachineSpec is the desired state of a VM.
+// +kubebuilder:validation:XValidation:rule="!has(self.disks) || self.disks.all(d, self.disks.exists_one(e, e.virtualDisk == d.virtualDisk))",message="a VirtualDisk may be attached only once to a VM",fieldPath=".disks"
+type VirtualMachineSpec struct {
+	// poolRef names the Pool this VM belongs to. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="poolRef is immutable"
+	PoolRef PoolReference `json:"poolRef"`
+
+	// powerState is the desired power state: Running or Halted.
+	// +optional
+	// +kubebuilder:default=Halted
+	PowerState DesiredPowerState `json:"powerState,omitempty"`
+
+	// resources is what the VM needs from its host.
+	// +optional
+	Resources VMResources `json:"resources,omitempty"`
+
+	// disks attached to the VM. Names and VirtualDisks are unique within a VM.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Disks []VMDisk `json:"disks,omitempty"`
+
+	// affinity expresses placement preferences.
+	// +optional
+	Affinity VMAffinity `json:"affinity,omitempty"`
+
+	// ha is the VM's HA setting.
+	// +optional
+	// +kubebuilder:default={}
+	HA VMHA `json:"ha,omitempty"`
+
+	// startOrder orders starts within a pool (a vApp's boot order): lower first.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	StartOrder int32 `json:"startOrder,omitempty"`
+}
+
+// VirtualMachineStatus is the observed state of a VM.
+type VirtualMachineStatus struct {
+	// observedGeneration is the generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// powerState: Running, Halted, Suspended, Paused or Unknown.
+	// +optional
+	PowerState PowerState `json:"powerState,omitempty"`
+
+	// residentOn is the Host the VM runs on, or is recorded as running on.
+	// +optional
+	ResidentOn string `json:"residentOn,omitempty"`
+
+	// suspendVirtualDisk holds the VM's memory while it is Suspended.
+	// +optional
+	SuspendVirtualDisk string `json:"suspendVirtualDisk,omitempty"`
+
+	// conditions: Ready, Scheduled, DisksLocked.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// VirtualMachine condition types.
+const (
+	// VMScheduled is True once the VM has a host to run on.
+	VMScheduled = "Scheduled"
+	// VMDisksLocked is True once every RW disk is locked for the VM's host.
+	VMDisksLocked = "DisksLocked"
+)
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=vmachine,categories=poolkeeper
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.poolRef.name`
+// +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.powerState`
+// +kubebuilder:printcolumn:name="Power",type=string,JSONPath=`.status.powerState`
+// +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.status.residentOn`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Priority",type=string,JSONPath=`.spec.ha.restartPriority`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// VirtualMachine is a VM of a pool: its desired power state, disks and HA
+// restart priority.
+type VirtualMachine struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the VM.
+	// +required
+	Spec VirtualMachineSpec `json:"spec"`
+	// status is the observed state of the VM.
+	// +optional
+	Status VirtualMachineStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// VirtualMachineList is a list of VirtualMachines.
+type VirtualMachineList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VirtualMachine `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VirtualMachine{}, &VirtualMachineList{})
+}

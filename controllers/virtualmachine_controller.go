@@ -1,0 +1,33 @@
+package controllers
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines/finalizers,verbs=update
+
+// VirtualMachineReconciler reconciles VirtualMachine objects.
+type VirtualMachineReconciler struct {
+	client.Client
+}
+
+// SetupWithManager registers the reconciler with the manager.
+func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&vpoolv1alpha1.VirtualMachine{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+// Reconcile brings one VirtualMachine towards its spec.
+func (r *VirtualMachineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return ctrl.Result{}, nil
+}
