@@ -66,6 +66,7 @@ bench: ## Run the benchmarks and print their figures.
 .PHONY: build
 build: manifests generate ## Build the manager and the agent into bin/.
 	$(GO) build -o $(BIN)/poolkeeper .
+	$(GO) build -o $(BIN)/poolkeeper-agent ./cmd/poolkeeper-agent
 	$(GO) build -o $(BIN)/controlplane ./hack/controlplane
 
 .PHONY: run

@@ -2,32 +2,452 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/fencing"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts/finalizers,verbs=update
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// HostReconciler reconciles Host objects.
+// HostReconciler runs the host phase machine: heartbeat staleness, fencing
+// (Agent watchdog, Redfish, Manual), the repair and rejoin paths, and forget.
 type HostReconciler struct {
 	client.Client
+	// APIReader reads from the API server, not the cache: Leases before any
+	// destructive step, and BMC credentials.
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Tracker   *liveness.Tracker
+	Recorder  events.EventRecorder
+	// BMC opens a Redfish client; tests may replace it.
+	BMC BMCFactory
 }
 
-// SetupWithManager registers the reconciler with the manager.
+type workqueueInterface = workqueue.TypedRateLimitingInterface[reconcile.Request]
+
+// hostScope is what one reconcile of a Host has read.
+type hostScope struct {
+	host *vpoolv1alpha1.Host
+	// before is the host as last written; the status patch is computed against it.
+	before  *vpoolv1alpha1.Host
+	pool    *vpoolv1alpha1.Pool
+	tally   fencing.Tally
+	fencing int // other hosts of the pool in phase Fencing
+	timeout time.Duration
+	now     time.Time
+	events  []hostEvent
+}
+
+type hostEvent struct{ eventType, reason, action, note string }
+
+// SetupWithManager registers the reconciler: Hosts, their Leases (through the
+// liveness tracker), their Pool, and sibling phase changes (which free the
+// fencing budget or lift the storm guard).
 func (r *HostReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.Host{}).
+		Watches(&coordinationv1.Lease{}, handler.Funcs{
+			CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueueInterface) { r.leaseEvent(ctx, e.Object, q) },
+			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueueInterface) {
+				r.leaseEvent(ctx, e.ObjectNew, q)
+			},
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueInterface) {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
+			},
+		}).
+		Watches(&vpoolv1alpha1.Pool{}, handler.EnqueueRequestsFromMapFunc(r.hostsOfPool)).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.waitingSiblings),
+			builder.WithPredicates(phaseChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
 
-// Reconcile brings one Host towards its spec.
+// leaseEvent records a Lease observation. A renewal of a Live host needs no
+// reconcile (its expiry is already queued); anything else does.
+func (r *HostReconciler) leaseEvent(ctx context.Context, obj client.Object, q workqueueInterface) {
+	key := client.ObjectKeyFromObject(obj)
+	renewed := r.Tracker.Observe(key, obj.GetResourceVersion(), declaredDeadline(obj))
+	host := &vpoolv1alpha1.Host{}
+	if err := r.Get(ctx, key, host); err != nil {
+		return
+	}
+	if renewed && host.Status.Phase == vpoolv1alpha1.HostPhaseLive {
+		return
+	}
+	q.Add(reconcile.Request{NamespacedName: key})
+}
+
+func (r *HostReconciler) hostsOfPool(ctx context.Context, obj client.Object) []reconcile.Request {
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexPoolRef: obj.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(hosts.Items))
+	for i := range hosts.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&hosts.Items[i])})
+	}
+	return reqs
+}
+
+// waitingSiblings wakes the Unreachable hosts of a pool when another host's
+// phase changes: the storm guard or the fencing budget may now let them go on.
+func (r *HostReconciler) waitingSiblings(ctx context.Context, obj client.Object) []reconcile.Request {
+	h, ok := obj.(*vpoolv1alpha1.Host)
+	if !ok {
+		return nil
+	}
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(h.Namespace), client.MatchingFields{IndexPoolRef: h.Spec.PoolRef.Name}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range hosts.Items {
+		s := &hosts.Items[i]
+		if s.Name != h.Name && s.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
+		}
+	}
+	return reqs
+}
+
+func phaseChanged() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*vpoolv1alpha1.Host), e.ObjectNew.(*vpoolv1alpha1.Host)
+			return o.Status.Phase != n.Status.Phase
+		},
+	}
+}
+
+// Reconcile advances one Host through its phases.
 func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return ctrl.Result{}, nil
+	host := &vpoolv1alpha1.Host{}
+	if err := r.Get(ctx, req.NamespacedName, host); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Tracker.Forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues("Host", klog.KObj(host))
+	ctx = ctrl.LoggerInto(ctx, log)
+
+	if host.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(host, vpoolv1alpha1.FinalizerHostForget) {
+		patch := client.MergeFrom(host.DeepCopy())
+		controllerutil.AddFinalizer(host, vpoolv1alpha1.FinalizerHostForget)
+		return ctrl.Result{}, r.Patch(ctx, host, patch)
+	}
+
+	s := &hostScope{host: host, before: host.DeepCopy(), now: r.Clock.Now()}
+	result, forgotten, err := r.reconcile(ctx, s)
+	if perr := r.patchStatus(ctx, s.before, host, err == nil); perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
+	}
+	// Transitions are announced only once they are recorded.
+	for _, e := range s.events {
+		r.Recorder.Eventf(host, nil, e.eventType, e.reason, e.action, "%s", e.note)
+	}
+	if err == nil && forgotten && !host.DeletionTimestamp.IsZero() {
+		// Deleted and forgotten: let the object go.
+		return ctrl.Result{}, r.removeFinalizer(ctx, host)
+	}
+	return result, err
+}
+
+// reconcile does the work of one pass on a Host; it reports whether the host
+// is forgotten, so a deleted Host can release its finalizer.
+func (r *HostReconciler) reconcile(ctx context.Context, s *hostScope) (ctrl.Result, bool, error) {
+	host := s.host
+	pool := &vpoolv1alpha1.Pool{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: host.Namespace, Name: host.Spec.PoolRef.Name}, pool); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, false, err
+		}
+		r.setPoolMissing(host)
+		// Without its pool nothing of the host can be reset or moved: a deleted
+		// Host may go.
+		return ctrl.Result{}, true, nil
+	}
+	if err := r.fillScope(ctx, s, pool); err != nil {
+		return ctrl.Result{}, false, err
+	}
+	requeue, err := r.reconcilePhase(ctx, s)
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	return ctrl.Result{RequeueAfter: requeue}, host.Status.Phase == vpoolv1alpha1.HostPhaseForgotten, nil
+}
+
+func (r *HostReconciler) fillScope(ctx context.Context, s *hostScope, pool *vpoolv1alpha1.Pool) error {
+	host := s.host
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(host.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
+		return fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
+	}
+	s.pool = pool
+	s.timeout = liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+	phases := make([]vpoolv1alpha1.HostPhase, 0, len(hosts.Items))
+	for i := range hosts.Items {
+		h := &hosts.Items[i]
+		if h.Name == host.Name {
+			phases = append(phases, host.Status.Phase)
+			continue
+		}
+		phases = append(phases, h.Status.Phase)
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
+			s.fencing++
+		}
+	}
+	s.tally = fencing.TallyOf(phases)
+	return nil
+}
+
+func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
+	h := s.host
+	method := h.Spec.Fencing.Method
+	if method == "" {
+		method = vpoolv1alpha1.FencingAgent
+	}
+	forget := h.Spec.State == vpoolv1alpha1.HostForgotten || !h.DeletionTimestamp.IsZero()
+	return fencing.HostInput{
+		Now: s.now, Phase: h.Status.Phase, Method: method, HAEnabled: s.pool.Spec.HA.Enabled, Forget: forget,
+		Timeout: s.timeout, Heartbeat: r.Tracker.Get(client.ObjectKeyFromObject(h)), Fencing: h.Status.Fencing,
+		Guard: fencing.MayFence(fencing.Request{
+			Automatic: s.pool.Spec.HA.Enabled && !forget, Method: method, Tally: s.tally,
+			MaxUnhealthyPercent: s.pool.Spec.Fencing.MaxUnhealthyPercent, MaxConcurrent: max(s.pool.Spec.Fencing.MaxConcurrent, 1),
+			InFencing: s.fencing,
+		}),
+		PowerOff: powerOff, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
+		MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
+	}
+}
+
+// reconcilePhase runs the phase machine until it settles (a few steps at
+// most), re-reading the Lease before every destructive step.
+func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time.Duration, error) {
+	h := s.host
+	if h.Status.Phase == "" {
+		h.Status.Phase = vpoolv1alpha1.HostPhasePending
+	}
+	powerOff := false
+	var bmcRequeue time.Duration
+	if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing && h.Spec.Fencing.Method == vpoolv1alpha1.FencingRedfish &&
+		fencing.Next(r.input(s, false)).Phase == vpoolv1alpha1.HostPhaseFencing {
+		var err error
+		if powerOff, bmcRequeue, err = r.fenceRedfish(ctx, s); err != nil {
+			return 0, err
+		}
+	}
+	var d fencing.Decision
+	for step := 0; step < 6; step++ {
+		d = fencing.Next(r.input(s, powerOff))
+		if d.Destructive(h.Status.Phase) {
+			moved, err := r.leaseMoved(ctx, h)
+			if err != nil {
+				return 0, err
+			}
+			if moved {
+				continue // the count starts again; decide anew
+			}
+		}
+		if d.Phase == h.Status.Phase {
+			break
+		}
+		r.transition(ctx, s, d)
+	}
+	r.setConditions(s, d)
+	if bmcRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
+		return bmcRequeue, nil
+	}
+	return d.RequeueAfter, nil
+}
+
+// transition records a phase change in status (written before anything the
+// new phase allows is done) and emits its event.
+func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing.Decision) {
+	h := s.host
+	from := h.Status.Phase
+	now := metav1.NewTime(s.now)
+	hb := r.Tracker.Get(client.ObjectKeyFromObject(h))
+	h.Status.Phase = d.Phase
+	if !hb.LastRenewal.IsZero() {
+		h.Status.LastHeartbeatTime = &metav1.Time{Time: hb.LastRenewal}
+	}
+	method := h.Spec.Fencing.Method
+	if method == "" {
+		method = vpoolv1alpha1.FencingAgent
+	}
+	eventType := corev1.EventTypeNormal
+	switch d.Phase {
+	case vpoolv1alpha1.HostPhaseUnreachable:
+		eventType = corev1.EventTypeWarning
+	case vpoolv1alpha1.HostPhaseFencing:
+		f := &vpoolv1alpha1.FencingStatus{Method: method, StartedAt: &now, BootID: h.Status.BootID}
+		if method == vpoolv1alpha1.FencingAgent {
+			f.SafeAt = &metav1.Time{Time: fencing.SafeAt(hb, s.timeout)}
+		}
+		h.Status.Fencing = f
+	case vpoolv1alpha1.HostPhaseFenced:
+		if h.Status.Fencing == nil {
+			h.Status.Fencing = &vpoolv1alpha1.FencingStatus{Method: method, StartedAt: &now, BootID: h.Status.BootID}
+		}
+		h.Status.Fencing.CompletedAt = &now
+		h.Status.Fencing.Evidence = d.Message
+		h.Status.Fencing.LastError = ""
+	case vpoolv1alpha1.HostPhaseLive:
+		if from == vpoolv1alpha1.HostPhaseFencing {
+			h.Status.Fencing = nil // abandoned: the host proved alive
+		}
+	}
+	ctrl.LoggerFrom(ctx).Info("Host phase changed", "from", from, "to", d.Phase, "reason", d.Reason)
+	s.events = append(s.events, hostEvent{eventType: eventType, reason: d.Reason, action: string(d.Phase), note: d.Message})
+}
+
+// leaseMoved re-reads the host's Lease from the API server. If it changed
+// since the last observation the tracker records a renewal: a late watch
+// event must never make a live host look dead.
+func (r *HostReconciler) leaseMoved(ctx context.Context, h *vpoolv1alpha1.Host) (bool, error) {
+	lease := &coordinationv1.Lease{}
+	key := client.ObjectKeyFromObject(h)
+	if err := r.APIReader.Get(ctx, key, lease); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("re-reading the heartbeat Lease of host %s: %w", key, err)
+	}
+	if lease.Labels[vpoolv1alpha1.LabelHost] != h.Name {
+		return false, nil // not an agent's Lease
+	}
+	return r.Tracker.Observe(key, lease.ResourceVersion, declaredDeadline(lease)), nil
+}
+
+// declaredDeadline is the self-fence deadline an agent declares in its Lease.
+func declaredDeadline(obj client.Object) time.Duration {
+	lease, ok := obj.(*coordinationv1.Lease)
+	if !ok || lease.Spec.LeaseDurationSeconds == nil {
+		return 0
+	}
+	return time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
+}
+
+func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
+	h := s.host
+	gen := h.Generation
+	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+	if h.Status.Phase == vpoolv1alpha1.HostPhaseLive {
+		set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, d.Reason, d.Message)
+	} else {
+		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
+	}
+	hb := r.Tracker.Get(client.ObjectKeyFromObject(h))
+	switch {
+	case h.Status.Phase == vpoolv1alpha1.HostPhasePending:
+		set(vpoolv1alpha1.HostHeartbeat, metav1.ConditionUnknown, fencing.ReasonAwaitingHeartbeat, "no heartbeat observed yet")
+	case h.Status.Phase == vpoolv1alpha1.HostPhaseLive || hb.Fresh(s.now, s.timeout):
+		set(vpoolv1alpha1.HostHeartbeat, metav1.ConditionTrue, fencing.ReasonHeartbeatReceived,
+			fmt.Sprintf("the agent renews its Lease (timeout %s)", s.timeout))
+	default:
+		set(vpoolv1alpha1.HostHeartbeat, metav1.ConditionFalse, fencing.ReasonHeartbeatStale,
+			fmt.Sprintf("no heartbeat observed since %s (timeout %s)", hb.LastSeen.UTC().Format(time.RFC3339), s.timeout))
+	}
+	switch h.Status.Phase {
+	case vpoolv1alpha1.HostPhaseFenced, vpoolv1alpha1.HostPhaseForgotten:
+		msg := "the host is down"
+		reason := fencing.ReasonForgotten
+		if h.Status.Fencing != nil && h.Status.Fencing.Evidence != "" {
+			msg = h.Status.Fencing.Evidence
+			reason = fencedReasonOf(h.Status.Fencing.Method)
+		}
+		set(vpoolv1alpha1.HostFencedCondition, metav1.ConditionTrue, reason, msg)
+	case vpoolv1alpha1.HostPhaseFencing:
+		set(vpoolv1alpha1.HostFencedCondition, metav1.ConditionFalse, d.Reason, d.Message)
+	default:
+		set(vpoolv1alpha1.HostFencedCondition, metav1.ConditionFalse, "NotFenced", "the host is not fenced")
+	}
+	h.Status.Role = vpoolv1alpha1.RoleMember
+	if s.pool.Status.Master == h.Name {
+		h.Status.Role = vpoolv1alpha1.RoleMaster
+	}
+}
+
+func fencedReasonOf(m vpoolv1alpha1.FencingMethod) string {
+	switch m {
+	case vpoolv1alpha1.FencingRedfish:
+		return fencing.ReasonRedfishPowerOff
+	case vpoolv1alpha1.FencingManual:
+		return fencing.ReasonPersonConfirmed
+	default:
+		return fencing.ReasonAgentWatchdog
+	}
+}
+
+func (r *HostReconciler) setPoolMissing(h *vpoolv1alpha1.Host) {
+	if h.Status.Phase == "" {
+		h.Status.Phase = vpoolv1alpha1.HostPhasePending
+	}
+	meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady,
+		Status: metav1.ConditionFalse, Reason: vpoolv1alpha1.ReasonPoolNotFound, ObservedGeneration: h.Generation,
+		Message: fmt.Sprintf("spec.poolRef.name: Pool %q not found in namespace %s", h.Spec.PoolRef.Name, h.Namespace)})
+}
+
+// patchStatus writes the status when it changed, with optimistic locking so a
+// decision is never recorded over state it did not see.
+func (r *HostReconciler) patchStatus(ctx context.Context, before, host *vpoolv1alpha1.Host, ok bool) error {
+	if ok {
+		host.Status.ObservedGeneration = host.Generation
+	}
+	if equality.Semantic.DeepEqual(before.Status, host.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, host, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching status of host %s: %w", klog.KObj(host), err)
+	}
+	return nil
+}
+
+func (r *HostReconciler) removeFinalizer(ctx context.Context, h *vpoolv1alpha1.Host) error {
+	if !controllerutil.ContainsFinalizer(h, vpoolv1alpha1.FinalizerHostForget) {
+		return nil
+	}
+	patch := client.MergeFrom(h.DeepCopy())
+	controllerutil.RemoveFinalizer(h, vpoolv1alpha1.FinalizerHostForget)
+	return r.Patch(ctx, h, patch)
 }

@@ -2,32 +2,265 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/fencing"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools/finalizers,verbs=update
 
-// PoolReconciler reconciles Pool objects.
+// Reasons of Pool conditions.
+const (
+	ReasonMasterLive          = "MasterLive"
+	ReasonNoMaster            = "NoMaster"
+	ReasonMasterElected       = "MasterElected"
+	ReasonMembersOnEpoch      = "MembersOnEpoch"
+	ReasonMembersBehind       = "MembersBehind"
+	ReasonDefaultSRNotSet     = "NotSet"
+	ReasonDefaultSRValid      = "Valid"
+	ReasonDefaultSRNotFound   = "NotFound"
+	ReasonDefaultSRNotUsable  = "NotReachableFromMaster"
+	ReasonHADisabled          = "HADisabled"
+	ReasonCapacityNotComputed = "NotEvaluated"
+)
+
+// PoolReconciler keeps a Pool's status: host counts, the heartbeat timeout in
+// force, the storm guard, the master and its epoch, and whether members follow it.
 type PoolReconciler struct {
 	client.Client
+	Recorder events.EventRecorder
 }
 
-// SetupWithManager registers the reconciler with the manager.
+// SetupWithManager registers the reconciler; a Host or SR change wakes its Pool.
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.Pool{}).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
+		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
 
-// Reconcile brings one Pool towards its spec.
+// poolOf maps any pool-scoped object to its Pool.
+func poolOf(_ context.Context, obj client.Object) []reconcile.Request {
+	var name string
+	switch o := obj.(type) {
+	case *vpoolv1alpha1.Host:
+		name = o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.StorageRepository:
+		name = o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.VirtualDisk:
+		name = o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.VirtualMachine:
+		name = o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.PoolBackup:
+		name = o.Spec.PoolRef.Name
+	}
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
+}
+
+// Reconcile brings one Pool's status up to date.
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return ctrl.Result{}, nil
+	pool := &vpoolv1alpha1.Pool{}
+	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("Pool", klog.KObj(pool)))
+	before := pool.DeepCopy()
+	err := r.reconcile(ctx, pool)
+	if err == nil {
+		pool.Status.ObservedGeneration = pool.Generation
+	}
+	if !equality.Semantic.DeepEqual(before.Status, pool.Status) {
+		if perr := r.Status().Patch(ctx, pool, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
+			err = errors.Join(err, fmt.Errorf("patching status of pool %s: %w", klog.KObj(pool), perr))
+		}
+	}
+	return ctrl.Result{}, err
+}
+
+func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
+		return fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
+	}
+	sort.Slice(hosts.Items, func(i, j int) bool { return hosts.Items[i].Name < hosts.Items[j].Name })
+	phases := make([]vpoolv1alpha1.HostPhase, 0, len(hosts.Items))
+	for i := range hosts.Items {
+		phases = append(phases, hosts.Items[i].Status.Phase)
+	}
+	tally := fencing.TallyOf(phases)
+	pool.Status.Hosts = vpoolv1alpha1.HostCounts{
+		Total: int32(tally.Total - tally.Forgotten), Live: int32(tally.Live),
+		Unreachable: int32(tally.Stale()), Fenced: int32(tally.Fenced),
+	}
+	timeout := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: timeout}
+
+	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
+			ObservedGeneration: pool.Generation})
+	}
+	if pool.Spec.HA.Enabled {
+		c := fencing.StormGuard(tally, pool.Spec.Fencing.MaxUnhealthyPercent)
+		set(vpoolv1alpha1.PoolFencingAllowed, boolStatus(c.Allowed), c.Reason, c.Message)
+	} else {
+		set(vpoolv1alpha1.PoolFencingAllowed, metav1.ConditionTrue, ReasonHADisabled,
+			"HA is off: a host is fenced only when a person forgets it (spec.state: Forgotten)")
+	}
+
+	r.electInitialMaster(ctx, pool, hosts.Items)
+	r.masterConditions(pool, hosts.Items, set)
+	if err := r.defaultSRCondition(ctx, pool, set); err != nil {
+		return err
+	}
+	if meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolOvercommitted) == nil {
+		set(vpoolv1alpha1.PoolOvercommitted, metav1.ConditionUnknown, ReasonCapacityNotComputed, "capacity is not evaluated yet")
+	}
+	ma := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolMasterAvailable)
+	set(vpoolv1alpha1.ConditionReady, ma.Status, ma.Reason, ma.Message)
+	return nil
+}
+
+// electInitialMaster picks the first master of a pool that has none: the
+// requested spec.master once it is Live (it is waited for while it has not
+// heartbeated yet), otherwise the first Live host by name.
+func (r *PoolReconciler) electInitialMaster(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host) {
+	if pool.Status.Master != "" {
+		return
+	}
+	var chosen string
+	for i := range hosts {
+		h := &hosts[i]
+		if h.Name == pool.Spec.Master && (h.Status.Phase == "" || h.Status.Phase == vpoolv1alpha1.HostPhasePending) {
+			return // the requested master has not heartbeated yet: wait for it
+		}
+	}
+	for i := range hosts {
+		h := &hosts[i]
+		if h.Status.Phase != vpoolv1alpha1.HostPhaseLive {
+			continue
+		}
+		if h.Name == pool.Spec.Master {
+			chosen = h.Name
+			break
+		}
+		if chosen == "" {
+			chosen = h.Name
+		}
+	}
+	if chosen == "" {
+		return
+	}
+	pool.Status.Master = chosen
+	pool.Status.Epoch++
+	ctrl.LoggerFrom(ctx).Info("Master elected", "master", chosen, "epoch", pool.Status.Epoch)
+	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, ReasonMasterElected, "ElectMaster",
+		"Host %s is the pool master (epoch %d)", chosen, pool.Status.Epoch)
+}
+
+func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host,
+	set func(string, metav1.ConditionStatus, string, string)) {
+	var master *vpoolv1alpha1.Host
+	var behind []string
+	for i := range hosts {
+		h := &hosts[i]
+		if h.Name == pool.Status.Master {
+			master = h
+		}
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseLive && h.Status.MasterEpoch != pool.Status.Epoch {
+			behind = append(behind, fmt.Sprintf("%s (epoch %d)", h.Name, h.Status.MasterEpoch))
+		}
+	}
+	switch {
+	case pool.Status.Master == "":
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, ReasonNoMaster, "no host is Live yet to become master")
+	case master != nil && master.Status.Phase == vpoolv1alpha1.HostPhaseLive:
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionTrue, ReasonMasterLive,
+			fmt.Sprintf("host %s is master (epoch %d)", pool.Status.Master, pool.Status.Epoch))
+	default:
+		phase := "missing"
+		if master != nil {
+			phase = string(master.Status.Phase)
+		}
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, ReasonNoMaster,
+			fmt.Sprintf("master %s is %s; members wait for it (set spec.master to a Live member to transition)", pool.Status.Master, phase))
+	}
+	if len(behind) == 0 {
+		set(vpoolv1alpha1.PoolMembersRecovered, metav1.ConditionTrue, ReasonMembersOnEpoch,
+			fmt.Sprintf("every Live host follows epoch %d", pool.Status.Epoch))
+	} else {
+		set(vpoolv1alpha1.PoolMembersRecovered, metav1.ConditionFalse, ReasonMembersBehind,
+			fmt.Sprintf("not yet on epoch %d: %s", pool.Status.Epoch, truncateList(behind, 10)))
+	}
+}
+
+func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1alpha1.Pool,
+	set func(string, metav1.ConditionStatus, string, string)) error {
+	name := pool.Spec.DefaultStorageRepository
+	if name == "" {
+		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotSet,
+			"spec.defaultStorageRepository is not set")
+		return nil
+	}
+	sr := &vpoolv1alpha1.StorageRepository{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name}, sr); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotFound,
+			fmt.Sprintf("spec.defaultStorageRepository: StorageRepository %q not found", name))
+		return nil
+	}
+	switch {
+	case sr.Spec.PoolRef.Name != pool.Name:
+		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotFound,
+			fmt.Sprintf("spec.defaultStorageRepository: StorageRepository %q belongs to pool %q", name, sr.Spec.PoolRef.Name))
+	case !sr.Spec.Shared && sr.Spec.Host != pool.Status.Master:
+		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotUsable,
+			fmt.Sprintf("spec.defaultStorageRepository: %q is local to host %s, not to the master %s", name, sr.Spec.Host, pool.Status.Master))
+	default:
+		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionTrue, ReasonDefaultSRValid,
+			fmt.Sprintf("StorageRepository %q is usable from the master", name))
+	}
+	return nil
+}
+
+func boolStatus(b bool) metav1.ConditionStatus {
+	if b {
+		return metav1.ConditionTrue
+	}
+	return metav1.ConditionFalse
+}
+
+// truncateList joins items, naming at most n of them.
+func truncateList(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:n], ", "), len(items)-n)
 }

@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
 )
 
 // Field indexes shared by the reconcilers.
@@ -23,6 +28,30 @@ type Options struct {
 	Clock clock.PassiveClock
 	// MaxConcurrentReconciles is the number of parallel reconciles per controller.
 	MaxConcurrentReconciles int
+	// Tracker records heartbeat renewals; a new one when nil.
+	Tracker *liveness.Tracker
+	// BMC opens Redfish clients; DefaultBMCFactory when nil.
+	BMC BMCFactory
+}
+
+// CacheOptions restricts the manager's cache to what poolkeeper needs: of all
+// Leases, only the heartbeat Leases of hosts (labelled vpool.poolkeeper.io/host).
+func CacheOptions(namespace string) cache.Options {
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&coordinationv1.Lease{}: {Label: hostLeaseSelector()},
+	}}
+	if namespace != "" {
+		opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	}
+	return opts
+}
+
+func hostLeaseSelector() labels.Selector {
+	req, err := labels.NewRequirement(vpoolv1alpha1.LabelHost, selection.Exists, nil)
+	if err != nil {
+		panic(err)
+	}
+	return labels.NewSelector().Add(*req)
 }
 
 // SetupWithManager registers the field indexes and every reconciler.
@@ -36,11 +65,16 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err := setupIndexes(context.Background(), mgr); err != nil {
 		return err
 	}
+	if opts.Tracker == nil {
+		opts.Tracker = liveness.NewTracker(opts.Clock)
+	}
+	recorder := mgr.GetEventRecorder("poolkeeper")
 	reconcilers := []interface {
 		SetupWithManager(ctrl.Manager, Options) error
 	}{
-		&PoolReconciler{Client: mgr.GetClient()},
-		&HostReconciler{Client: mgr.GetClient()},
+		&PoolReconciler{Client: mgr.GetClient(), Recorder: recorder},
+		&HostReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock,
+			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC},
 		&StorageRepositoryReconciler{Client: mgr.GetClient()},
 		&VirtualDiskReconciler{Client: mgr.GetClient()},
 		&VirtualMachineReconciler{Client: mgr.GetClient()},

@@ -47,3 +47,11 @@ const (
 // CategoryPoolkeeper is the kubectl category every kind belongs to
 // (`kubectl get poolkeeper`).
 const CategoryPoolkeeper = "poolkeeper"
+
+// LabelHost labels a host's heartbeat Lease with the Host's name; the operator
+// watches only Leases that carry it.
+const LabelHost = "vpool.poolkeeper.io/host"
+
+// FinalizerHostForget holds a Host until it is forgotten (made safe and removed
+// from the pool) after it is deleted.
+const FinalizerHostForget = "vpool.poolkeeper.io/host-forget"

@@ -166,9 +166,20 @@ type FencingStatus struct {
 	// evidence says why the host is known to be down.
 	// +optional
 	Evidence string `json:"evidence,omitempty"`
+	// bootID is the agent's boot ID when fencing began; a fenced host rejoins
+	// only after a new boot.
+	// +optional
+	BootID string `json:"bootID,omitempty"`
+	// powerOffRequestedAt is when the operator last asked the BMC for
+	// ForceOff (Redfish), recorded before the request is sent.
+	// +optional
+	PowerOffRequestedAt *metav1.Time `json:"powerOffRequestedAt,omitempty"`
 	// attempts counts failed fencing actions since startedAt.
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`
+	// lastError is the last fencing action's error, if it failed.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
 }
 
 // HostStatus is the observed state of a host.
@@ -200,6 +211,11 @@ type HostStatus struct {
 	// +optional
 	BootID string `json:"bootID,omitempty"`
 
+	// runningVMs lists the VMs the agent reports running on the host.
+	// +optional
+	// +listType=set
+	RunningVMs []string `json:"runningVMs,omitempty"`
+
 	// fencing records the current or last fence.
 	// +optional
 	Fencing *FencingStatus `json:"fencing,omitempty"`
@@ -229,7 +245,6 @@ const (
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.status.role`
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.masterEpoch`
-// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`,priority=1
 // +kubebuilder:printcolumn:name="Fencing",type=string,JSONPath=`.spec.fencing.method`,priority=1

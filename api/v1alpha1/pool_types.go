@@ -150,14 +150,18 @@ type RestoreSource struct {
 
 // HostCounts counts a pool's hosts by state.
 type HostCounts struct {
-	// total is the number of Hosts of the pool.
-	Total int32 `json:"total"`
+	// total is the number of Hosts of the pool, forgotten ones excluded.
+	// +optional
+	Total int32 `json:"total,omitempty"`
 	// live is the number of Hosts in phase Live.
-	Live int32 `json:"live"`
+	// +optional
+	Live int32 `json:"live,omitempty"`
 	// unreachable is the number of Hosts in phase Unreachable or Fencing.
-	Unreachable int32 `json:"unreachable"`
+	// +optional
+	Unreachable int32 `json:"unreachable,omitempty"`
 	// fenced is the number of Hosts in phase Fenced.
-	Fenced int32 `json:"fenced"`
+	// +optional
+	Fenced int32 `json:"fenced,omitempty"`
 }
 
 // PoolStatus is the observed state of a pool.

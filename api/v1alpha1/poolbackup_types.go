@@ -100,13 +100,13 @@ const (
 // BackupCounts counts the objects in a dump.
 type BackupCounts struct {
 	// hosts is the number of Hosts.
-	Hosts int32 `json:"hosts"`
+	Hosts int32 `json:"hosts,omitempty"`
 	// srs is the number of StorageRepositories.
-	SRs int32 `json:"srs"`
+	SRs int32 `json:"srs,omitempty"`
 	// vdis is the number of VirtualDisks.
-	VDIs int32 `json:"vdis"`
+	VDIs int32 `json:"vdis,omitempty"`
 	// vms is the number of VirtualMachines.
-	VMs int32 `json:"vms"`
+	VMs int32 `json:"vms,omitempty"`
 }
 
 // PoolBackupStatus is the observed state of a pool backup.

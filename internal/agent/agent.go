@@ -1,0 +1,310 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
+)
+
+// ErrSelfFenced is returned by Run when the watchdog stopped every VM because
+// the Lease could not be renewed in time. The host must reboot (the agent
+// restart, with a new boot ID) before the operator lets it rejoin.
+var ErrSelfFenced = errors.New("self-fenced: the heartbeat Lease could not be renewed before the watchdog deadline; every VM was stopped")
+
+// DefaultHeartbeatInterval is the default time between two Lease renewals.
+const DefaultHeartbeatInterval = 10 * time.Second
+
+// Config configures an Agent.
+type Config struct {
+	// RESTConfig reaches the API server.
+	RESTConfig *rest.Config
+	// Namespace and Host name the Host this agent runs.
+	Namespace, Host string
+	// Interval is the heartbeat interval (DefaultHeartbeatInterval when zero).
+	Interval time.Duration
+	// Driver runs the VMs.
+	Driver Driver
+	// BootID identifies this boot; a new random one when empty.
+	BootID string
+	// Clock is the time source (real when nil); its durations are monotonic.
+	Clock clock.WithTicker
+	// Log receives the agent's logs.
+	Log logr.Logger
+}
+
+// Agent is one host's agent.
+type Agent struct {
+	cfg    Config
+	client client.Client
+	cache  cache.Cache
+	lease  *coordinationv1.Lease
+	// lastOK is the start of the last successful renewal; deadline = lastOK + T.
+	lastOK  time.Time
+	timeout time.Duration
+
+	mu     sync.Mutex
+	frozen time.Duration
+}
+
+// New validates cfg and returns an Agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.RESTConfig == nil || cfg.Namespace == "" || cfg.Host == "" || cfg.Driver == nil {
+		return nil, errors.New("agent: RESTConfig, Namespace, Host and Driver are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultHeartbeatInterval
+	}
+	if cfg.BootID == "" {
+		cfg.BootID = uuid.NewString()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	return &Agent{cfg: cfg}, nil
+}
+
+// BootID is this boot's identifier.
+func (a *Agent) BootID() string { return a.cfg.BootID }
+
+// Freeze stalls the heartbeat loop for d as a stopped process would be
+// (SIGSTOP): no renewal, no report. For simulations and tests of the sim driver.
+func (a *Agent) Freeze(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.frozen += d
+}
+
+// Run heartbeats until ctx is done (nil) or the watchdog fires (ErrSelfFenced).
+func (a *Agent) Run(ctx context.Context) error {
+	log := a.cfg.Log.WithValues("host", a.cfg.Host, "bootID", a.cfg.BootID)
+	direct, err := client.New(a.cfg.RESTConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating the API client: %w", err)
+	}
+	host := &vpoolv1alpha1.Host{}
+	if err := direct.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host); err != nil {
+		return fmt.Errorf("reading Host %s/%s: %w", a.cfg.Namespace, a.cfg.Host, err)
+	}
+	if err := a.startCache(ctx, host.Spec.PoolRef.Name); err != nil {
+		return err
+	}
+	// Host and Pool are read from the watch cache; the Lease is only written.
+	a.client, err = client.New(a.cfg.RESTConfig, client.Options{Scheme: scheme,
+		Cache: &client.CacheOptions{Reader: a.cache, DisableFor: []client.Object{&coordinationv1.Lease{}}}})
+	if err != nil {
+		return fmt.Errorf("creating the API client: %w", err)
+	}
+	a.timeout = a.poolTimeout(ctx, host.Spec.PoolRef.Name)
+	if err := a.checkInterval(); err != nil {
+		return err
+	}
+	log.Info("Agent started", "interval", a.cfg.Interval, "heartbeatTimeout", a.timeout,
+		"selfFenceAfter", liveness.SelfFenceAfter(a.timeout))
+
+	a.lastOK = a.cfg.Clock.Now()
+	for {
+		if err := a.beat(ctx, log); err != nil {
+			return err
+		}
+		wait := a.cfg.Interval
+		if untilDeadline := a.deadline().Sub(a.cfg.Clock.Now()); untilDeadline < wait {
+			wait = max(untilDeadline, 0)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.cfg.Clock.After(wait):
+		}
+	}
+}
+
+func (a *Agent) deadline() time.Time { return a.lastOK.Add(liveness.SelfFenceAfter(a.timeout)) }
+
+// beat is one heartbeat: watchdog check, renewal, report.
+func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
+	a.sleepIfFrozen(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if !a.cfg.Clock.Now().Before(a.deadline()) {
+		return a.selfFence(ctx, log)
+	}
+	start := a.cfg.Clock.Now()
+	// A renewal that completes after the deadline does not count: by then the
+	// operator may already have started to count this host as fenced.
+	rctx, cancel := context.WithDeadline(ctx, a.deadline())
+	err := a.renew(rctx)
+	cancel()
+	if err == nil && a.cfg.Clock.Now().Before(a.deadline()) {
+		a.lastOK = start
+	} else if err != nil && ctx.Err() == nil {
+		log.Info("Heartbeat renewal failed", "error", err.Error(), "selfFenceIn", a.deadline().Sub(a.cfg.Clock.Now()))
+	}
+	if err == nil {
+		if rerr := a.report(ctx); rerr != nil && ctx.Err() == nil {
+			log.Info("Reporting host status failed", "error", rerr.Error())
+		}
+	}
+	return nil
+}
+
+func (a *Agent) sleepIfFrozen(ctx context.Context) {
+	a.mu.Lock()
+	d := a.frozen
+	a.frozen = 0
+	a.mu.Unlock()
+	if d <= 0 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-a.cfg.Clock.After(d):
+	}
+}
+
+func (a *Agent) selfFence(ctx context.Context, log logr.Logger) error {
+	running, _ := a.cfg.Driver.Running(ctx)
+	log.Info("Watchdog: no successful heartbeat renewal before the deadline; stopping every VM",
+		"lastRenewalStart", a.lastOK, "deadline", a.deadline(), "runningVMs", len(running))
+	if err := a.cfg.Driver.StopAll(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("self-fence: stopping VMs: %w (%w)", err, ErrSelfFenced)
+	}
+	return ErrSelfFenced
+}
+
+// renew writes the Lease: exactly one API write per heartbeat in the steady
+// state (an update from the last response; a conflict costs a read).
+func (a *Agent) renew(ctx context.Context) error {
+	now := metav1.NewMicroTime(a.cfg.Clock.Now())
+	holder := a.cfg.Host + "/" + a.cfg.BootID
+	duration := ptr.To(int32(math.Ceil(liveness.SelfFenceAfter(a.timeout).Seconds())))
+	if a.lease == nil {
+		lease := &coordinationv1.Lease{}
+		err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, lease)
+		switch {
+		case apierrors.IsNotFound(err):
+			lease = &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Namespace: a.cfg.Namespace, Name: a.cfg.Host,
+					Labels: map[string]string{vpoolv1alpha1.LabelHost: a.cfg.Host}},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: duration, AcquireTime: &now, RenewTime: &now},
+			}
+			if err := a.client.Create(ctx, lease); err != nil {
+				return fmt.Errorf("creating heartbeat Lease: %w", err)
+			}
+			a.lease = lease
+			return nil
+		case err != nil:
+			return fmt.Errorf("reading heartbeat Lease: %w", err)
+		}
+		a.lease = lease
+	}
+	lease := a.lease.DeepCopy()
+	if lease.Labels == nil {
+		lease.Labels = map[string]string{}
+	}
+	lease.Labels[vpoolv1alpha1.LabelHost] = a.cfg.Host
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != holder {
+		lease.Spec.HolderIdentity = &holder
+		lease.Spec.AcquireTime = &now
+		lease.Spec.LeaseTransitions = ptr.To(ptr.Deref(lease.Spec.LeaseTransitions, 0) + 1)
+	}
+	lease.Spec.LeaseDurationSeconds = duration
+	lease.Spec.RenewTime = &now
+	if err := a.client.Update(ctx, lease); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			a.lease = nil // re-read next time
+		}
+		return fmt.Errorf("renewing heartbeat Lease: %w", err)
+	}
+	a.lease = lease
+	return nil
+}
+
+// report writes the agent-owned Host status fields when they changed.
+func (a *Agent) report(ctx context.Context) error {
+	host := &vpoolv1alpha1.Host{}
+	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host); err != nil {
+		return err
+	}
+	pool := &vpoolv1alpha1.Pool{}
+	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: host.Spec.PoolRef.Name}, pool); err == nil {
+		if t := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled); t != a.timeout {
+			a.timeout = min(t, a.timeout) // a shorter timeout applies at once; a longer one after a restart
+		}
+	}
+	running, err := a.cfg.Driver.Running(ctx)
+	if err != nil {
+		return fmt.Errorf("listing VMs: %w", err)
+	}
+	epoch := pool.Status.Epoch
+	if host.Status.BootID == a.cfg.BootID && host.Status.MasterEpoch == epoch && slices.Equal(host.Status.RunningVMs, running) {
+		return nil
+	}
+	patch := client.MergeFrom(host.DeepCopy())
+	host.Status.BootID = a.cfg.BootID
+	host.Status.MasterEpoch = epoch
+	host.Status.RunningVMs = running
+	return a.client.Status().Patch(ctx, host, patch)
+}
+
+func (a *Agent) poolTimeout(ctx context.Context, poolName string) time.Duration {
+	pool := &vpoolv1alpha1.Pool{}
+	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: poolName}, pool); err != nil {
+		return liveness.DefaultHATimeout // the shorter default: safe either way
+	}
+	return liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+}
+
+func (a *Agent) checkInterval() error {
+	if maxInterval := liveness.MaxInterval(a.timeout); a.cfg.Interval > maxInterval {
+		return fmt.Errorf("heartbeat interval %s is too long for the pool's heartbeat timeout %s: at most %s (a quarter)",
+			a.cfg.Interval, a.timeout, maxInterval)
+	}
+	return nil
+}
+
+func (a *Agent) startCache(ctx context.Context, poolName string) error {
+	c, err := cache.New(a.cfg.RESTConfig, cache.Options{
+		Scheme:            scheme,
+		DefaultNamespaces: map[string]cache.Config{a.cfg.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&vpoolv1alpha1.Host{}: {Field: fields.OneTermEqualSelector("metadata.name", a.cfg.Host)},
+			&vpoolv1alpha1.Pool{}: {Field: fields.OneTermEqualSelector("metadata.name", poolName)},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the cache: %w", err)
+	}
+	// Informers are started lazily by the first Get; warm them now.
+	go func() { _ = c.Start(ctx) }()
+	for _, obj := range []client.Object{&vpoolv1alpha1.Host{}, &vpoolv1alpha1.Pool{}} {
+		if _, err := c.GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("starting the cache: %w", err)
+		}
+	}
+	if !c.WaitForCacheSync(ctx) {
+		return errors.New("the cache did not sync")
+	}
+	a.cache = c
+	return nil
+}

@@ -1,0 +1,238 @@
+package fencing
+
+import (
+	"fmt"
+	"time"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
+)
+
+// Reasons of host phase transitions, used in the Host's conditions and events.
+const (
+	ReasonAwaitingHeartbeat = "AwaitingHeartbeat"
+	ReasonHeartbeatReceived = "HeartbeatReceived"
+	ReasonHeartbeatStale    = "HeartbeatStale"
+	ReasonHeartbeatResumed  = "HeartbeatResumed"
+	ReasonAwaitingPerson    = "AwaitingPerson"
+	ReasonFencingStarted    = "FencingStarted"
+	ReasonAwaitingSafeTime  = "AwaitingSafeTime"
+	ReasonPoweringOff       = "PoweringOff"
+	ReasonAgentWatchdog     = "AgentWatchdog"
+	ReasonRedfishPowerOff   = "RedfishPowerOff"
+	ReasonPersonConfirmed   = "PersonConfirmed"
+	ReasonRejoinPending     = "RejoinPending"
+	ReasonRejoined          = "Rejoined"
+	ReasonForgetRefused     = "ForgetRefused"
+	ReasonForgotten         = "Forgotten"
+)
+
+// HostInput is everything the phase machine looks at for one host.
+type HostInput struct {
+	Now       time.Time
+	Phase     vpoolv1alpha1.HostPhase
+	Method    vpoolv1alpha1.FencingMethod
+	HAEnabled bool
+	// Forget is the person's intent: spec.state Forgotten or the Host deleted.
+	Forget    bool
+	Timeout   time.Duration
+	Heartbeat liveness.Observation
+	// Fencing is the recorded fence, if any.
+	Fencing *vpoolv1alpha1.FencingStatus
+	// Guard is the fencing chain's verdict for this host (MayFence).
+	Guard Check
+	// PowerOff is true when the BMC reported PowerState Off (Redfish only).
+	PowerOff bool
+	// Agent-reported state, for a fenced host that heartbeats again.
+	BootID      string
+	RunningVMs  int
+	MasterEpoch int64
+	PoolEpoch   int64
+}
+
+// Decision is the next phase and why. RequeueAfter is the exact time until the
+// decision may change without any event (zero: only an event changes it).
+type Decision struct {
+	Phase        vpoolv1alpha1.HostPhase
+	Reason       string
+	Message      string
+	RequeueAfter time.Duration
+}
+
+// Destructive reports whether moving from phase "from" to d.Phase is a step the
+// operator may take only after re-reading the Lease from the API server.
+func (d Decision) Destructive(from vpoolv1alpha1.HostPhase) bool {
+	return d.Phase != from && (d.Phase == vpoolv1alpha1.HostPhaseFencing || d.Phase == vpoolv1alpha1.HostPhaseFenced ||
+		d.Phase == vpoolv1alpha1.HostPhaseForgotten)
+}
+
+// Next decides one step of the host phase machine.
+func Next(in HostInput) Decision {
+	switch in.Phase {
+	case vpoolv1alpha1.HostPhaseLive:
+		return nextLive(in)
+	case vpoolv1alpha1.HostPhaseUnreachable:
+		return nextUnreachable(in)
+	case vpoolv1alpha1.HostPhaseFencing:
+		return nextFencing(in)
+	case vpoolv1alpha1.HostPhaseFenced:
+		return nextFenced(in)
+	case vpoolv1alpha1.HostPhaseForgotten:
+		return Decision{Phase: in.Phase, Reason: ReasonForgotten, Message: "the host was removed from the pool (host-forget)"}
+	default:
+		return nextPending(in)
+	}
+}
+
+func nextPending(in HostInput) Decision {
+	if in.Heartbeat.Fresh(in.Now, in.Timeout) {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonHeartbeatReceived, Message: "the host's agent is heartbeating"}
+	}
+	if in.Forget {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseForgotten, Reason: ReasonForgotten,
+			Message: "the host never heartbeated; removed from the pool"}
+	}
+	return Decision{Phase: vpoolv1alpha1.HostPhasePending, Reason: ReasonAwaitingHeartbeat,
+		Message: "no heartbeat observed yet: start poolkeeper-agent on the host"}
+}
+
+func nextLive(in HostInput) Decision {
+	stale, recheck := liveness.Verdict(in.Heartbeat.LastSeen, in.Now, in.Timeout)
+	if stale {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseUnreachable, Reason: ReasonHeartbeatStale, Message: fmt.Sprintf(
+			"no heartbeat observed for %s (timeout %s), since %s", in.Now.Sub(in.Heartbeat.LastSeen).Round(time.Millisecond),
+			in.Timeout, in.Heartbeat.LastSeen.UTC().Format(time.RFC3339))}
+	}
+	d := Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonHeartbeatReceived, Message: "the host's agent is heartbeating",
+		RequeueAfter: recheck}
+	if in.Forget {
+		d.Reason = ReasonForgetRefused
+		d.Message = fmt.Sprintf("refusing to forget a host that is still heartbeating (last renewal observed %s ago): "+
+			"shut it down first; it is forgotten once no heartbeat is seen for %s",
+			in.Now.Sub(in.Heartbeat.LastSeen).Round(time.Second), in.Timeout)
+	}
+	return d
+}
+
+func nextUnreachable(in HostInput) Decision {
+	if in.Heartbeat.Fresh(in.Now, in.Timeout) {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonHeartbeatResumed,
+			Message: "heartbeat resumed before the host was fenced"}
+	}
+	if !in.HAEnabled && !in.Forget {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseUnreachable, Reason: ReasonAwaitingPerson, Message: "HA is off: " +
+			"the host's VMs stay Running in status until a person confirms it is down by setting spec.state: Forgotten (host-forget)"}
+	}
+	if !in.Guard.Allowed {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseUnreachable, Reason: in.Guard.Reason, Message: in.Guard.Message}
+	}
+	return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonFencingStarted,
+		Message: fmt.Sprintf("fencing the host with method %s", in.Method)}
+}
+
+func nextFencing(in HostInput) Decision {
+	if in.Fencing != nil && in.Fencing.StartedAt != nil && in.Heartbeat.Renewed(in.Fencing.StartedAt.Time) &&
+		in.Heartbeat.Fresh(in.Now, in.Timeout) {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonHeartbeatResumed,
+			Message: "heartbeat resumed before the fence completed; fence abandoned"}
+	}
+	switch in.Method {
+	case vpoolv1alpha1.FencingRedfish:
+		if in.PowerOff {
+			return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonRedfishPowerOff, Message: "the BMC reports PowerState Off"}
+		}
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonPoweringOff,
+			Message: "powering the host off through its BMC (ComputerSystem.Reset ForceOff)"}
+	case vpoolv1alpha1.FencingManual:
+		if in.Forget {
+			return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonPersonConfirmed,
+				Message: "a person confirmed the host is down (spec.state: Forgotten)"}
+		}
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonManualFencingRequired,
+			Message: "fencing method is Manual: once you are sure the host is down, set spec.state: Forgotten"}
+	default:
+		safeAt := SafeAt(in.Heartbeat, in.Timeout)
+		if in.Now.Before(safeAt) {
+			return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonAwaitingSafeTime, RequeueAfter: safeAt.Sub(in.Now),
+				Message: fmt.Sprintf("the agent's watchdog stops every VM by %s; the host counts as fenced at %s",
+					selfFenceBy(in.Heartbeat, in.Timeout).UTC().Format(time.RFC3339), safeAt.UTC().Format(time.RFC3339))}
+		}
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonAgentWatchdog, Message: fmt.Sprintf(
+			"no heartbeat since %s; the agent's watchdog stopped its VMs by %s and the safe time %s has passed",
+			in.Heartbeat.LastSeen.UTC().Format(time.RFC3339), selfFenceBy(in.Heartbeat, in.Timeout).UTC().Format(time.RFC3339),
+			safeAt.UTC().Format(time.RFC3339))}
+	}
+}
+
+// SafeAt is when an Agent-fenced host is certainly down: the last renewal the
+// operator observed plus liveness.SafeAfter, or later if the agent declared a
+// longer self-fence deadline in its Lease than the pool's timeout.
+func SafeAt(hb liveness.Observation, timeout time.Duration) time.Time {
+	return hb.LastSeen.Add(max(liveness.SelfFenceAfter(timeout), hb.Declared) + liveness.SafeGuard(timeout))
+}
+
+// selfFenceBy is when the agent's watchdog has stopped every VM at the latest.
+func selfFenceBy(hb liveness.Observation, timeout time.Duration) time.Time {
+	return hb.LastSeen.Add(max(liveness.SelfFenceAfter(timeout), hb.Declared))
+}
+
+func nextFenced(in HostInput) Decision {
+	if in.Forget {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseForgotten, Reason: ReasonForgotten, Message: "the fenced host was removed from the pool (host-forget)"}
+	}
+	renewed := in.Fencing != nil && in.Fencing.CompletedAt != nil && in.Heartbeat.Renewed(in.Fencing.CompletedAt.Time) &&
+		in.Heartbeat.Fresh(in.Now, in.Timeout)
+	if !renewed {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: fencedReason(in), Message: "the host is fenced"}
+	}
+	var missing []string
+	if in.Fencing.BootID != "" && in.BootID == in.Fencing.BootID {
+		missing = append(missing, fmt.Sprintf("a new boot (boot ID is still %s)", in.BootID))
+	}
+	if in.RunningVMs > 0 {
+		missing = append(missing, fmt.Sprintf("no VM running (the agent reports %d)", in.RunningVMs))
+	}
+	if in.MasterEpoch != in.PoolEpoch {
+		missing = append(missing, fmt.Sprintf("the current pool epoch %d (the agent follows %d)", in.PoolEpoch, in.MasterEpoch))
+	}
+	if len(missing) > 0 {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonRejoinPending,
+			Message: fmt.Sprintf("heartbeat resumed, but the host rejoins only with %s", joinAnd(missing))}
+	}
+	return Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonRejoined,
+		Message: fmt.Sprintf("the host rebooted (boot ID %s), runs no VM and follows epoch %d: rejoined as a member", in.BootID, in.PoolEpoch)}
+}
+
+func fencedReason(in HostInput) string {
+	if in.Fencing != nil && in.Fencing.Evidence != "" {
+		switch in.Fencing.Method {
+		case vpoolv1alpha1.FencingRedfish:
+			return ReasonRedfishPowerOff
+		case vpoolv1alpha1.FencingManual:
+			return ReasonPersonConfirmed
+		}
+	}
+	return ReasonAgentWatchdog
+}
+
+func joinAnd(items []string) string {
+	switch len(items) {
+	case 1:
+		return items[0]
+	case 2:
+		return items[0] + " and " + items[1]
+	default:
+		out := ""
+		for i, s := range items {
+			switch {
+			case i == len(items)-1:
+				out += ", and " + s
+			case i > 0:
+				out += ", " + s
+			default:
+				out = s
+			}
+		}
+		return out
+	}
+}

@@ -1,0 +1,64 @@
+package liveness
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	// DefaultTimeout is the heartbeat timeout without HA: the 600 s after
+	// which a XenServer master assumes a silent member is dead.
+	DefaultTimeout = 600 * time.Second
+	// DefaultHATimeout is the heartbeat timeout with HA enabled.
+	DefaultHATimeout = 60 * time.Second
+	// MaxIntervalFraction bounds the agent's heartbeat interval: at most
+	// T/MaxIntervalFraction, so a timeout spans at least four heartbeats.
+	MaxIntervalFraction = 4
+)
+
+// EffectiveTimeout is the heartbeat timeout in force for a pool.
+func EffectiveTimeout(spec *metav1.Duration, haEnabled bool) time.Duration {
+	if spec != nil && spec.Duration > 0 {
+		return spec.Duration
+	}
+	if haEnabled {
+		return DefaultHATimeout
+	}
+	return DefaultTimeout
+}
+
+// SelfFenceAfter is how long after the start of its last successful renewal
+// an agent stops every VM (its watchdog deadline): the heartbeat timeout.
+// A heartbeat pause shorter than T minus one interval never self-fences.
+func SelfFenceAfter(timeout time.Duration) time.Duration {
+	return timeout
+}
+
+// SafeGuard is the time the operator waits after a host became stale before
+// it counts an Agent-fenced host as down: T/2, which is at least one heartbeat
+// interval (at most T/4) plus a margin of T/4 for the watchdog to stop VMs.
+func SafeGuard(timeout time.Duration) time.Duration {
+	return timeout / 2
+}
+
+// SafeAfter is how long after the last renewal the operator observed an
+// Agent-fenced host is certainly down: T + T/2.
+func SafeAfter(timeout time.Duration) time.Duration {
+	return timeout + SafeGuard(timeout)
+}
+
+// MaxInterval is the longest heartbeat interval an agent may use with timeout.
+func MaxInterval(timeout time.Duration) time.Duration {
+	return timeout / MaxIntervalFraction
+}
+
+// Verdict says whether a host last seen at lastSeen is stale at now, and if
+// not, how long until it would be (the exact time to check again).
+func Verdict(lastSeen, now time.Time, timeout time.Duration) (stale bool, recheckIn time.Duration) {
+	deadline := lastSeen.Add(timeout)
+	if !now.Before(deadline) {
+		return true, 0
+	}
+	return false, deadline.Sub(now)
+}
