@@ -219,20 +219,34 @@ func (r *HostReconciler) fillScope(ctx context.Context, s *hostScope, pool *vpoo
 	}
 	s.pool = pool
 	s.timeout = liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
-	phases := make([]vpoolv1alpha1.HostPhase, 0, len(hosts.Items))
 	for i := range hosts.Items {
 		h := &hosts.Items[i]
 		if h.Name == host.Name {
-			phases = append(phases, host.Status.Phase)
-			continue
-		}
-		phases = append(phases, h.Status.Phase)
-		if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
+			hosts.Items[i] = *host // this reconcile's view of itself
+		} else if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
 			s.fencing++
 		}
 	}
-	s.tally = fencing.TallyOf(phases)
+	s.tally = tallyHosts(hosts.Items, r.Tracker, s.now, s.timeout)
 	return nil
+}
+
+// tallyHosts counts hosts by phase; a Live host silent for
+// liveness.SuspectAfter counts as a suspect for the storm guard.
+func tallyHosts(hosts []vpoolv1alpha1.Host, tracker *liveness.Tracker, now time.Time, timeout time.Duration) fencing.Tally {
+	phases := make([]vpoolv1alpha1.HostPhase, 0, len(hosts))
+	suspects := 0
+	for i := range hosts {
+		h := &hosts[i]
+		phases = append(phases, h.Status.Phase)
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseLive &&
+			now.Sub(tracker.Get(client.ObjectKeyFromObject(h)).LastSeen) >= liveness.SuspectAfter(timeout) {
+			suspects++
+		}
+	}
+	t := fencing.TallyOf(phases)
+	t.Suspect = suspects
+	return t
 }
 
 func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
@@ -289,6 +303,7 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 		r.transition(ctx, s, d)
 	}
 	r.setConditions(s, d)
+	r.announceReadyChange(s)
 	if bmcRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
 		return bmcRequeue, nil
 	}
@@ -403,6 +418,24 @@ func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
 	if s.pool.Status.Master == h.Name {
 		h.Status.Role = vpoolv1alpha1.RoleMaster
 	}
+}
+
+// announceReadyChange emits an event when the Ready reason changed without a
+// phase transition (a refusal, a block, a wait), so each is said once.
+func (r *HostReconciler) announceReadyChange(s *hostScope) {
+	if len(s.events) > 0 {
+		return
+	}
+	old := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.ConditionReady)
+	cur := meta.FindStatusCondition(s.host.Status.Conditions, vpoolv1alpha1.ConditionReady)
+	if cur == nil || (old != nil && old.Reason == cur.Reason) {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if cur.Status != metav1.ConditionTrue || cur.Reason == fencing.ReasonForgetRefused {
+		eventType = corev1.EventTypeWarning
+	}
+	s.events = append(s.events, hostEvent{eventType: eventType, reason: cur.Reason, action: string(s.host.Status.Phase), note: cur.Message})
 }
 
 func fencedReasonOf(m vpoolv1alpha1.FencingMethod) string {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -50,6 +51,8 @@ const (
 type PoolReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	Clock    clock.PassiveClock
+	Tracker  *liveness.Tracker
 }
 
 // SetupWithManager registers the reconciler; a Host or SR change wakes its Pool.
@@ -109,16 +112,12 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 		return fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
 	}
 	sort.Slice(hosts.Items, func(i, j int) bool { return hosts.Items[i].Name < hosts.Items[j].Name })
-	phases := make([]vpoolv1alpha1.HostPhase, 0, len(hosts.Items))
-	for i := range hosts.Items {
-		phases = append(phases, hosts.Items[i].Status.Phase)
-	}
-	tally := fencing.TallyOf(phases)
+	timeout := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+	tally := tallyHosts(hosts.Items, r.Tracker, r.Clock.Now(), timeout)
 	pool.Status.Hosts = vpoolv1alpha1.HostCounts{
 		Total: int32(tally.Total - tally.Forgotten), Live: int32(tally.Live),
-		Unreachable: int32(tally.Stale()), Fenced: int32(tally.Fenced),
+		Unreachable: int32(tally.Unreachable + tally.Fencing), Fenced: int32(tally.Fenced),
 	}
-	timeout := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
 	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: timeout}
 
 	set := func(t string, st metav1.ConditionStatus, reason, msg string) {

@@ -274,5 +274,5 @@ type HostList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&Host{}, &HostList{})
+	register(&Host{}, &HostList{})
 }

@@ -251,5 +251,5 @@ type PoolList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&Pool{}, &PoolList{})
+	register(&Pool{}, &PoolList{})
 }

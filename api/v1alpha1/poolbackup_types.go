@@ -181,5 +181,5 @@ type PoolBackupList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&PoolBackup{}, &PoolBackupList{})
+	register(&PoolBackup{}, &PoolBackupList{})
 }

@@ -88,5 +88,5 @@ type StorageRepositoryList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&StorageRepository{}, &StorageRepositoryList{})
+	register(&StorageRepository{}, &StorageRepositoryList{})
 }

@@ -105,5 +105,5 @@ type VirtualDiskList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&VirtualDisk{}, &VirtualDiskList{})
+	register(&VirtualDisk{}, &VirtualDiskList{})
 }

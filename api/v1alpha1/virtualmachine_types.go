@@ -203,5 +203,5 @@ type VirtualMachineList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&VirtualMachine{}, &VirtualMachineList{})
+	register(&VirtualMachine{}, &VirtualMachineList{})
 }

@@ -137,7 +137,9 @@ func runCommand(ctx context.Context, args []string, kubeconfig string, timeout t
 		return exitCode(err), nil
 	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
-		<-done
+		if err := <-done; err != nil {
+			fmt.Fprintf(os.Stderr, "controlplane: %s: %v\n", args[0], err)
+		}
 		return 1, fmt.Errorf("%s did not exit within %s of SIGTERM; killed", args[0], timeout)
 	}
 }

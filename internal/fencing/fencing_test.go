@@ -24,6 +24,11 @@ const (
 
 func tally(phases ...vpoolv1alpha1.HostPhase) Tally { return TallyOf(phases) }
 
+func withSuspects(t Tally, n int) Tally {
+	t.Suspect = n
+	return t
+}
+
 func TestStormGuard(t *testing.T) {
 	cases := map[string]struct {
 		tally   Tally
@@ -38,6 +43,8 @@ func TestStormGuard(t *testing.T) {
 		"0% never allows a stale host":             {tally(live, live, live, unreachable), 0, false},
 		"100% always allows":                       {tally(unreachable, unreachable), 100, true},
 		"nobody watched":                           {tally(pending, forgotten), 50, true},
+		"a silent Live host counts as stale":       {withSuspects(tally(live, live, unreachable), 1), 50, false},
+		"suspects are not counted twice":           {withSuspects(tally(live, live, live, live), 2), 50, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

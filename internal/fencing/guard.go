@@ -27,9 +27,11 @@ type Check struct {
 	Message string
 }
 
-// Tally counts a pool's hosts by phase.
+// Tally counts a pool's hosts by phase. Suspect counts the Live hosts that
+// have been silent for liveness.SuspectAfter: not yet Unreachable, but stale
+// for the storm guard.
 type Tally struct {
-	Total, Pending, Live, Unreachable, Fencing, Fenced, Forgotten int
+	Total, Pending, Live, Suspect, Unreachable, Fencing, Fenced, Forgotten int
 }
 
 // TallyOf counts phases; an empty phase counts as Pending.
@@ -55,11 +57,13 @@ func TallyOf(phases []vpoolv1alpha1.HostPhase) Tally {
 	return t
 }
 
-// Stale is the number of hosts that stopped heartbeating and are not yet fenced.
-func (t Tally) Stale() int { return t.Unreachable + t.Fencing }
+// Stale is the number of hosts that stopped heartbeating and are not yet
+// fenced, suspects included.
+func (t Tally) Stale() int { return t.Suspect + t.Unreachable + t.Fencing }
 
-// Watched is the number of hosts expected to heartbeat: Live or stale.
-func (t Tally) Watched() int { return t.Live + t.Stale() }
+// Watched is the number of hosts expected to heartbeat: Live (suspects
+// included) or stale.
+func (t Tally) Watched() int { return t.Live + t.Unreachable + t.Fencing }
 
 // StormGuard allows fencing while at most maxUnhealthyPercent of the watched
 // hosts are stale. Exactly the percentage is still allowed.

@@ -48,6 +48,14 @@ func SafeAfter(timeout time.Duration) time.Duration {
 	return timeout + SafeGuard(timeout)
 }
 
+// SuspectAfter is the silence after which a host that is still Live counts as
+// stale for the storm guard: T/2, at least two missed heartbeats. Hosts cut
+// off together all reach it before the first of them reaches T, so the guard
+// sees them together instead of one by one.
+func SuspectAfter(timeout time.Duration) time.Duration {
+	return timeout / 2
+}
+
 // MaxInterval is the longest heartbeat interval an agent may use with timeout.
 func MaxInterval(timeout time.Duration) time.Duration {
 	return timeout / MaxIntervalFraction
