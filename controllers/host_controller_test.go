@@ -2,7 +2,9 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -10,11 +12,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/agent"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
+	"github.com/poolkeeper/poolkeeper/internal/testutil"
 	"github.com/poolkeeper/poolkeeper/internal/testutil/bmcsim"
 )
 
@@ -304,4 +309,47 @@ func TestFencedHostRejoinsOnlyAfterNewBoot(t *testing.T) {
 	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
 	g.Expect(eventReasons(g, ns, "h2")).To(ContainElement(fencing.ReasonRejoined))
 	g.Expect(getHost(g, ns, "h2").Status.Role).To(Equal(vpoolv1alpha1.RoleMember))
+}
+
+// An agent cut off from the API server (but whose host keeps running) stops
+// its VMs through the watchdog before the operator's safe time passes: by the
+// time the host is Fenced, nothing runs on it any more.
+func TestWatchdogStopsVMsBeforeSafeTime(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	for _, h := range []string{"h1", "h2", "h3"} {
+		createHost(t, ns, "p", h)
+	}
+	startManager(t, ns, controllers.Options{})
+	startAgent(t, ns, "h1", interval, nil)
+	startAgent(t, ns, "h3", interval, nil)
+	u, err := url.Parse(restConfig.Host)
+	g.Expect(err).NotTo(HaveOccurred())
+	proxy := testutil.NewProxy(t, u.Host)
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Host = "https://" + proxy.Addr()
+	cfg.Timeout = time.Second
+	driver := agent.NewSimDriver()
+	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-1"})).To(Succeed())
+	a2, err := agent.New(agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h2", Interval: interval, Driver: driver})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a2.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+
+	proxy.Cut()
+	g.Eventually(func(g Gomega) vpoolv1alpha1.HostPhase {
+		phase := phaseOf(ns, "h2")(g)
+		if phase == vpoolv1alpha1.HostPhaseFenced {
+			running, _ := driver.Running(context.Background())
+			g.Expect(running).To(BeEmpty(), "the host was counted fenced while a VM still ran on it")
+		}
+		return phase
+	}, wait, 20*time.Millisecond).Should(Equal(vpoolv1alpha1.HostPhaseFenced))
+	g.Expect(errors.Is(<-done, agent.ErrSelfFenced)).To(BeTrue())
+	done <- nil
 }

@@ -1,0 +1,227 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/agent"
+	"github.com/poolkeeper/poolkeeper/internal/testutil"
+)
+
+var (
+	restConfig *rest.Config
+	k8s        client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	env, err := testutil.NewEnvironment()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	restConfig, err = env.Start()
+	if err != nil {
+		_ = env.Stop()
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	k8s, err = client.New(restConfig, client.Options{Scheme: testutil.Scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// setup creates a namespace with a pool and one host.
+func setup(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	pool := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "p"}}
+	pool.Spec.HA.Enabled = true
+	pool.Spec.HeartbeatTimeout = &metav1.Duration{Duration: timeout}
+	pool.Spec.Fencing.MaxConcurrent, pool.Spec.Fencing.MaxUnhealthyPercent = 1, 50
+	if err := k8s.Create(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	pool.Status.Epoch = 7
+	if err := k8s.Status().Update(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	host := &vpoolv1alpha1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "h1"}}
+	host.Spec.PoolRef.Name = "p"
+	host.Spec.Address = "h1"
+	host.Spec.Capacity.CPU.Set(4)
+	host.Spec.Capacity.Memory.Set(8 << 30)
+	if err := k8s.Create(ctx, host); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// writeCounter counts the API writes a client makes, by resource.
+type writeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	next   http.RoundTripper
+}
+
+func (w *writeCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet {
+		// /apis/<group>/<version>/namespaces/<ns>/<resource>/<name>[/<sub>]
+		path := req.URL.Path
+		if i := strings.Index(path, "/namespaces/"); i >= 0 {
+			rest := strings.SplitN(path[i+len("/namespaces/"):], "/", 2)
+			path = rest[len(rest)-1]
+		}
+		resource := req.Method + " " + path
+		w.mu.Lock()
+		w.counts[resource]++
+		w.mu.Unlock()
+	}
+	return w.next.RoundTrip(req)
+}
+
+func (w *writeCounter) snapshot() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range w.counts {
+		out[k] = v
+	}
+	return out
+}
+
+func runAgent(t *testing.T, cfg agent.Config) (stop func() error) {
+	t.Helper()
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var result error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			result = <-done
+		})
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// The agent reports its boot ID, the pool epoch it follows and its VMs, and
+// in the steady state makes exactly one API write per heartbeat: the Lease.
+func TestOneWritePerHeartbeat(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 4*time.Second)
+	counter := &writeCounter{counts: map[string]int{}}
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
+	driver := agent.NewSimDriver()
+	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-a"})).To(Succeed())
+	runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond, Driver: driver, BootID: "boot-1"})
+
+	host := &vpoolv1alpha1.Host{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
+		g.Expect(host.Status.BootID).To(Equal("boot-1"))
+		g.Expect(host.Status.MasterEpoch).To(BeEquivalentTo(7))
+		g.Expect(host.Status.RunningVMs).To(Equal([]string{"vm-a"}))
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	lease := &coordinationv1.Lease{}
+	g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, lease)).To(Succeed())
+	g.Expect(lease.Labels).To(HaveKeyWithValue(vpoolv1alpha1.LabelHost, "h1"))
+	g.Expect(*lease.Spec.HolderIdentity).To(Equal("h1/boot-1"))
+	g.Expect(*lease.Spec.LeaseDurationSeconds).To(BeEquivalentTo(4), "the agent declares its self-fence deadline")
+
+	before := counter.snapshot()
+	rvBefore := lease.ResourceVersion
+	time.Sleep(2 * time.Second)
+	after := counter.snapshot()
+	writes := map[string]int{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			writes[k] = d
+		}
+	}
+	g.Expect(writes).To(HaveLen(1), "only the Lease is written in the steady state: %v", writes)
+	g.Expect(writes).To(HaveKey("PUT leases/h1"))
+	g.Expect(writes["PUT leases/h1"]).To(BeNumerically(">=", 3))
+	g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, lease)).To(Succeed())
+	g.Expect(lease.ResourceVersion).NotTo(Equal(rvBefore))
+}
+
+// Cut off from the API server, the agent stops every VM and exits at its
+// watchdog deadline.
+func TestWatchdogSelfFencesWhenCutOff(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 2*time.Second)
+	u, err := url.Parse(restConfig.Host)
+	g.Expect(err).NotTo(HaveOccurred())
+	proxy := testutil.NewProxy(t, u.Host)
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Host = "https://" + proxy.Addr()
+	cfg.Timeout = time.Second
+	driver := agent.NewSimDriver()
+	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-a"})).To(Succeed())
+	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-b"})).To(Succeed())
+	stop := runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond, Driver: driver})
+
+	lease := &coordinationv1.Lease{}
+	g.Eventually(func() error {
+		return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, lease)
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	g.Consistently(func() []string { r, _ := driver.Running(context.Background()); return r }, time.Second, 100*time.Millisecond).
+		Should(HaveLen(2), "connected: VMs keep running")
+
+	proxy.Cut()
+	var runErr error
+	g.Eventually(func() bool {
+		r, _ := driver.Running(context.Background())
+		return len(r) == 0
+	}, 20*time.Second, 50*time.Millisecond).Should(BeTrue(), "the watchdog stops every VM")
+	runErr = stop()
+	g.Expect(errors.Is(runErr, agent.ErrSelfFenced)).To(BeTrue(), "Run returns ErrSelfFenced, got %v", runErr)
+}
+
+// An interval longer than a quarter of the heartbeat timeout is refused.
+func TestIntervalTooLongIsRefused(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 2*time.Second)
+	a, err := agent.New(agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: time.Second, Driver: agent.NewSimDriver()})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	g.Expect(a.Run(ctx)).To(MatchError(ContainSubstring("too long")))
+}
