@@ -264,7 +264,7 @@ func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
 			MaxUnhealthyPercent: s.pool.Spec.Fencing.MaxUnhealthyPercent, MaxConcurrent: max(s.pool.Spec.Fencing.MaxConcurrent, 1),
 			InFencing: s.fencing,
 		}),
-		PowerOff: powerOff, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
+		PowerOff: powerOff, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
 		MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
 	}
 }

@@ -17,14 +17,18 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/election"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools,verbs=get;list;watch;update;patch
@@ -33,17 +37,15 @@ import (
 
 // Reasons of Pool conditions.
 const (
-	ReasonMasterLive          = "MasterLive"
-	ReasonNoMaster            = "NoMaster"
-	ReasonMasterElected       = "MasterElected"
-	ReasonMembersOnEpoch      = "MembersOnEpoch"
-	ReasonMembersBehind       = "MembersBehind"
-	ReasonDefaultSRNotSet     = "NotSet"
-	ReasonDefaultSRValid      = "Valid"
-	ReasonDefaultSRNotFound   = "NotFound"
-	ReasonDefaultSRNotUsable  = "NotReachableFromMaster"
-	ReasonHADisabled          = "HADisabled"
-	ReasonCapacityNotComputed = "NotEvaluated"
+	ReasonMembersOnEpoch     = "MembersOnEpoch"
+	ReasonMembersBehind      = "MembersBehind"
+	ReasonDefaultSRNotSet    = "NotSet"
+	ReasonDefaultSRValid     = "Valid"
+	ReasonDefaultSRNotFound  = "NotFound"
+	ReasonDefaultSRNotUsable = "NotReachableFromMaster"
+	ReasonHADisabled         = "HADisabled"
+	ReasonOvercommitted      = "Overcommitted"
+	ReasonCapacitySufficient = "CapacitySufficient"
 )
 
 // PoolReconciler keeps a Pool's status: host counts, the heartbeat timeout in
@@ -61,6 +63,8 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 		For(&vpoolv1alpha1.Pool{}).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
+		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
@@ -132,82 +136,57 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 			"HA is off: a host is fenced only when a person forgets it (spec.state: Forgotten)")
 	}
 
-	r.electInitialMaster(ctx, pool, hosts.Items)
-	r.masterConditions(pool, hosts.Items, set)
+	d := r.reconcileMaster(ctx, pool, hosts.Items)
+	r.masterConditions(pool, hosts.Items, d, set)
 	if err := r.defaultSRCondition(ctx, pool, set); err != nil {
 		return err
 	}
-	if meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolOvercommitted) == nil {
-		set(vpoolv1alpha1.PoolOvercommitted, metav1.ConditionUnknown, ReasonCapacityNotComputed, "capacity is not evaluated yet")
+	if err := r.overcommitted(ctx, pool, hosts.Items, set); err != nil {
+		return err
 	}
 	ma := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolMasterAvailable)
 	set(vpoolv1alpha1.ConditionReady, ma.Status, ma.Reason, ma.Message)
 	return nil
 }
 
-// electInitialMaster picks the first master of a pool that has none: the
-// requested spec.master once it is Live (it is waited for while it has not
-// heartbeated yet), otherwise the first Live host by name.
-func (r *PoolReconciler) electInitialMaster(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host) {
-	if pool.Status.Master != "" {
-		return
-	}
-	var chosen string
+// reconcileMaster records the master the election decides; a change bumps
+// the epoch in the same write, so there is at most one master per epoch.
+func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host) election.Decision {
+	in := election.Input{HAEnabled: pool.Spec.HA.Enabled, Current: pool.Status.Master, Requested: pool.Spec.Master,
+		Epoch: pool.Status.Epoch}
 	for i := range hosts {
-		h := &hosts[i]
-		if h.Name == pool.Spec.Master && (h.Status.Phase == "" || h.Status.Phase == vpoolv1alpha1.HostPhasePending) {
-			return // the requested master has not heartbeated yet: wait for it
-		}
+		in.Hosts = append(in.Hosts, election.Host{Name: hosts[i].Name, Phase: hosts[i].Status.Phase, Epoch: hosts[i].Status.MasterEpoch})
 	}
-	for i := range hosts {
-		h := &hosts[i]
-		if h.Status.Phase != vpoolv1alpha1.HostPhaseLive {
-			continue
-		}
-		if h.Name == pool.Spec.Master {
-			chosen = h.Name
-			break
-		}
-		if chosen == "" {
-			chosen = h.Name
-		}
+	d := election.Decide(in)
+	if !d.Changed {
+		return d
 	}
-	if chosen == "" {
-		return
-	}
-	pool.Status.Master = chosen
+	from := pool.Status.Master
+	pool.Status.Master = d.Master
 	pool.Status.Epoch++
-	ctrl.LoggerFrom(ctx).Info("Master elected", "master", chosen, "epoch", pool.Status.Epoch)
-	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, ReasonMasterElected, "ElectMaster",
-		"Host %s is the pool master (epoch %d)", chosen, pool.Status.Epoch)
+	ctrl.LoggerFrom(ctx).Info("Master changed", "from", from, "to", d.Master, "epoch", pool.Status.Epoch, "reason", d.Reason)
+	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, d.Reason, "ChangeMaster", "%s (epoch %d)", d.Message, pool.Status.Epoch)
+	return d
 }
 
-func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host,
+func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, d election.Decision,
 	set func(string, metav1.ConditionStatus, string, string)) {
-	var master *vpoolv1alpha1.Host
+	masterLive := false
 	var behind []string
 	for i := range hosts {
 		h := &hosts[i]
-		if h.Name == pool.Status.Master {
-			master = h
+		if h.Name == pool.Status.Master && h.Status.Phase == vpoolv1alpha1.HostPhaseLive {
+			masterLive = true
 		}
 		if h.Status.Phase == vpoolv1alpha1.HostPhaseLive && h.Status.MasterEpoch != pool.Status.Epoch {
 			behind = append(behind, fmt.Sprintf("%s (epoch %d)", h.Name, h.Status.MasterEpoch))
 		}
 	}
-	switch {
-	case pool.Status.Master == "":
-		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, ReasonNoMaster, "no host is Live yet to become master")
-	case master != nil && master.Status.Phase == vpoolv1alpha1.HostPhaseLive:
-		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionTrue, ReasonMasterLive,
-			fmt.Sprintf("host %s is master (epoch %d)", pool.Status.Master, pool.Status.Epoch))
-	default:
-		phase := "missing"
-		if master != nil {
-			phase = string(master.Status.Phase)
-		}
-		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, ReasonNoMaster,
-			fmt.Sprintf("master %s is %s; members wait for it (set spec.master to a Live member to transition)", pool.Status.Master, phase))
+	if masterLive {
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionTrue, d.Reason,
+			fmt.Sprintf("%s (epoch %d)", d.Message, pool.Status.Epoch))
+	} else {
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, d.Reason, d.Message)
 	}
 	if len(behind) == 0 {
 		set(vpoolv1alpha1.PoolMembersRecovered, metav1.ConditionTrue, ReasonMembersOnEpoch,
@@ -245,6 +224,36 @@ func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1al
 	default:
 		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionTrue, ReasonDefaultSRValid,
 			fmt.Sprintf("StorageRepository %q is usable from the master", name))
+	}
+	return nil
+}
+
+// overcommitted sets the Overcommitted condition: can the Live hosts run
+// every Restart VM, and still after losing hostFailuresToTolerate of them?
+func (r *PoolReconciler) overcommitted(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host,
+	set func(string, metav1.ConditionStatus, string, string)) error {
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
+		return fmt.Errorf("listing VMs of pool %s: %w", pool.Name, err)
+	}
+	var demand placement.Resources
+	for i := range vms.Items {
+		vm := &vms.Items[i]
+		if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartAlways {
+			demand = demand.Add(vmNeed(vm))
+		}
+	}
+	var live []placement.Resources
+	for i := range hosts {
+		if hosts[i].Status.Phase == vpoolv1alpha1.HostPhaseLive {
+			live = append(live, hostCapacity(&hosts[i]))
+		}
+	}
+	over, msg := placement.Overcommitted(live, demand, int(pool.Spec.HA.HostFailuresToTolerate))
+	if over {
+		set(vpoolv1alpha1.PoolOvercommitted, metav1.ConditionTrue, ReasonOvercommitted, msg)
+	} else {
+		set(vpoolv1alpha1.PoolOvercommitted, metav1.ConditionFalse, ReasonCapacitySufficient, msg)
 	}
 	return nil
 }

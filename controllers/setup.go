@@ -76,8 +76,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&HostReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock,
 			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC},
 		&StorageRepositoryReconciler{Client: mgr.GetClient()},
-		&VirtualDiskReconciler{Client: mgr.GetClient()},
-		&VirtualMachineReconciler{Client: mgr.GetClient()},
+		&VirtualDiskReconciler{Client: mgr.GetClient(), Recorder: recorder},
+		&VirtualMachineReconciler{Client: mgr.GetClient(), Clock: opts.Clock, Recorder: recorder},
 		&PoolBackupReconciler{Client: mgr.GetClient()},
 	}
 	for _, r := range reconcilers {
@@ -111,6 +111,28 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		if err := idx.IndexField(ctx, obj, IndexPoolRef, fn); err != nil {
 			return fmt.Errorf("indexing %T by pool: %w", obj, err)
 		}
+	}
+	if err := idx.IndexField(ctx, &vpoolv1alpha1.VirtualMachine{}, IndexResidentOn, func(o client.Object) []string {
+		return []string{o.(*vpoolv1alpha1.VirtualMachine).Status.ResidentOn}
+	}); err != nil {
+		return fmt.Errorf("indexing VMs by host: %w", err)
+	}
+	if err := idx.IndexField(ctx, &vpoolv1alpha1.VirtualMachine{}, IndexVirtualDisk, func(o client.Object) []string {
+		var names []string
+		for _, d := range o.(*vpoolv1alpha1.VirtualMachine).Spec.Disks {
+			names = append(names, d.VirtualDisk)
+		}
+		return names
+	}); err != nil {
+		return fmt.Errorf("indexing VMs by disk: %w", err)
+	}
+	if err := idx.IndexField(ctx, &vpoolv1alpha1.VirtualDisk{}, IndexLockHost, func(o client.Object) []string {
+		if l := o.(*vpoolv1alpha1.VirtualDisk).Status.Lock; l != nil {
+			return []string{l.Host}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing VDIs by lock holder: %w", err)
 	}
 	return nil
 }

@@ -167,10 +167,12 @@ type runningAgent struct {
 	err    error
 }
 
-// Kill stops the agent as a crashed host would: no more heartbeats.
+// Kill crashes the host: no more heartbeats, and its sim VMs, which live in
+// the agent's process, are gone with it.
 func (a *runningAgent) Kill() {
 	a.cancel()
 	<-a.done
+	_ = a.Driver.StopAll(context.Background())
 }
 
 // Err is what Run returned, once it has.

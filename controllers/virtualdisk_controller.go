@@ -2,32 +2,132 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
-// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks/finalizers,verbs=update
 
-// VirtualDiskReconciler reconciles VirtualDisk objects.
+// IndexLockHost indexes VDIs by the host holding their RW lock.
+const IndexLockHost = ".status.lock.host"
+
+// ReasonLockReleased is the event of a released VDI lock.
+const ReasonLockReleased = "VDILockReleased"
+
+// VirtualDiskReconciler releases a VDI's RW lock when, and only when, its
+// holder is fenced or forgotten (resetvdis.py) or the VM on it was halted by
+// its own host.
 type VirtualDiskReconciler struct {
 	client.Client
+	Recorder events.EventRecorder
 }
 
-// SetupWithManager registers the reconciler with the manager.
+// SetupWithManager registers the reconciler; a VDI wakes on changes of the
+// VMs that attach it and of the host holding its lock.
 func (r *VirtualDiskReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualDisk{}).
+		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(disksOfVM)).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.disksLockedBy)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
 
-// Reconcile brings one VirtualDisk towards its spec.
+func disksOfVM(_ context.Context, obj client.Object) []reconcile.Request {
+	vm, ok := obj.(*vpoolv1alpha1.VirtualMachine)
+	if !ok {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(vm.Spec.Disks))
+	for _, d := range vm.Spec.Disks {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}})
+	}
+	return reqs
+}
+
+func (r *VirtualDiskReconciler) disksLockedBy(ctx context.Context, obj client.Object) []reconcile.Request {
+	vdis := &vpoolv1alpha1.VirtualDiskList{}
+	if err := r.List(ctx, vdis, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexLockHost: obj.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(vdis.Items))
+	for i := range vdis.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vdis.Items[i])})
+	}
+	return reqs
+}
+
+// Reconcile releases one VDI's lock if the release rule allows it.
 func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	vdi := &vpoolv1alpha1.VirtualDisk{}
+	if err := r.Get(ctx, req.NamespacedName, vdi); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	lock := vdi.Status.Lock
+	if lock == nil {
+		return ctrl.Result{}, r.setReady(ctx, vdi, "Unlocked", "not attached RW by any host")
+	}
+	holder := &vpoolv1alpha1.Host{}
+	state := placement.HolderLive
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.Host}, holder); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		state = placement.HolderDown // a Host object goes away only once forgotten
+	} else if holder.Status.Phase == vpoolv1alpha1.HostPhaseFenced || holder.Status.Phase == vpoolv1alpha1.HostPhaseForgotten {
+		state = placement.HolderDown
+	}
+	var vmState placement.LockedVM
+	vm := &vpoolv1alpha1.VirtualMachine{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.VirtualMachine}, vm); err == nil {
+		vmState = placement.LockedVM{Exists: true, ResidentOn: vm.Status.ResidentOn, Running: vm.Status.PowerState == vpoolv1alpha1.PowerRunning}
+	} else if !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	if state == placement.HolderLive {
+		for _, name := range holder.Status.RunningVMs {
+			vmState.RunningOnHolder = vmState.RunningOnHolder || name == lock.VirtualMachine
+		}
+	}
+	release, reason, msg := placement.Release(lock.Host, state, vmState)
+	if !release {
+		return ctrl.Result{}, r.setReady(ctx, vdi, "Locked", fmt.Sprintf("attached RW by %s for VM %s", lock.Host, lock.VirtualMachine))
+	}
+	vdi.Status.Lock = nil
+	// Update carries the resourceVersion read: a lock taken meanwhile is never released.
+	if err := r.Status().Update(ctx, vdi); err != nil {
+		return ctrl.Result{}, fmt.Errorf("releasing the lock of VDI %s: %w", klog.KObj(vdi), err)
+	}
+	ctrl.LoggerFrom(ctx).Info("VDI lock released", "VirtualDisk", klog.KObj(vdi), "host", lock.Host, "reason", reason)
+	r.Recorder.Eventf(vdi, nil, corev1.EventTypeNormal, ReasonLockReleased, "Release", "%s: %s", reason, msg)
 	return ctrl.Result{}, nil
+}
+
+func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk, reason, msg string) error {
+	before := vdi.DeepCopy()
+	meta.SetStatusCondition(&vdi.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		Reason: reason, Message: msg, ObservedGeneration: vdi.Generation})
+	vdi.Status.ObservedGeneration = vdi.Generation
+	if meta.IsStatusConditionTrue(before.Status.Conditions, vpoolv1alpha1.ConditionReady) &&
+		meta.FindStatusCondition(before.Status.Conditions, vpoolv1alpha1.ConditionReady).Message == msg &&
+		before.Status.ObservedGeneration == vdi.Generation {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, vdi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
 }

@@ -2,32 +2,453 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines/finalizers,verbs=update
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks/status,verbs=get;update;patch
 
-// VirtualMachineReconciler reconciles VirtualMachine objects.
+// Field indexes of the VM controller.
+const (
+	// IndexResidentOn indexes VMs by status.residentOn.
+	IndexResidentOn = ".status.residentOn"
+	// IndexVirtualDisk indexes VMs by the VirtualDisks they attach.
+	IndexVirtualDisk = ".spec.disks.virtualDisk"
+)
+
+// Reasons of VM conditions and events.
+const (
+	ReasonRunning         = "Running"
+	ReasonStarting        = "Starting"
+	ReasonStopping        = "Stopping"
+	ReasonHalted          = "Halted"
+	ReasonHostUnreachable = "HostUnreachable"
+	ReasonVMReset         = "VMReset"
+	ReasonDisksLocked     = "DisksLocked"
+	ReasonNoRWDisks       = "NoRWDisks"
+	ReasonDiskLocked      = "DiskLockedByAnotherHost"
+)
+
+// VirtualMachineReconciler places VMs, locks their RW disks for their host
+// before the host's agent may start them, and resets the VMs of a fenced or
+// forgotten host (vm-reset-powerstate) so they can be restarted elsewhere.
 type VirtualMachineReconciler struct {
 	client.Client
+	Clock    clock.PassiveClock
+	Recorder events.EventRecorder
 }
 
-// SetupWithManager registers the reconciler with the manager.
+// vmScope is what one reconcile of a VM has read.
+type vmScope struct {
+	vm     *vpoolv1alpha1.VirtualMachine
+	before *vpoolv1alpha1.VirtualMachine
+	pool   *vpoolv1alpha1.Pool
+	hosts  map[string]*vpoolv1alpha1.Host
+	vms    []vpoolv1alpha1.VirtualMachine
+	events []hostEvent
+}
+
+// SetupWithManager registers the reconciler. VMs wake on their host's
+// changes, on their disks' lock changes, and on other VMs of the pool
+// (start order, capacity).
 func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualMachine{}).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.vmsForHost)).
+		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsForDisk)).
+		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(r.waitingVMs)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
 
-// Reconcile brings one VirtualMachine towards its spec.
+// vmsForHost wakes the VMs resident on a host and the VMs of its pool that
+// wait for a host.
+func (r *VirtualMachineReconciler) vmsForHost(ctx context.Context, obj client.Object) []reconcile.Request {
+	h, ok := obj.(*vpoolv1alpha1.Host)
+	if !ok {
+		return nil
+	}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(h.Namespace), client.MatchingFields{IndexPoolRef: h.Spec.PoolRef.Name}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range vms.Items {
+		vm := &vms.Items[i]
+		if vm.Status.ResidentOn == h.Name || waitsForHost(vm) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(vm)})
+		}
+	}
+	return reqs
+}
+
+func (r *VirtualMachineReconciler) vmsForDisk(ctx context.Context, obj client.Object) []reconcile.Request {
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexVirtualDisk: obj.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(vms.Items))
+	for i := range vms.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vms.Items[i])})
+	}
+	return reqs
+}
+
+// waitingVMs wakes the VMs of a pool that wait to be placed when another VM
+// changes: start order, restart priority and capacity depend on the others.
+func (r *VirtualMachineReconciler) waitingVMs(ctx context.Context, obj client.Object) []reconcile.Request {
+	changed, ok := obj.(*vpoolv1alpha1.VirtualMachine)
+	if !ok {
+		return nil
+	}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(changed.Namespace), client.MatchingFields{IndexPoolRef: changed.Spec.PoolRef.Name}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range vms.Items {
+		vm := &vms.Items[i]
+		if vm.Name != changed.Name && waitsForHost(vm) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(vm)})
+		}
+	}
+	return reqs
+}
+
+// waitsForHost: the VM should run but is not placed.
+func waitsForHost(vm *vpoolv1alpha1.VirtualMachine) bool {
+	return vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Status.ResidentOn == ""
+}
+
+// Reconcile brings one VM towards its desired power state.
 func (r *VirtualMachineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return ctrl.Result{}, nil
+	vm := &vpoolv1alpha1.VirtualMachine{}
+	if err := r.Get(ctx, req.NamespacedName, vm); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("VirtualMachine", klog.KObj(vm)))
+	s := &vmScope{vm: vm, before: vm.DeepCopy()}
+	err := r.reconcile(ctx, s)
+	if err == nil {
+		vm.Status.ObservedGeneration = vm.Generation
+	}
+	if perr := r.patchStatus(ctx, s); perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
+	}
+	for _, e := range s.events {
+		r.Recorder.Eventf(vm, nil, e.eventType, e.reason, e.action, "%s", e.note)
+	}
+	return ctrl.Result{}, err
+}
+
+func (r *VirtualMachineReconciler) patchStatus(ctx context.Context, s *vmScope) error {
+	if equality.Semantic.DeepEqual(s.before.Status, s.vm.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, s.vm, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patching status of VM %s: %w", klog.KObj(s.vm), err)
+	}
+	s.before = s.vm.DeepCopy()
+	return nil
+}
+
+func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) error {
+	vm := s.vm
+	if vm.Status.PowerState == "" {
+		vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	}
+	pool := &vpoolv1alpha1.Pool{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vm.Spec.PoolRef.Name}, pool); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, vpoolv1alpha1.ReasonPoolNotFound,
+			fmt.Sprintf("spec.poolRef.name: Pool %q not found", vm.Spec.PoolRef.Name))
+		return nil
+	}
+	s.pool = pool
+	if err := r.gather(ctx, s); err != nil {
+		return err
+	}
+	if done, err := r.handleHostFailure(ctx, s); done || err != nil {
+		return err
+	}
+	if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
+		return r.reconcileRunning(ctx, s)
+	}
+	r.reconcileHalted(s)
+	return nil
+}
+
+func (r *VirtualMachineReconciler) gather(ctx context.Context, s *vmScope) error {
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(s.vm.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
+		return fmt.Errorf("listing hosts of pool %s: %w", s.pool.Name, err)
+	}
+	s.hosts = map[string]*vpoolv1alpha1.Host{}
+	for i := range hosts.Items {
+		s.hosts[hosts.Items[i].Name] = &hosts.Items[i]
+	}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(s.vm.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
+		return fmt.Errorf("listing VMs of pool %s: %w", s.pool.Name, err)
+	}
+	s.vms = vms.Items
+	return nil
+}
+
+func (r *VirtualMachineReconciler) set(s *vmScope, t string, st metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&s.vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
+		ObservedGeneration: s.vm.Generation})
+}
+
+// handleHostFailure: a VM on an Unreachable host stays Running in status
+// (nothing may move before the host is fenced); a VM on a fenced or forgotten
+// host is reset to Halted (vm-reset-powerstate), recorded before anything
+// else happens to it. It reports whether the reconcile is done.
+func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmScope) (bool, error) {
+	vm := s.vm
+	if vm.Status.ResidentOn == "" {
+		return false, nil
+	}
+	host := s.hosts[vm.Status.ResidentOn]
+	phase := vpoolv1alpha1.HostPhaseForgotten // a Host object goes away only once forgotten
+	if host != nil {
+		phase = host.Status.Phase
+	}
+	switch phase {
+	case vpoolv1alpha1.HostPhaseUnreachable, vpoolv1alpha1.HostPhaseFencing:
+		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonHostUnreachable, fmt.Sprintf(
+			"host %s is %s: the VM stays %s in status until the host is fenced or forgotten", vm.Status.ResidentOn, phase, vm.Status.PowerState))
+		return true, nil
+	case vpoolv1alpha1.HostPhaseFenced, vpoolv1alpha1.HostPhaseForgotten:
+	default:
+		return false, nil
+	}
+	from := vm.Status.ResidentOn
+	vm.Status.LastReset = &vpoolv1alpha1.VMReset{Host: from, At: metav1.NewTime(r.Clock.Now()), Generation: vm.Generation}
+	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	vm.Status.ResidentOn = ""
+	msg := fmt.Sprintf("host %s is %s: power state reset to Halted (vm-reset-powerstate); its disk locks are released next", from, phase)
+	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonVMReset, msg)
+	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonVMReset, msg)
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonVMReset, msg)
+	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", phase)
+	s.events = append(s.events, hostEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg})
+	return true, nil
+}
+
+func (r *VirtualMachineReconciler) reconcileHalted(s *vmScope) {
+	vm := s.vm
+	switch {
+	case vm.Status.PowerState == vpoolv1alpha1.PowerRunning:
+		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStopping,
+			fmt.Sprintf("waiting for host %s to stop the VM", vm.Status.ResidentOn))
+		return
+	case vm.Status.ResidentOn != "":
+		// Halted by its own host (or never started): it leaves the host, and
+		// the VDI controller releases its locks.
+		vm.Status.ResidentOn = ""
+	}
+	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonHalted, "the VM is halted, as asked")
+	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonHalted, "spec.powerState is Halted")
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonHalted, "spec.powerState is Halted")
+}
+
+func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmScope) error {
+	vm := s.vm
+	if vm.Status.ResidentOn != "" && vm.Status.PowerState == vpoolv1alpha1.PowerRunning {
+		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonRunning, fmt.Sprintf("running on %s", vm.Status.ResidentOn))
+		return nil
+	}
+	if vm.Status.ResidentOn == "" {
+		placed, err := r.place(ctx, s)
+		if err != nil || !placed {
+			return err
+		}
+	}
+	return r.lockDisks(ctx, s)
+}
+
+// place chooses a host and records it in status before any disk is locked.
+func (r *VirtualMachineReconciler) place(ctx context.Context, s *vmScope) (bool, error) {
+	vm := s.vm
+	notReady := func(reason, msg string) (bool, error) {
+		r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, reason, msg)
+		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+		return false, nil
+	}
+	if vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartNever && vm.Status.LastReset != nil &&
+		vm.Status.LastReset.Generation == vm.Generation {
+		return notReady(placement.ReasonDoNotRestart, fmt.Sprintf(
+			"reset after host %s failed; restartPriority DoNotRestart: change the spec (e.g. set powerState Halted, then Running) to start it again",
+			vm.Status.LastReset.Host))
+	}
+	var others []placement.Waiting
+	for i := range s.vms {
+		o := &s.vms[i]
+		if o.Name == vm.Name || !waitsForHost(o) {
+			continue
+		}
+		c := meta.FindStatusCondition(o.Status.Conditions, vpoolv1alpha1.VMScheduled)
+		blocked := c != nil && (c.Reason == placement.ReasonNoCapacity || c.Reason == placement.ReasonDiskUnavailable ||
+			c.Reason == ReasonDiskLocked || c.Reason == placement.ReasonDoNotRestart || c.Reason == placement.ReasonNoLiveHost)
+		others = append(others, placement.Waiting{Name: o.Name, StartOrder: o.Spec.StartOrder,
+			Restart: o.Spec.HA.RestartPriority == vpoolv1alpha1.RestartAlways, Blocked: blocked})
+	}
+	if ok, reason, msg := placement.Gate(vm.Spec.StartOrder, vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort, others); !ok {
+		return notReady(reason, msg)
+	}
+	req := placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host}
+	for _, d := range vm.Spec.Disks {
+		pinned, reason, msg, err := r.diskHost(ctx, vm, d)
+		if err != nil {
+			return false, err
+		}
+		if reason != "" {
+			return notReady(reason, msg)
+		}
+		if pinned != "" {
+			req.PinnedTo = pinned
+		}
+	}
+	d := placement.Place(req, r.candidates(s))
+	if d.Host == "" {
+		return notReady(d.Reason, d.Message)
+	}
+	vm.Status.ResidentOn = d.Host
+	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionTrue, d.Reason, d.Message)
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonStarting, "locking RW disks for "+d.Host)
+	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, d.Message)
+	// Recorded before any disk is locked for that host.
+	return true, r.patchStatus(ctx, s)
+}
+
+// diskHost checks that a disk's VDI and SR exist and returns the host its SR
+// is local to, if any.
+func (r *VirtualMachineReconciler) diskHost(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk) (
+	pinned, reason, msg string, err error) {
+	vdi := &vpoolv1alpha1.VirtualDisk{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", placement.ReasonDiskUnavailable, fmt.Sprintf("spec.disks[%s]: VirtualDisk %q not found", d.Name, d.VirtualDisk), nil
+		}
+		return "", "", "", err
+	}
+	sr := &vpoolv1alpha1.StorageRepository{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vdi.Spec.StorageRepository}, sr); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", placement.ReasonDiskUnavailable, fmt.Sprintf("VDI %s: StorageRepository %q not found", vdi.Name, vdi.Spec.StorageRepository), nil
+		}
+		return "", "", "", err
+	}
+	if !sr.Spec.Shared {
+		return sr.Spec.Host, "", "", nil
+	}
+	return "", "", "", nil
+}
+
+// candidates are the pool's hosts with what their resident VMs use.
+func (r *VirtualMachineReconciler) candidates(s *vmScope) []placement.Host {
+	used := map[string]placement.Resources{}
+	for i := range s.vms {
+		if o := &s.vms[i]; o.Status.ResidentOn != "" && o.Name != s.vm.Name {
+			used[o.Status.ResidentOn] = used[o.Status.ResidentOn].Add(vmNeed(o))
+		}
+	}
+	out := make([]placement.Host, 0, len(s.hosts))
+	for name, h := range s.hosts {
+		out = append(out, placement.Host{Name: name, Live: h.Status.Phase == vpoolv1alpha1.HostPhaseLive,
+			Capacity: hostCapacity(h), Used: used[name]})
+	}
+	return out
+}
+
+// lockDisks takes the RW lock of every RW disk for the VM's host through the
+// API server's optimistic concurrency. If another host holds one, the VM does
+// not start: it gives back what it took and leaves the host.
+func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) error {
+	vm := s.vm
+	host := vm.Status.ResidentOn
+	rw := 0
+	var taken []*vpoolv1alpha1.VirtualDisk
+	for _, d := range vm.Spec.Disks {
+		if d.Mode == vpoolv1alpha1.DiskRO {
+			continue
+		}
+		rw++
+		vdi := &vpoolv1alpha1.VirtualDisk{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi); err != nil {
+			return fmt.Errorf("reading VDI %s of VM %s: %w", d.VirtualDisk, vm.Name, err)
+		}
+		if l := vdi.Status.Lock; l != nil {
+			if l.Host == host && l.VirtualMachine == vm.Name {
+				taken = append(taken, vdi)
+				continue
+			}
+			return r.lockConflict(ctx, s, taken, vdi)
+		}
+		vdi.Status.Lock = &vpoolv1alpha1.VDILock{Host: host, Mode: vpoolv1alpha1.DiskRW, VirtualMachine: vm.Name,
+			Since: &metav1.Time{Time: r.Clock.Now()}}
+		// Update (not patch) carries the resourceVersion read: of two VMs racing
+		// for one VDI, the API server lets exactly one win.
+		if err := r.Status().Update(ctx, vdi); err != nil {
+			if apierrors.IsConflict(err) {
+				return fmt.Errorf("VDI %s changed while locking it for VM %s; retrying: %w", vdi.Name, vm.Name, err)
+			}
+			return fmt.Errorf("locking VDI %s for VM %s: %w", vdi.Name, vm.Name, err)
+		}
+		taken = append(taken, vdi)
+	}
+	msg := fmt.Sprintf("every RW disk is locked for host %s; its agent starts the VM", host)
+	if rw == 0 {
+		msg = fmt.Sprintf("no RW disk to lock; host %s's agent starts the VM", host)
+	}
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, msg)
+	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, fmt.Sprintf("starting on %s", host))
+	return nil
+}
+
+func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope, taken []*vpoolv1alpha1.VirtualDisk,
+	held *vpoolv1alpha1.VirtualDisk) error {
+	for _, vdi := range taken {
+		if vdi.Status.Lock != nil && vdi.Status.Lock.VirtualMachine == s.vm.Name {
+			vdi.Status.Lock = nil
+			if err := r.Status().Update(ctx, vdi); err != nil {
+				return fmt.Errorf("giving back the lock of VDI %s: %w", vdi.Name, err)
+			}
+		}
+	}
+	msg := fmt.Sprintf("VDI %s already attached RW by %s", held.Name, held.Status.Lock.Host)
+	s.vm.Status.ResidentOn = ""
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonDiskLocked, msg)
+	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonDiskLocked, msg)
+	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDiskLocked, msg)
+	if c := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.VMDisksLocked); c == nil || c.Reason != ReasonDiskLocked {
+		s.events = append(s.events, hostEvent{eventType: corev1.EventTypeWarning, reason: ReasonDiskLocked, action: "Start", note: msg})
+	}
+	return nil
 }

@@ -151,6 +151,11 @@ type VirtualMachineStatus struct {
 	// +optional
 	SuspendVirtualDisk string `json:"suspendVirtualDisk,omitempty"`
 
+	// lastReset records the last vm-reset-powerstate: the VM's host was fenced
+	// or forgotten while the VM was resident on it.
+	// +optional
+	LastReset *VMReset `json:"lastReset,omitempty"`
+
 	// conditions: Ready, Scheduled, DisksLocked.
 	// +optional
 	// +listType=map
@@ -158,6 +163,17 @@ type VirtualMachineStatus struct {
 	// +patchStrategy=merge
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// VMReset records a vm-reset-powerstate.
+type VMReset struct {
+	// host the VM was resident on.
+	Host string `json:"host"`
+	// at is when the VM was reset to Halted.
+	At metav1.Time `json:"at"`
+	// generation is the VM's metadata.generation at the reset. A DoNotRestart
+	// VM is started again only after its spec changes.
+	Generation int64 `json:"generation"`
 }
 
 // VirtualMachine condition types.

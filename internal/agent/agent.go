@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -64,6 +65,15 @@ type Agent struct {
 
 	mu     sync.Mutex
 	frozen time.Duration
+	// wake is poked when a watched object changes.
+	wake chan struct{}
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
 }
 
 // New validates cfg and returns an Agent.
@@ -80,7 +90,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
-	return &Agent{cfg: cfg}, nil
+	return &Agent{cfg: cfg, wake: make(chan struct{}, 1)}, nil
 }
 
 // BootID is this boot's identifier.
@@ -122,20 +132,41 @@ func (a *Agent) Run(ctx context.Context) error {
 		"selfFenceAfter", liveness.SelfFenceAfter(a.timeout))
 
 	a.lastOK = a.cfg.Clock.Now()
+	next := a.cfg.Clock.Now()
 	for {
-		if err := a.beat(ctx, log); err != nil {
+		if !a.cfg.Clock.Now().Before(next) {
+			if err := a.beat(ctx, log); err != nil {
+				return err
+			}
+			next = a.cfg.Clock.Now().Add(a.cfg.Interval)
+		} else if err := a.sync(ctx, log); err != nil {
 			return err
 		}
-		wait := a.cfg.Interval
+		wait := next.Sub(a.cfg.Clock.Now())
 		if untilDeadline := a.deadline().Sub(a.cfg.Clock.Now()); untilDeadline < wait {
 			wait = max(untilDeadline, 0)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.wake:
 		case <-a.cfg.Clock.After(wait):
 		}
 	}
+}
+
+// sync drives VMs between heartbeats, unless the watchdog deadline passed.
+func (a *Agent) sync(ctx context.Context, log logr.Logger) error {
+	if !a.cfg.Clock.Now().Before(a.deadline()) {
+		return a.selfFence(ctx, log)
+	}
+	if err := a.syncVMs(ctx, log); err != nil && ctx.Err() == nil {
+		log.Info("Syncing VMs failed", "error", err.Error())
+	}
+	if err := a.report(ctx); err != nil && ctx.Err() == nil {
+		log.Info("Reporting host status failed", "error", err.Error())
+	}
+	return nil
 }
 
 func (a *Agent) deadline() time.Time { return a.lastOK.Add(liveness.SelfFenceAfter(a.timeout)) }
@@ -161,6 +192,9 @@ func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 		log.Info("Heartbeat renewal failed", "error", err.Error(), "selfFenceIn", a.deadline().Sub(a.cfg.Clock.Now()))
 	}
 	if err == nil {
+		if serr := a.syncVMs(ctx, log); serr != nil && ctx.Err() == nil {
+			log.Info("Syncing VMs failed", "error", serr.Error())
+		}
 		if rerr := a.report(ctx); rerr != nil && ctx.Err() == nil {
 			log.Info("Reporting host status failed", "error", rerr.Error())
 		}
@@ -297,9 +331,18 @@ func (a *Agent) startCache(ctx context.Context, poolName string) error {
 	}
 	// Informers are started lazily by the first Get; warm them now.
 	go func() { _ = c.Start(ctx) }()
-	for _, obj := range []client.Object{&vpoolv1alpha1.Host{}, &vpoolv1alpha1.Pool{}} {
-		if _, err := c.GetInformer(ctx, obj); err != nil {
+	for _, obj := range []client.Object{&vpoolv1alpha1.Host{}, &vpoolv1alpha1.Pool{}, &vpoolv1alpha1.VirtualMachine{}} {
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
 			return fmt.Errorf("starting the cache: %w", err)
+		}
+		// Any change of a VM, the Host or the Pool may call for a VM sync.
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { a.poke() },
+			UpdateFunc: func(any, any) { a.poke() },
+			DeleteFunc: func(any) { a.poke() },
+		}); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
 		}
 	}
 	if !c.WaitForCacheSync(ctx) {

@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -85,6 +86,33 @@ func setup(t *testing.T, timeout time.Duration) string {
 	return ns.Name
 }
 
+// placeVM creates a VM placed on h1 with its disks locked, as the operator
+// would, and marks h1 Live.
+func placeVM(t *testing.T, ns, name string) {
+	t.Helper()
+	ctx := context.Background()
+	vm := &vpoolv1alpha1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	vm.Spec.PoolRef.Name = "p"
+	vm.Spec.PowerState = vpoolv1alpha1.DesiredRunning
+	if err := k8s.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	vm.Status.ResidentOn = "h1"
+	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.VMDisksLocked, Status: metav1.ConditionTrue, Reason: "Test"})
+	if err := k8s.Status().Update(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	host := &vpoolv1alpha1.Host{}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "h1"}, host); err != nil {
+		t.Fatal(err)
+	}
+	host.Status.Phase = vpoolv1alpha1.HostPhaseLive
+	if err := k8s.Status().Update(ctx, host); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeCounter counts the API writes a client makes, by resource.
 type writeCounter struct {
 	mu     sync.Mutex
@@ -149,7 +177,7 @@ func TestOneWritePerHeartbeat(t *testing.T) {
 	cfg := rest.CopyConfig(restConfig)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	driver := agent.NewSimDriver()
-	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-a"})).To(Succeed())
+	placeVM(t, ns, "vm-a")
 	runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond, Driver: driver, BootID: "boot-1"})
 
 	host := &vpoolv1alpha1.Host{}
@@ -194,14 +222,16 @@ func TestWatchdogSelfFencesWhenCutOff(t *testing.T) {
 	cfg.Host = "https://" + proxy.Addr()
 	cfg.Timeout = time.Second
 	driver := agent.NewSimDriver()
-	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-a"})).To(Succeed())
-	g.Expect(driver.Start(context.Background(), agent.VM{Name: "vm-b"})).To(Succeed())
+	placeVM(t, ns, "vm-a")
+	placeVM(t, ns, "vm-b")
 	stop := runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond, Driver: driver})
 
 	lease := &coordinationv1.Lease{}
 	g.Eventually(func() error {
 		return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, lease)
 	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	g.Eventually(func() []string { r, _ := driver.Running(context.Background()); return r }, 20*time.Second, 50*time.Millisecond).
+		Should(HaveLen(2), "the agent starts the VMs placed on it")
 	g.Consistently(func() []string { r, _ := driver.Running(context.Background()); return r }, time.Second, 100*time.Millisecond).
 		Should(HaveLen(2), "connected: VMs keep running")
 

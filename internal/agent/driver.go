@@ -28,7 +28,9 @@ type Driver interface {
 	Running(ctx context.Context) ([]string, error)
 }
 
-// SimDriver keeps VMs in memory. It is safe for concurrent use.
+// SimDriver keeps VMs in memory. They live in the agent's process and die
+// with it, like the VMs of a host that loses power. It is safe for
+// concurrent use.
 type SimDriver struct {
 	mu      sync.Mutex
 	running map[string]VM

@@ -151,6 +151,8 @@ func TestNext(t *testing.T) {
 		"manual fenced on the person's word": {
 			in: HostInput{Now: t0.Add(12 * time.Second), Phase: inFencing, Method: vpoolv1alpha1.FencingManual, Forget: true, Heartbeat: observed(t0),
 				Fencing: &vpoolv1alpha1.FencingStatus{StartedAt: started}}, phase: fenced, reason: ReasonPersonConfirmed},
+		"fenced master is not forgotten before another master is in place": {
+			in: HostInput{Now: t0.Add(30 * time.Second), Phase: fenced, Forget: true, IsMaster: true}, phase: fenced, reason: ReasonMasterForget},
 		"fenced host forgotten": {
 			in: HostInput{Now: t0.Add(30 * time.Second), Phase: fenced, Forget: true}, phase: forgotten, reason: ReasonForgotten},
 	}

@@ -25,6 +25,7 @@ const (
 	ReasonRejoined          = "Rejoined"
 	ReasonForgetRefused     = "ForgetRefused"
 	ReasonForgotten         = "Forgotten"
+	ReasonMasterForget      = "MasterForgetBlocked"
 )
 
 // HostInput is everything the phase machine looks at for one host.
@@ -43,6 +44,8 @@ type HostInput struct {
 	Guard Check
 	// PowerOff is true when the BMC reported PowerState Off (Redfish only).
 	PowerOff bool
+	// IsMaster is true when the host is the pool's master (status.master).
+	IsMaster bool
 	// Agent-reported state, for a fenced host that heartbeats again.
 	BootID      string
 	RunningVMs  int
@@ -177,6 +180,10 @@ func selfFenceBy(hb liveness.Observation, timeout time.Duration) time.Time {
 }
 
 func nextFenced(in HostInput) Decision {
+	if in.Forget && in.IsMaster {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonMasterForget, Message: "the host is fenced but still the pool " +
+			"master: it is forgotten once another master is in place (set spec.master to a Live member, or let HA elect one)"}
+	}
 	if in.Forget {
 		return Decision{Phase: vpoolv1alpha1.HostPhaseForgotten, Reason: ReasonForgotten, Message: "the fenced host was removed from the pool (host-forget)"}
 	}

@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+)
+
+// syncVMs makes the driver run exactly the VMs the operator placed here and
+// whose RW disks are locked for this host, and reports their power state.
+// It never runs a VM that is not resident on this host: a VM found running
+// here but placed elsewhere (or gone) is stopped.
+func (a *Agent) syncVMs(ctx context.Context, log logr.Logger) error {
+	host := &vpoolv1alpha1.Host{}
+	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host); err != nil {
+		return err
+	}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := a.client.List(ctx, vms, client.InNamespace(a.cfg.Namespace)); err != nil {
+		return err
+	}
+	running, err := a.cfg.Driver.Running(ctx)
+	if err != nil {
+		return fmt.Errorf("listing VMs: %w", err)
+	}
+	isRunning := map[string]bool{}
+	for _, n := range running {
+		isRunning[n] = true
+	}
+	mine := map[string]*vpoolv1alpha1.VirtualMachine{}
+	for i := range vms.Items {
+		vm := &vms.Items[i]
+		if vm.Spec.PoolRef.Name == host.Spec.PoolRef.Name && vm.Status.ResidentOn == a.cfg.Host {
+			mine[vm.Name] = vm
+		}
+	}
+	if err := a.stopUnwanted(ctx, log, running, mine, isRunning); err != nil {
+		return err
+	}
+	return a.startAndReport(ctx, log, host.Status.Phase == vpoolv1alpha1.HostPhaseLive, mine, isRunning)
+}
+
+// stopUnwanted stops every running VM that is not resident here or should be halted.
+func (a *Agent) stopUnwanted(ctx context.Context, log logr.Logger, running []string,
+	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
+	for _, name := range running {
+		vm := mine[name]
+		if vm != nil && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
+			continue
+		}
+		if err := a.cfg.Driver.Stop(ctx, name); err != nil {
+			return fmt.Errorf("stopping VM %s: %w", name, err)
+		}
+		log.Info("Stopped VM", "vm", name)
+		delete(isRunning, name)
+	}
+	return nil
+}
+
+// startAndReport starts the VMs placed here whose disks are locked for this
+// host (only while the host is Live) and reports every resident VM's power state.
+func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool,
+	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
+	var firstErr error
+	for name, vm := range mine {
+		want := vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && live &&
+			meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked)
+		if want && !isRunning[name] {
+			if err := a.cfg.Driver.Start(ctx, toDriverVM(vm)); err != nil {
+				firstErr = fmt.Errorf("starting VM %s: %w", name, err)
+				continue
+			}
+			log.Info("Started VM", "vm", name)
+			isRunning[name] = true
+		}
+		state := vpoolv1alpha1.PowerHalted
+		if isRunning[name] {
+			state = vpoolv1alpha1.PowerRunning
+		}
+		if vm.Status.PowerState == state {
+			continue
+		}
+		patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		vm.Status.PowerState = state
+		if err := a.client.Status().Patch(ctx, vm, patch); err != nil && firstErr == nil {
+			// A conflict means the operator moved it meanwhile: the next sync
+			// sees where it belongs and stops it if it is no longer ours.
+			firstErr = fmt.Errorf("reporting VM %s %s: %w", name, state, err)
+		}
+	}
+	return firstErr
+}
+
+func toDriverVM(vm *vpoolv1alpha1.VirtualMachine) VM {
+	out := VM{Name: vm.Name, Disks: map[string]string{}}
+	if vm.Spec.Resources.CPU != nil {
+		out.CPU = vm.Spec.Resources.CPU.Value()
+	}
+	if vm.Spec.Resources.Memory != nil {
+		out.MemoryMiB = vm.Spec.Resources.Memory.Value() >> 20
+	}
+	for _, d := range vm.Spec.Disks {
+		out.Disks[d.VirtualDisk] = string(d.Mode)
+	}
+	return out
+}

@@ -1,0 +1,5 @@
+// Package placement decides where a VM runs and when its disks' RW locks may
+// be released: host choice by capacity, affinity and local-SR pinning, the
+// start order and restart priority gates, the lock release rule, and whether a
+// pool is overcommitted. Pure functions of observed state, no I/O.
+package placement
