@@ -224,13 +224,14 @@ func TestHAOffWaitsForPersonThenForgets(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	createPool(t, ns, "p", poolOpts{timeout: timeout})
+	createPool(t, ns, "p", poolOpts{timeout: timeout, master: "h1"})
 	createHost(t, ns, "p", "h1")
 	createHost(t, ns, "p", "h2", func(h *vpoolv1alpha1.Host) { h.Spec.Fencing.Method = vpoolv1alpha1.FencingManual })
 	startManager(t, ns, controllers.Options{})
 	startAgent(t, ns, "h1", interval, nil)
 	a2 := startAgent(t, ns, "h2", interval, nil)
 	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	g.Eventually(func(g Gomega) string { return getPool(g, ns, "p").Status.Master }, wait, poll).Should(Equal("h1"))
 
 	// Forgetting a host that heartbeats is refused, and says why.
 	h2 := getHost(g, ns, "h2")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +37,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	ctrl.SetLogger(logr.Discard())
 	if os.Getenv("POOLKEEPER_TEST_LOGS") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	}
@@ -246,4 +248,10 @@ func eventReasons(g Gomega, ns, name string) []string {
 func startAgentWithBoot(t *testing.T, ns, host, bootID string) *runningAgent {
 	t.Helper()
 	return startAgentConfig(t, agent.Config{Namespace: ns, Host: host, Interval: interval, BootID: bootID})
+}
+
+func inNS(ns string) client.InNamespace { return client.InNamespace(ns) }
+
+func key(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
 }

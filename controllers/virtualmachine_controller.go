@@ -317,9 +317,11 @@ func (r *VirtualMachineReconciler) place(ctx context.Context, s *vmScope) (bool,
 		blocked := c != nil && (c.Reason == placement.ReasonNoCapacity || c.Reason == placement.ReasonDiskUnavailable ||
 			c.Reason == ReasonDiskLocked || c.Reason == placement.ReasonDoNotRestart || c.Reason == placement.ReasonNoLiveHost)
 		others = append(others, placement.Waiting{Name: o.Name, StartOrder: o.Spec.StartOrder,
-			Restart: o.Spec.HA.RestartPriority == vpoolv1alpha1.RestartAlways, Blocked: blocked})
+			BestEffort: o.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort, Blocked: blocked})
 	}
-	if ok, reason, msg := placement.Gate(vm.Spec.StartOrder, vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort, others); !ok {
+	self := placement.Waiting{Name: vm.Name, StartOrder: vm.Spec.StartOrder,
+		BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort}
+	if ok, reason, msg := placement.Gate(self, others); !ok {
 		return notReady(reason, msg)
 	}
 	req := placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host}

@@ -122,37 +122,42 @@ func (r Resources) String() string {
 type Waiting struct {
 	Name       string
 	StartOrder int32
-	Restart    bool // restartPriority Restart (or no HA priority involved)
+	// BestEffort is restartPriority BestEffort: started after every other VM.
+	BestEffort bool
 	// Blocked is true when it cannot start for a reason of its own (disk
 	// locked or unavailable, no capacity); it does not hold others back.
 	Blocked bool
 }
 
-// Gate says whether a VM may be placed now, given the other VMs of the pool
-// that wait to run: lower startOrder first, and BestEffort VMs only once no
-// Restart VM waits. Blocked VMs hold nobody back.
-func Gate(startOrder int32, bestEffort bool, others []Waiting) (ok bool, reason, message string) {
-	var lower, restart []string
+// before reports whether w starts before o: other VMs (Restart first) before
+// BestEffort ones, then lower startOrder first.
+func (w Waiting) before(o Waiting) bool {
+	if w.BestEffort != o.BestEffort {
+		return !w.BestEffort
+	}
+	return w.StartOrder < o.StartOrder
+}
+
+// Gate says whether vm may be placed now, given the other VMs of the pool
+// that wait to run: it waits for every unblocked VM that starts before it.
+func Gate(vm Waiting, others []Waiting) (ok bool, reason, message string) {
+	var first []string
+	priority := false
 	for _, w := range others {
-		if w.Blocked {
+		if w.Blocked || !w.before(vm) {
 			continue
 		}
-		if w.StartOrder < startOrder {
-			lower = append(lower, w.Name)
-		}
-		if bestEffort && w.Restart {
-			restart = append(restart, w.Name)
-		}
+		first = append(first, w.Name)
+		priority = priority || (vm.BestEffort && !w.BestEffort)
 	}
-	if len(lower) > 0 {
-		sort.Strings(lower)
-		return false, ReasonWaitingForOrder, fmt.Sprintf("waiting for VMs with a lower startOrder to start: %s", names(lower))
+	if len(first) == 0 {
+		return true, "", ""
 	}
-	if len(restart) > 0 {
-		sort.Strings(restart)
-		return false, ReasonWaitingPriority, fmt.Sprintf("BestEffort: waiting for Restart VMs to be placed first: %s", names(restart))
+	sort.Strings(first)
+	if priority {
+		return false, ReasonWaitingPriority, fmt.Sprintf("BestEffort: waiting for the other VMs to be placed first: %s", names(first))
 	}
-	return true, "", ""
+	return false, ReasonWaitingForOrder, fmt.Sprintf("waiting for VMs with a lower startOrder to start: %s", names(first))
 }
 
 func names(n []string) string {

@@ -45,23 +45,23 @@ func TestPlace(t *testing.T) {
 
 func TestGate(t *testing.T) {
 	cases := map[string]struct {
-		order      int32
-		bestEffort bool
-		others     []Waiting
-		ok         bool
-		reason     string
+		vm     Waiting
+		others []Waiting
+		ok     bool
+		reason string
 	}{
-		"nobody waits":                         {0, false, nil, true, ""},
-		"a lower start order waits":            {10, false, []Waiting{{Name: "db", StartOrder: 0}}, false, ReasonWaitingForOrder},
-		"equal start order starts together":    {10, false, []Waiting{{Name: "web2", StartOrder: 10}}, true, ""},
-		"a blocked lower VM holds nobody":      {10, false, []Waiting{{Name: "db", StartOrder: 0, Blocked: true}}, true, ""},
-		"BestEffort waits for Restart VMs":     {0, true, []Waiting{{Name: "r", StartOrder: 5, Restart: true}}, false, ReasonWaitingPriority},
-		"Restart does not wait for BestEffort": {0, false, []Waiting{{Name: "b", StartOrder: 0}}, true, ""},
+		"nobody waits":                        {Waiting{}, nil, true, ""},
+		"a lower start order waits":           {Waiting{StartOrder: 10}, []Waiting{{Name: "db"}}, false, ReasonWaitingForOrder},
+		"equal start order starts together":   {Waiting{StartOrder: 10}, []Waiting{{Name: "web2", StartOrder: 10}}, true, ""},
+		"a blocked lower VM holds nobody":     {Waiting{StartOrder: 10}, []Waiting{{Name: "db", Blocked: true}}, true, ""},
+		"BestEffort waits for Restart VMs":    {Waiting{BestEffort: true}, []Waiting{{Name: "r", StartOrder: 5}}, false, ReasonWaitingPriority},
+		"Restart never waits for BestEffort":  {Waiting{StartOrder: 5}, []Waiting{{Name: "b", BestEffort: true}}, true, ""},
+		"BestEffort VMs keep their own order": {Waiting{BestEffort: true, StartOrder: 2}, []Waiting{{Name: "b", BestEffort: true, StartOrder: 1}}, false, ReasonWaitingForOrder},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
-			ok, reason, msg := Gate(tc.order, tc.bestEffort, tc.others)
+			ok, reason, msg := Gate(tc.vm, tc.others)
 			g.Expect(ok).To(Equal(tc.ok), msg)
 			g.Expect(reason).To(Equal(tc.reason))
 		})
