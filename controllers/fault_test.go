@@ -121,6 +121,12 @@ func (c *invariantChecker) check(t *testing.T) {
 	vmList := &vpoolv1alpha1.VirtualMachineList{}
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
 	pool := &vpoolv1alpha1.Pool{}
+	// What runs is read before the locks: a VM running then must hold its
+	// locks now, unless it stopped in between (checked again below).
+	runningBefore := map[string][]string{}
+	for host, d := range c.drivers {
+		runningBefore[host], _ = d.Running(ctx)
+	}
 	if k8s.List(ctx, hosts, inNS(c.ns)) != nil || k8s.List(ctx, vmList, inNS(c.ns)) != nil ||
 		k8s.List(ctx, vdis, inNS(c.ns)) != nil || k8s.Get(ctx, key(c.ns, "p"), pool) != nil {
 		return
@@ -144,8 +150,7 @@ func (c *invariantChecker) check(t *testing.T) {
 		byName[vmList.Items[i].Name] = &vmList.Items[i]
 	}
 	for host, d := range c.drivers {
-		running, _ := d.Running(ctx)
-		for _, name := range running {
+		for _, name := range runningBefore[host] {
 			vm := byName[name]
 			if vm == nil {
 				continue

@@ -62,13 +62,14 @@ type hostScope struct {
 	before  *vpoolv1alpha1.Host
 	pool    *vpoolv1alpha1.Pool
 	tally   fencing.Tally
+	tallied bool
 	fencing int // other hosts of the pool in phase Fencing
 	timeout time.Duration
 	now     time.Time
-	events  []hostEvent
+	events  []pendingEvent
 }
 
-type hostEvent struct{ eventType, reason, action, note string }
+type pendingEvent struct{ eventType, reason, action, note string }
 
 // SetupWithManager registers the reconciler: Hosts, their Leases (through the
 // liveness tracker), their Pool, and sibling phase changes (which free the
@@ -85,7 +86,8 @@ func (r *HostReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
 			},
 		}).
-		Watches(&vpoolv1alpha1.Pool{}, handler.EnqueueRequestsFromMapFunc(r.hostsOfPool)).
+		Watches(&vpoolv1alpha1.Pool{}, handler.EnqueueRequestsFromMapFunc(r.hostsOfPool),
+			builder.WithPredicates(poolDecisionInputsChanged())).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.waitingSiblings),
 			builder.WithPredicates(phaseChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
@@ -138,6 +140,18 @@ func (r *HostReconciler) waitingSiblings(ctx context.Context, obj client.Object)
 		}
 	}
 	return reqs
+}
+
+// poolDecisionInputsChanged passes Pool events that change what a Host
+// decides: the spec (HA, timeout, fencing bounds) and the master and epoch.
+// Host counts in the Pool's status do not wake every Host.
+func poolDecisionInputsChanged() predicate.Funcs {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*vpoolv1alpha1.Pool), e.ObjectNew.(*vpoolv1alpha1.Pool)
+			return o.Generation != n.Generation || o.Status.Master != n.Status.Master || o.Status.Epoch != n.Status.Epoch
+		},
+	}
 }
 
 func phaseChanged() predicate.Funcs {
@@ -211,14 +225,24 @@ func (r *HostReconciler) reconcile(ctx context.Context, s *hostScope) (ctrl.Resu
 	return ctrl.Result{RequeueAfter: requeue}, host.Status.Phase == vpoolv1alpha1.HostPhaseForgotten, nil
 }
 
-func (r *HostReconciler) fillScope(ctx context.Context, s *hostScope, pool *vpoolv1alpha1.Pool) error {
-	host := s.host
-	hosts := &vpoolv1alpha1.HostList{}
-	if err := r.List(ctx, hosts, client.InNamespace(host.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
-		return fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
-	}
+func (r *HostReconciler) fillScope(_ context.Context, s *hostScope, pool *vpoolv1alpha1.Pool) error {
 	s.pool = pool
 	s.timeout = liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+	return nil
+}
+
+// tallyPool counts the pool's hosts for the fencing chain. Only a host that
+// may be fenced needs it: a Live host's reconcile stays O(1).
+func (r *HostReconciler) tallyPool(ctx context.Context, s *hostScope) error {
+	if s.tallied {
+		return nil
+	}
+	host := s.host
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(host.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
+		return fmt.Errorf("listing hosts of pool %s: %w", s.pool.Name, err)
+	}
+	s.tallied = true
 	for i := range hosts.Items {
 		h := &hosts.Items[i]
 		if h.Name == host.Name {
@@ -287,6 +311,11 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	}
 	var d fencing.Decision
 	for step := 0; step < 6; step++ {
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+			if err := r.tallyPool(ctx, s); err != nil {
+				return 0, err
+			}
+		}
 		d = fencing.Next(r.input(s, powerOff))
 		if d.Destructive(h.Status.Phase) {
 			moved, err := r.leaseMoved(ctx, h)
@@ -348,7 +377,7 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 		}
 	}
 	ctrl.LoggerFrom(ctx).Info("Host phase changed", "from", from, "to", d.Phase, "reason", d.Reason)
-	s.events = append(s.events, hostEvent{eventType: eventType, reason: d.Reason, action: string(d.Phase), note: d.Message})
+	s.events = append(s.events, pendingEvent{eventType: eventType, reason: d.Reason, action: string(d.Phase), note: d.Message})
 }
 
 // leaseMoved re-reads the host's Lease from the API server. If it changed
@@ -435,7 +464,7 @@ func (r *HostReconciler) announceReadyChange(s *hostScope) {
 	if cur.Status != metav1.ConditionTrue || cur.Reason == fencing.ReasonForgetRefused {
 		eventType = corev1.EventTypeWarning
 	}
-	s.events = append(s.events, hostEvent{eventType: eventType, reason: cur.Reason, action: string(s.host.Status.Phase), note: cur.Message})
+	s.events = append(s.events, pendingEvent{eventType: eventType, reason: cur.Reason, action: string(s.host.Status.Phase), note: cur.Message})
 }
 
 func fencedReasonOf(m vpoolv1alpha1.FencingMethod) string {

@@ -76,8 +76,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&HostReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock,
 			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC},
 		&StorageRepositoryReconciler{Client: mgr.GetClient()},
-		&VirtualDiskReconciler{Client: mgr.GetClient(), Recorder: recorder},
-		&VirtualMachineReconciler{Client: mgr.GetClient(), Clock: opts.Clock, Recorder: recorder},
+		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
+		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
 		&PoolBackupReconciler{Client: mgr.GetClient()},
 	}
 	for _, r := range reconcilers {

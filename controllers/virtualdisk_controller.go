@@ -35,7 +35,11 @@ const ReasonLockReleased = "VDILockReleased"
 // its own host.
 type VirtualDiskReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
+	// APIReader reads the holder and the VM from the API server before a
+	// release: caches of different kinds lag each other, and a VM placed a
+	// moment ago must not look halted.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
 }
 
 // SetupWithManager registers the reconciler; a VDI wakes on changes of the
@@ -83,31 +87,17 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if lock == nil {
 		return ctrl.Result{}, r.setReady(ctx, vdi, "Unlocked", "not attached RW by any host")
 	}
-	holder := &vpoolv1alpha1.Host{}
-	state := placement.HolderLive
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.Host}, holder); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
+	release, _, _, err := r.mayRelease(ctx, vdi, r.Client)
+	if err != nil || !release {
+		if err == nil {
+			err = r.setReady(ctx, vdi, "Locked", fmt.Sprintf("attached RW by %s for VM %s", lock.Host, lock.VirtualMachine))
 		}
-		state = placement.HolderDown // a Host object goes away only once forgotten
-	} else if holder.Status.Phase == vpoolv1alpha1.HostPhaseFenced || holder.Status.Phase == vpoolv1alpha1.HostPhaseForgotten {
-		state = placement.HolderDown
-	}
-	var vmState placement.LockedVM
-	vm := &vpoolv1alpha1.VirtualMachine{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.VirtualMachine}, vm); err == nil {
-		vmState = placement.LockedVM{Exists: true, ResidentOn: vm.Status.ResidentOn, Running: vm.Status.PowerState == vpoolv1alpha1.PowerRunning}
-	} else if !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
-	if state == placement.HolderLive {
-		for _, name := range holder.Status.RunningVMs {
-			vmState.RunningOnHolder = vmState.RunningOnHolder || name == lock.VirtualMachine
-		}
-	}
-	release, reason, msg := placement.Release(lock.Host, state, vmState)
-	if !release {
-		return ctrl.Result{}, r.setReady(ctx, vdi, "Locked", fmt.Sprintf("attached RW by %s for VM %s", lock.Host, lock.VirtualMachine))
+	// The cache said yes; the API server must say so too.
+	release, reason, msg, err := r.mayRelease(ctx, vdi, r.APIReader)
+	if err != nil || !release {
+		return ctrl.Result{}, err
 	}
 	vdi.Status.Lock = nil
 	// Update carries the resourceVersion read: a lock taken meanwhile is never released.
@@ -117,6 +107,36 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	ctrl.LoggerFrom(ctx).Info("VDI lock released", "VirtualDisk", klog.KObj(vdi), "host", lock.Host, "reason", reason)
 	r.Recorder.Eventf(vdi, nil, corev1.EventTypeNormal, ReasonLockReleased, "Release", "%s: %s", reason, msg)
 	return ctrl.Result{}, nil
+}
+
+// mayRelease applies the release rule to the holder and the VM as reader sees them.
+func (r *VirtualDiskReconciler) mayRelease(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk, reader client.Reader) (
+	bool, string, string, error) {
+	lock := vdi.Status.Lock
+	holder := &vpoolv1alpha1.Host{}
+	state := placement.HolderLive
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.Host}, holder); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return false, "", "", err
+		}
+		state = placement.HolderDown // a Host object goes away only once forgotten
+	} else if holder.Status.Phase == vpoolv1alpha1.HostPhaseFenced || holder.Status.Phase == vpoolv1alpha1.HostPhaseForgotten {
+		state = placement.HolderDown
+	}
+	var vmState placement.LockedVM
+	vm := &vpoolv1alpha1.VirtualMachine{}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.VirtualMachine}, vm); err == nil {
+		vmState = placement.LockedVM{Exists: true, ResidentOn: vm.Status.ResidentOn, Running: vm.Status.PowerState == vpoolv1alpha1.PowerRunning}
+	} else if !apierrors.IsNotFound(err) {
+		return false, "", "", err
+	}
+	if state == placement.HolderLive {
+		for _, name := range holder.Status.RunningVMs {
+			vmState.RunningOnHolder = vmState.RunningOnHolder || name == lock.VirtualMachine
+		}
+	}
+	release, reason, msg := placement.Release(lock.Host, state, vmState)
+	return release, reason, msg, nil
 }
 
 func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk, reason, msg string) error {

@@ -54,8 +54,11 @@ const (
 // forgotten host (vm-reset-powerstate) so they can be restarted elsewhere.
 type VirtualMachineReconciler struct {
 	client.Client
-	Clock    clock.PassiveClock
-	Recorder events.EventRecorder
+	// APIReader re-reads a VM's host from the API server before the VM is
+	// reset: the Host cache may lag behind the VM cache.
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Recorder  events.EventRecorder
 }
 
 // vmScope is what one reconcile of a VM has read.
@@ -65,7 +68,7 @@ type vmScope struct {
 	pool   *vpoolv1alpha1.Pool
 	hosts  map[string]*vpoolv1alpha1.Host
 	vms    []vpoolv1alpha1.VirtualMachine
-	events []hostEvent
+	events []pendingEvent
 }
 
 // SetupWithManager registers the reconciler. VMs wake on their host's
@@ -248,6 +251,9 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	default:
 		return false, nil
 	}
+	if down, err := r.hostDown(ctx, vm); err != nil || !down {
+		return true, err
+	}
 	from := vm.Status.ResidentOn
 	vm.Status.LastReset = &vpoolv1alpha1.VMReset{Host: from, At: metav1.NewTime(r.Clock.Now()), Generation: vm.Generation}
 	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
@@ -257,8 +263,21 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonVMReset, msg)
 	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonVMReset, msg)
 	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", phase)
-	s.events = append(s.events, hostEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg})
+	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg})
 	return true, nil
+}
+
+// hostDown re-reads the VM's host from the API server: is it really fenced
+// or forgotten (or gone)?
+func (r *VirtualMachineReconciler) hostDown(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) (bool, error) {
+	h := &vpoolv1alpha1.Host{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vm.Status.ResidentOn}, h); err != nil {
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("re-reading host %s of VM %s: %w", vm.Status.ResidentOn, vm.Name, err)
+	}
+	return h.Status.Phase == vpoolv1alpha1.HostPhaseFenced || h.Status.Phase == vpoolv1alpha1.HostPhaseForgotten, nil
 }
 
 func (r *VirtualMachineReconciler) reconcileHalted(s *vmScope) {
@@ -450,7 +469,7 @@ func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope,
 	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonDiskLocked, msg)
 	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDiskLocked, msg)
 	if c := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.VMDisksLocked); c == nil || c.Reason != ReasonDiskLocked {
-		s.events = append(s.events, hostEvent{eventType: corev1.EventTypeWarning, reason: ReasonDiskLocked, action: "Start", note: msg})
+		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: ReasonDiskLocked, action: "Start", note: msg})
 	}
 	return nil
 }
