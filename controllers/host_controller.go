@@ -311,7 +311,7 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	}
 	var d fencing.Decision
 	for step := 0; step < 6; step++ {
-		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.pool.Spec.HA.Enabled || r.input(s, false).Forget) {
 			if err := r.tallyPool(ctx, s); err != nil {
 				return 0, err
 			}
