@@ -2,24 +2,57 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
 )
 
-// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;create;update;delete
 
-// PoolBackupReconciler reconciles PoolBackup objects.
+// Reasons of PoolBackup conditions.
+const (
+	ReasonBackupCompleted = "BackupCompleted"
+	ReasonBackupFailed    = "BackupFailed"
+	ReasonBackupTaking    = "TakingBackup"
+	ReasonKeyUnavailable  = "KeyUnavailable"
+)
+
+// snapshotAttempts bounds the retries of a point-in-time read whose revision
+// was compacted away meanwhile.
+const snapshotAttempts = 3
+
+// PoolBackupReconciler takes a PoolBackup (pool-dump-database): one
+// point-in-time read of the pool, sealed with the backup's key, stored, and
+// verified; and deletes the stored data with the PoolBackup.
 type PoolBackupReconciler struct {
 	client.Client
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Recorder  events.EventRecorder
+	// Store keeps the sealed dumps; Secrets in the backup's namespace when nil.
+	Store backup.Store
 }
 
-// SetupWithManager registers the reconciler with the manager.
+// SetupWithManager registers the reconciler.
 func (r *PoolBackupReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.PoolBackup{}).
@@ -27,7 +60,157 @@ func (r *PoolBackupReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) 
 		Complete(r)
 }
 
-// Reconcile brings one PoolBackup towards its spec.
+func (r *PoolBackupReconciler) store() backup.Store {
+	if r.Store != nil {
+		return r.Store
+	}
+	return &backup.SecretStore{Client: r.Client, Reader: r.APIReader}
+}
+
+// Reconcile takes one backup, once.
 func (r *PoolBackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return ctrl.Result{}, nil
+	pb := &vpoolv1alpha1.PoolBackup{}
+	if err := r.Get(ctx, req.NamespacedName, pb); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("PoolBackup", klog.KObj(pb)))
+	if !pb.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, pb)
+	}
+	if !controllerutil.ContainsFinalizer(pb, vpoolv1alpha1.FinalizerBackupData) {
+		patch := client.MergeFrom(pb.DeepCopy())
+		controllerutil.AddFinalizer(pb, vpoolv1alpha1.FinalizerBackupData)
+		return ctrl.Result{}, r.Patch(ctx, pb, patch)
+	}
+	if pb.Status.Phase == vpoolv1alpha1.BackupCompleted || pb.Status.Phase == vpoolv1alpha1.BackupFailed {
+		return ctrl.Result{}, nil // a backup is one snapshot; a new one is a new PoolBackup
+	}
+	before := pb.DeepCopy()
+	err := r.take(ctx, pb)
+	if err == nil {
+		pb.Status.ObservedGeneration = pb.Generation
+	}
+	if !equality.Semantic.DeepEqual(before.Status, pb.Status) {
+		if perr := r.Status().Patch(ctx, pb, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status of PoolBackup %s: %w", klog.KObj(pb), perr))
+		}
+	}
+	return ctrl.Result{}, err
+}
+
+// take dumps, seals, stores and verifies. Spec problems fail the backup for
+// good (Failed, with the field named); API errors are returned for a retry.
+func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolBackup) error {
+	now := metav1.NewTime(r.Clock.Now())
+	if pb.Status.StartedAt == nil {
+		pb.Status.StartedAt = &now
+	}
+	pb.Status.Phase = vpoolv1alpha1.BackupInProgress
+	r.setReady(pb, metav1.ConditionFalse, ReasonBackupTaking, "taking the backup")
+
+	key, err := backupKey(ctx, r.APIReader, pb.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
+	if err != nil {
+		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrNoKey) || errors.Is(err, backup.ErrKeyTooShort) {
+			return r.fail(pb, ReasonKeyUnavailable, err.Error())
+		}
+		return err
+	}
+	var snap *poolSnapshot
+	for attempt := 1; ; attempt++ {
+		snap, err = readSnapshot(ctx, r.APIReader, pb.Namespace, pb.Spec.PoolRef.Name)
+		if err == nil || attempt == snapshotAttempts || errors.Is(err, errPoolNotFound) {
+			break
+		}
+	}
+	if errors.Is(err, errPoolNotFound) {
+		return r.fail(pb, vpoolv1alpha1.ReasonPoolNotFound, fmt.Sprintf("spec.poolRef.name: %v", err))
+	}
+	if err != nil {
+		return err
+	}
+	d := backup.NewDump(snap.pool, snap.hosts, snap.srs, snap.vdis, snap.vms, now.Time)
+	for _, name := range d.SecretNames() {
+		s := &corev1.Secret{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pb.Namespace, Name: name}, s); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue // a Host names a Secret that does not exist: nothing to keep
+			}
+			return err
+		}
+		d.AddSecrets(*s)
+	}
+	data, err := backup.Seal(d, key)
+	if err != nil {
+		return r.fail(pb, backup.Reason(err), err.Error())
+	}
+	location, err := r.store().Put(ctx, pb, data)
+	if err != nil {
+		return fmt.Errorf("storing PoolBackup %s: %w", klog.KObj(pb), err)
+	}
+	// Read it back: a backup is Completed only once it can be restored.
+	stored, err := r.store().Get(ctx, pb)
+	if err != nil {
+		return fmt.Errorf("verifying PoolBackup %s: %w", klog.KObj(pb), err)
+	}
+	if _, err := backup.Open(stored, key); err != nil {
+		return r.fail(pb, backup.Reason(err), fmt.Sprintf("the stored backup does not open: %v", err))
+	}
+	counts := d.Counts()
+	done := metav1.NewTime(r.Clock.Now())
+	pb.Status.Phase = vpoolv1alpha1.BackupCompleted
+	pb.Status.CompletedAt = &done
+	pb.Status.PoolEpoch = snap.pool.Status.Epoch
+	pb.Status.Counts = &counts
+	pb.Status.SizeBytes = int64(len(data))
+	pb.Status.SHA256 = backup.Checksum(data)
+	pb.Status.Location = location
+	msg := fmt.Sprintf("%d hosts, %d SRs, %d VDIs, %d VMs at revision %s; %d bytes encrypted at %s",
+		counts.Hosts, counts.SRs, counts.VDIs, counts.VMs, snap.revision, len(data), location)
+	r.setReady(pb, metav1.ConditionTrue, ReasonBackupCompleted, msg)
+	ctrl.LoggerFrom(ctx).Info("Backup completed", "bytes", len(data), "location", location)
+	r.Recorder.Eventf(pb, nil, corev1.EventTypeNormal, ReasonBackupCompleted, "Backup", "%s", msg)
+	return nil
+}
+
+func (r *PoolBackupReconciler) fail(pb *vpoolv1alpha1.PoolBackup, reason, msg string) error {
+	pb.Status.Phase = vpoolv1alpha1.BackupFailed
+	r.setReady(pb, metav1.ConditionFalse, reason, msg)
+	r.Recorder.Eventf(pb, nil, corev1.EventTypeWarning, reason, "Backup", "%s", msg)
+	return nil
+}
+
+func (r *PoolBackupReconciler) setReady(pb *vpoolv1alpha1.PoolBackup, st metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&pb.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady, Status: st,
+		Reason: reason, Message: msg, ObservedGeneration: pb.Generation})
+}
+
+// reconcileDelete deletes the stored data, then lets the PoolBackup go.
+func (r *PoolBackupReconciler) reconcileDelete(ctx context.Context, pb *vpoolv1alpha1.PoolBackup) error {
+	if !controllerutil.ContainsFinalizer(pb, vpoolv1alpha1.FinalizerBackupData) {
+		return nil
+	}
+	if err := r.store().Delete(ctx, pb); err != nil {
+		return fmt.Errorf("deleting the data of PoolBackup %s: %w", klog.KObj(pb), err)
+	}
+	patch := client.MergeFrom(pb.DeepCopy())
+	controllerutil.RemoveFinalizer(pb, vpoolv1alpha1.FinalizerBackupData)
+	return r.Patch(ctx, pb, patch)
+}
+
+// backupKey reads the key material of a backup: the `key` entry of the
+// Secret named by spec.encryption.keySecretRef. No key, no backup.
+func backupKey(ctx context.Context, reader client.Reader, namespace, name string) ([]byte, error) {
+	s := &corev1.Secret{}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q not found: %w", name, err)
+		}
+		return nil, err
+	}
+	key := s.Data["key"]
+	if len(key) < backup.MinKeySize {
+		return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q needs a `key` entry of at least %d bytes (has %d): %w",
+			name, backup.MinKeySize, len(key), backup.ErrKeyTooShort)
+	}
+	return key, nil
 }

@@ -78,7 +78,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&StorageRepositoryReconciler{Client: mgr.GetClient()},
 		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
 		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
-		&PoolBackupReconciler{Client: mgr.GetClient()},
+		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
 	}
 	for _, r := range reconcilers {
 		if err := r.SetupWithManager(mgr, opts); err != nil {

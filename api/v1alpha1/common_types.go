@@ -55,3 +55,14 @@ const LabelHost = "vpool.poolkeeper.io/host"
 // FinalizerHostForget holds a Host until it is forgotten (made safe and removed
 // from the pool) after it is deleted.
 const FinalizerHostForget = "vpool.poolkeeper.io/host-forget"
+
+// LabelPool labels objects the operator creates for a pool (scheduled
+// PoolBackups) with the pool's name.
+const LabelPool = "vpool.poolkeeper.io/pool"
+
+// LabelScheduled marks a PoolBackup created by a Pool's spec.backup schedule;
+// only those are pruned by spec.backup.retain.
+const LabelScheduled = "vpool.poolkeeper.io/scheduled"
+
+// FinalizerBackupData holds a PoolBackup until its stored data is deleted.
+const FinalizerBackupData = "vpool.poolkeeper.io/backup-data"
