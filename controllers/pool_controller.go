@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -34,6 +36,7 @@ import (
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools/finalizers,verbs=update
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups,verbs=get;list;watch;create;delete
 
 // Reasons of Pool conditions.
 const (
@@ -52,9 +55,12 @@ const (
 // force, the storm guard, the master and its epoch, and whether members follow it.
 type PoolReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Clock    clock.PassiveClock
-	Tracker  *liveness.Tracker
+	// APIReader reads backups' keys and data and, for a restore, what the
+	// namespace holds, from the API server.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	Tracker   *liveness.Tracker
 }
 
 // SetupWithManager registers the reconciler; a Host or SR change wakes its Pool.
@@ -65,6 +71,7 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&vpoolv1alpha1.PoolBackup{}, handler.EnqueueRequestsFromMapFunc(r.poolsOfBackup)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
@@ -90,6 +97,22 @@ func poolOf(_ context.Context, obj client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
 }
 
+// poolsOfBackup wakes the pool a backup belongs to (retention, a restore
+// waiting for it) and the pools restoring from it.
+func (r *PoolReconciler) poolsOfBackup(ctx context.Context, obj client.Object) []reconcile.Request {
+	reqs := poolOf(ctx, obj)
+	pools := &vpoolv1alpha1.PoolList{}
+	if err := r.List(ctx, pools, client.InNamespace(obj.GetNamespace())); err != nil {
+		return reqs
+	}
+	for _, p := range pools.Items {
+		if p.Spec.RestoreFrom != nil && p.Spec.RestoreFrom.BackupName == obj.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+		}
+	}
+	return reqs
+}
+
 // Reconcile brings one Pool's status up to date.
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pool := &vpoolv1alpha1.Pool{}
@@ -97,8 +120,11 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("Pool", klog.KObj(pool)))
+	if done, err := r.reconcileDRTestCleanup(ctx, pool); done || err != nil {
+		return ctrl.Result{}, err
+	}
 	before := pool.DeepCopy()
-	err := r.reconcile(ctx, pool)
+	requeue, err := r.reconcile(ctx, pool)
 	if err == nil {
 		pool.Status.ObservedGeneration = pool.Generation
 	}
@@ -107,13 +133,74 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 			err = errors.Join(err, fmt.Errorf("patching status of pool %s: %w", klog.KObj(pool), perr))
 		}
 	}
-	return ctrl.Result{}, err
+	return ctrl.Result{RequeueAfter: requeue}, err
 }
 
-func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
+// reconcileDRTestCleanup keeps a finalizer on a DR-test Pool and, when the
+// Pool is deleted or the test is marked finished, removes what it created.
+func (r *PoolReconciler) reconcileDRTestCleanup(ctx context.Context, pool *vpoolv1alpha1.Pool) (bool, error) {
+	drTest := pool.Spec.RestoreFrom != nil && pool.Spec.RestoreFrom.DryRun
+	finished := pool.Annotations[vpoolv1alpha1.AnnotationDRTestFinished] == "true"
+	switch {
+	case !pool.DeletionTimestamp.IsZero():
+		if !controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup) {
+			return true, nil
+		}
+		if err := r.cleanupDRTest(ctx, pool); err != nil {
+			return true, err
+		}
+		patch := client.MergeFrom(pool.DeepCopy())
+		controllerutil.RemoveFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
+		return true, r.Patch(ctx, pool, patch)
+	case drTest && !finished && !controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup):
+		patch := client.MergeFrom(pool.DeepCopy())
+		controllerutil.AddFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
+		return true, r.Patch(ctx, pool, patch)
+	case drTest && finished && (pool.Status.Restore == nil || !pool.Status.Restore.CleanedUp):
+		if err := r.cleanupDRTest(ctx, pool); err != nil {
+			return true, err
+		}
+		before := pool.DeepCopy()
+		if pool.Status.Restore == nil {
+			pool.Status.Restore = &vpoolv1alpha1.RestoreStatus{Backup: pool.Spec.RestoreFrom.BackupName}
+		}
+		pool.Status.Restore.CleanedUp = true
+		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.PoolRestored,
+			Status: metav1.ConditionTrue, Reason: ReasonDRTestCleanedUp, ObservedGeneration: pool.Generation,
+			Message: "DR test finished: every object it created was removed"})
+		if err := r.Status().Patch(ctx, pool, client.MergeFrom(before)); err != nil {
+			return true, err
+		}
+		if controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup) {
+			patch := client.MergeFrom(pool.DeepCopy())
+			controllerutil.RemoveFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
+			return true, r.Patch(ctx, pool, patch)
+		}
+		return true, nil
+	case drTest && finished:
+		return true, nil // cleaned up: the test is over
+	}
+	return false, nil
+}
+
+func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool) (time.Duration, error) {
+	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
+			ObservedGeneration: pool.Generation})
+	}
+	if done, err := r.reconcileRestore(ctx, pool, set); err != nil || !done {
+		if err == nil {
+			set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonRestoring, "waiting for the restore of spec.restoreFrom")
+		}
+		return 0, err
+	}
+	requeue, err := r.reconcileSchedule(ctx, pool, set)
+	if err != nil {
+		return 0, err
+	}
 	hosts := &vpoolv1alpha1.HostList{}
 	if err := r.List(ctx, hosts, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
-		return fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
+		return 0, fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
 	}
 	sort.Slice(hosts.Items, func(i, j int) bool { return hosts.Items[i].Name < hosts.Items[j].Name })
 	timeout := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
@@ -123,11 +210,6 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 		Unreachable: int32(tally.Unreachable + tally.Fencing), Fenced: int32(tally.Fenced),
 	}
 	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: timeout}
-
-	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
-			ObservedGeneration: pool.Generation})
-	}
 	if pool.Spec.HA.Enabled {
 		c := fencing.StormGuard(tally, pool.Spec.Fencing.MaxUnhealthyPercent)
 		set(vpoolv1alpha1.PoolFencingAllowed, boolStatus(c.Allowed), c.Reason, c.Message)
@@ -139,14 +221,14 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 	d := r.reconcileMaster(ctx, pool, hosts.Items)
 	r.masterConditions(pool, hosts.Items, d, set)
 	if err := r.defaultSRCondition(ctx, pool, set); err != nil {
-		return err
+		return 0, err
 	}
 	if err := r.overcommitted(ctx, pool, hosts.Items, set); err != nil {
-		return err
+		return 0, err
 	}
 	ma := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolMasterAvailable)
 	set(vpoolv1alpha1.ConditionReady, ma.Status, ma.Reason, ma.Message)
-	return nil
+	return requeue, nil
 }
 
 // reconcileMaster records the master the election decides; a change bumps

@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -64,7 +64,7 @@ func (r *PoolBackupReconciler) store() backup.Store {
 	if r.Store != nil {
 		return r.Store
 	}
-	return &backup.SecretStore{Client: r.Client, Reader: r.APIReader}
+	return backupStore(r.Client, r.APIReader)
 }
 
 // Reconcile takes one backup, once.

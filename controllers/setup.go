@@ -72,7 +72,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	reconcilers := []interface {
 		SetupWithManager(ctrl.Manager, Options) error
 	}{
-		&PoolReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: opts.Clock, Tracker: opts.Tracker},
+		&PoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: opts.Clock,
+			Tracker: opts.Tracker},
 		&HostReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock,
 			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC},
 		&StorageRepositoryReconciler{Client: mgr.GetClient()},

@@ -187,6 +187,14 @@ type PoolStatus struct {
 	// +optional
 	Hosts HostCounts `json:"hosts,omitempty"`
 
+	// backup is the state of the spec.backup schedule.
+	// +optional
+	Backup *BackupScheduleStatus `json:"backup,omitempty"`
+
+	// restore reports the restore of spec.restoreFrom.
+	// +optional
+	Restore *RestoreStatus `json:"restore,omitempty"`
+
 	// conditions: Ready, MasterAvailable, MembersRecovered,
 	// DefaultStorageRepositoryValid, FencingAllowed, Overcommitted, and
 	// Restored when spec.restoreFrom is set.
@@ -197,6 +205,46 @@ type PoolStatus struct {
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 }
+
+// BackupScheduleStatus is the state of a pool's backup schedule.
+type BackupScheduleStatus struct {
+	// lastScheduleTime is the scheduled time of the last backup created.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// nextScheduleTime is when the next backup is due.
+	// +optional
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+	// lastBackup is the name of the last PoolBackup the schedule created.
+	// +optional
+	LastBackup string `json:"lastBackup,omitempty"`
+}
+
+// RestoreStatus reports a restore (pool-restore-database).
+type RestoreStatus struct {
+	// backup is the PoolBackup restored.
+	Backup string `json:"backup"`
+	// completedAt is when every object was recreated.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+	// created counts the objects recreated.
+	// +optional
+	Created BackupCounts `json:"created,omitempty"`
+	// problems lists conflicts, skipped objects and notes, one per line, at
+	// most 20 (the Restored condition says how many there were in all).
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	Problems []string `json:"problems,omitempty"`
+	// cleanedUp is set once a DR test's objects were removed.
+	// +optional
+	CleanedUp bool `json:"cleanedUp,omitempty"`
+}
+
+// AnnotationDRTestFinished on a Pool restored with restoreFrom.dryRun marks
+// the DR test finished: everything it created is removed.
+const AnnotationDRTestFinished = "vpool.poolkeeper.io/dr-test-finished"
+
+// FinalizerDRTestCleanup holds a DR-test Pool until its objects are removed.
+const FinalizerDRTestCleanup = "vpool.poolkeeper.io/dr-test-cleanup"
 
 // Pool condition types.
 const (
@@ -214,6 +262,8 @@ const (
 	PoolOvercommitted = "Overcommitted"
 	// PoolRestored reports the progress of spec.restoreFrom.
 	PoolRestored = "Restored"
+	// PoolBackupScheduled reports the spec.backup schedule (only when set).
+	PoolBackupScheduled = "BackupScheduled"
 )
 
 // +kubebuilder:object:root=true

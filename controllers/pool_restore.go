@@ -1,0 +1,248 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
+)
+
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts;storagerepositories;virtualdisks;virtualmachines,verbs=create;delete
+
+// Reasons of the Restored condition.
+const (
+	ReasonRestoring          = "Restoring"
+	ReasonRestored           = "Restored"
+	ReasonBackupNotFound     = "BackupNotFound"
+	ReasonBackupNotCompleted = "BackupNotCompleted"
+	ReasonRestoreConflicts   = "Conflicts"
+	ReasonDRTestReady        = "DRTestReady"
+	ReasonDRTestCleanedUp    = "DRTestCleanedUp"
+)
+
+// reconcileRestore recreates the pool from spec.restoreFrom
+// (pool-restore-database). Preflight first: checksum, key, schema and
+// conflicts; nothing is written unless it passes. Creation is idempotent: the
+// restore's own objects carry AnnotationRestoredFrom, so a restore resumed
+// after a crash goes on where it stopped. It reports whether the pool may go
+// on to its usual work (the restore is done).
+func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alpha1.Pool,
+	set func(string, metav1.ConditionStatus, string, string)) (bool, error) {
+	rf := pool.Spec.RestoreFrom
+	if rf == nil {
+		return true, nil
+	}
+	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored); c != nil && c.Status == metav1.ConditionTrue {
+		return true, nil
+	}
+	fail := func(reason, msg string) (bool, error) {
+		set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, reason, msg)
+		return false, nil
+	}
+	pb := &vpoolv1alpha1.PoolBackup{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: rf.BackupName}, pb); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fail(ReasonBackupNotFound, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q not found", rf.BackupName))
+		}
+		return false, err
+	}
+	if pb.Status.Phase != vpoolv1alpha1.BackupCompleted {
+		return fail(ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
+			rf.BackupName, orUnknown(string(pb.Status.Phase))))
+	}
+	key, err := backupKey(ctx, r.APIReader, pool.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
+	if err != nil {
+		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrKeyTooShort) {
+			return fail(ReasonKeyUnavailable, "PoolBackup "+pb.Name+": "+err.Error())
+		}
+		return false, err
+	}
+	data, err := backupStore(r.Client, r.APIReader).Get(ctx, pb)
+	if err != nil {
+		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) {
+			return fail(backup.Reason(err), "preflight: "+err.Error()+"; nothing was written")
+		}
+		return false, err
+	}
+	existing, err := r.existing(ctx, pool.Namespace)
+	if err != nil {
+		return false, err
+	}
+	plan, err := backup.Preflight(pb, data, key, pool, existing)
+	if err != nil {
+		return fail(backup.Reason(err), "preflight: "+err.Error()+"; nothing was written")
+	}
+	if err := plan.Err(); err != nil {
+		r.recordProblems(pool, plan)
+		return fail(ReasonRestoreConflicts, fmt.Sprintf("Strict restore stopped before writing anything: %s", plan.Summary()))
+	}
+	set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, ReasonRestoring, "recreating the pool's objects")
+	if err := r.createPlanned(ctx, pool, plan); err != nil {
+		return false, err
+	}
+	if pool.Status.Epoch < plan.MinEpoch {
+		pool.Status.Epoch = plan.MinEpoch // the restored pool's next master starts a new epoch
+	}
+	r.recordProblems(pool, plan)
+	now := metav1.NewTime(r.Clock.Now())
+	pool.Status.Restore.CompletedAt = &now
+	// A restore resumed after a crash finds part of its work done: count it too.
+	done := map[string]int32{}
+	for _, p := range plan.AlreadyRestored {
+		done[p.Kind]++
+	}
+	pool.Status.Restore.Created = vpoolv1alpha1.BackupCounts{
+		Hosts: int32(len(plan.Hosts)) + done[backup.KindHost], SRs: int32(len(plan.StorageRepositories)) + done[backup.KindStorageRepository],
+		VDIs: int32(len(plan.VirtualDisks)) + done[backup.KindVirtualDisk], VMs: int32(len(plan.VirtualMachines)) + done[backup.KindVirtualMachine]}
+	reason, msg := ReasonRestored, "restored: "+plan.Summary()
+	if plan.DryRun {
+		reason, msg = ReasonDRTestReady, "DR test failover: "+plan.Summary()+
+			"; no VM is started; delete the Pool or annotate it "+vpoolv1alpha1.AnnotationDRTestFinished+"=true to clean up"
+	}
+	set(vpoolv1alpha1.PoolRestored, metav1.ConditionTrue, reason, msg)
+	ctrl.LoggerFrom(ctx).Info("Pool restored", "backup", pb.Name, "dryRun", plan.DryRun)
+	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, reason, "Restore", "%s", msg)
+	return true, nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "not started"
+	}
+	return s
+}
+
+func (r *PoolReconciler) recordProblems(pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) {
+	if pool.Status.Restore == nil {
+		pool.Status.Restore = &vpoolv1alpha1.RestoreStatus{Backup: plan.Backup}
+	}
+	var lines []string
+	for _, group := range [][]backup.Problem{plan.Conflicts, plan.Skipped, plan.Notes} {
+		for _, p := range group {
+			if len(lines) < 20 {
+				lines = append(lines, p.String())
+			}
+		}
+	}
+	pool.Status.Restore.Problems = lines
+}
+
+// existing lists what the namespace already holds, from the API server.
+func (r *PoolReconciler) existing(ctx context.Context, ns string) (backup.Existing, error) {
+	hosts := &vpoolv1alpha1.HostList{}
+	srs := &vpoolv1alpha1.StorageRepositoryList{}
+	vdis := &vpoolv1alpha1.VirtualDiskList{}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	for _, l := range []client.ObjectList{hosts, srs, vdis, vms} {
+		if err := r.APIReader.List(ctx, l, client.InNamespace(ns)); err != nil {
+			return backup.Existing{}, fmt.Errorf("listing %T in %s: %w", l, ns, err)
+		}
+	}
+	return backup.ExistingFrom(hosts.Items, srs.Items, vdis.Items, vms.Items), nil
+}
+
+// createPlanned creates the plan's objects in its order: Secrets, SRs, VDIs
+// and VMs, then the VMs' statuses (Halted until hosts are Live again), then
+// Hosts, which rejoin when their agents heartbeat.
+func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) error {
+	create := func(obj client.Object) error {
+		err := r.Create(ctx, obj)
+		if apierrors.IsAlreadyExists(err) {
+			return nil // created by this restore before a restart, or a Secret already there
+		}
+		if err != nil {
+			return fmt.Errorf("restoring %T %s: %w", obj, obj.GetName(), err)
+		}
+		return nil
+	}
+	for _, s := range plan.Secrets {
+		if err := create(s); err != nil {
+			return err
+		}
+	}
+	for _, o := range plan.StorageRepositories {
+		if err := create(o); err != nil {
+			return err
+		}
+	}
+	for _, o := range plan.VirtualDisks {
+		if err := create(o); err != nil {
+			return err
+		}
+	}
+	for _, o := range plan.VirtualMachines {
+		if err := create(o); err != nil {
+			return err
+		}
+	}
+	for name, st := range plan.VMStatuses {
+		vm := &vpoolv1alpha1.VirtualMachine{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name}, vm); err != nil {
+			return fmt.Errorf("reading restored VM %s: %w", name, err)
+		}
+		if vm.Status.PowerState != "" {
+			continue
+		}
+		patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		vm.Status = st
+		if err := r.Status().Patch(ctx, vm, patch); err != nil {
+			return fmt.Errorf("recording the status of restored VM %s: %w", name, err)
+		}
+	}
+	for _, o := range plan.Hosts {
+		if err := create(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cleanupDRTest removes every object a dry-run restore created.
+func (r *PoolReconciler) cleanupDRTest(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
+	lists := []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualDiskList{},
+		&vpoolv1alpha1.StorageRepositoryList{}, &vpoolv1alpha1.HostList{}}
+	for _, l := range lists {
+		if err := r.APIReader.List(ctx, l, client.InNamespace(pool.Namespace)); err != nil {
+			return err
+		}
+		if err := meta.EachListItem(l, func(o runtime.Object) error {
+			obj := o.(client.Object)
+			if obj.GetAnnotations()[backup.AnnotationRestoredFrom] == "" || poolRefOf(obj) != pool.Name {
+				return nil
+			}
+			return client.IgnoreNotFound(r.Delete(ctx, obj))
+		}); err != nil {
+			return fmt.Errorf("cleaning up the DR test of pool %s: %w", pool.Name, err)
+		}
+	}
+	return nil
+}
+
+func poolRefOf(obj client.Object) string {
+	switch o := obj.(type) {
+	case *vpoolv1alpha1.Host:
+		return o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.StorageRepository:
+		return o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.VirtualDisk:
+		return o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.VirtualMachine:
+		return o.Spec.PoolRef.Name
+	}
+	return ""
+}
+
+func backupStore(c client.Client, reader client.Reader) backup.Store {
+	return &backup.SecretStore{Client: c, Reader: reader}
+}

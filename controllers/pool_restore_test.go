@@ -1,0 +1,271 @@
+package controllers_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
+)
+
+// completedBackup takes backup "b" of pool "p" and waits for it.
+func completedBackup(t *testing.T, g Gomega, ns string) *vpoolv1alpha1.PoolBackup {
+	t.Helper()
+	createBackup(t, ns, "b", "k")
+	g.Eventually(func(g Gomega) vpoolv1alpha1.PoolBackupPhase { return getBackup(g, ns, "b").Status.Phase }, wait, poll).Should(
+		Equal(vpoolv1alpha1.BackupCompleted))
+	return getBackup(g, ns, "b")
+}
+
+// losePool deletes the pool and every object of it, as a whole-pool loss.
+func losePool(t *testing.T, g Gomega, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	g.Expect(k8s.DeleteAllOf(ctx, &vpoolv1alpha1.Pool{}, client.InNamespace(ns))).To(Succeed())
+	for _, obj := range []client.Object{&vpoolv1alpha1.VirtualMachine{}, &vpoolv1alpha1.VirtualDisk{},
+		&vpoolv1alpha1.StorageRepository{}, &vpoolv1alpha1.Host{}} {
+		g.Expect(k8s.DeleteAllOf(ctx, obj, client.InNamespace(ns))).To(Succeed())
+	}
+	g.Eventually(func(g Gomega) int {
+		l := &vpoolv1alpha1.HostList{}
+		g.Expect(k8s.List(ctx, l, inNS(ns))).To(Succeed())
+		return len(l.Items)
+	}, wait, poll).Should(BeZero())
+}
+
+func createRestoringPool(t *testing.T, ns, name string, rf vpoolv1alpha1.RestoreSource) {
+	t.Helper()
+	p := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	p.Spec.HA.Enabled = true
+	p.Spec.HeartbeatTimeout = &metav1.Duration{Duration: timeout}
+	p.Spec.Fencing.MaxConcurrent, p.Spec.Fencing.MaxUnhealthyPercent = 1, 50
+	p.Spec.RestoreFrom = &rf
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func restored(ns, pool string) func(g Gomega) *metav1.Condition {
+	return func(g Gomega) *metav1.Condition {
+		c := meta.FindStatusCondition(getPool(g, ns, pool).Status.Conditions, vpoolv1alpha1.PoolRestored)
+		g.Expect(c).NotTo(BeNil())
+		return c
+	}
+}
+
+// The whole pool is lost and restored through a new Pool: every object comes
+// back, pointed at the new pool, VDIs unlocked, VMs Halted until hosts are
+// Live, and then the VMs run again.
+func TestRestoreRoundTrip(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	var want []vpoolv1alpha1.VirtualMachineSpec
+	for i := 0; i < 4; i++ {
+		want = append(want, getVM(g, ns, "vm-"+string(rune('0'+i))).Spec)
+	}
+	completedBackup(t, g, ns)
+	losePool(t, g, ns)
+
+	createRestoringPool(t, ns, "p2", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+	g.Eventually(restored(ns, "p2"), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
+	p2 := getPool(g, ns, "p2")
+	g.Expect(p2.Status.Restore.Created).To(Equal(vpoolv1alpha1.BackupCounts{Hosts: 2, SRs: 2, VDIs: 4, VMs: 4}))
+	for i, spec := range want {
+		vm := getVM(g, ns, "vm-"+string(rune('0'+i)))
+		spec.PoolRef.Name = "p2"
+		g.Expect(vm.Spec).To(Equal(spec))
+		g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
+		g.Expect(getVDI(g, ns, "vm-"+string(rune('0'+i))).Status.Lock).To(BeNil())
+	}
+	g.Expect(getHost(g, ns, "h1").Spec.PoolRef.Name).To(Equal("p2"))
+
+	// Hosts rejoin when their agents heartbeat; then the VMs run again.
+	startAgent(t, ns, "h1", interval, nil)
+	startAgent(t, ns, "h2", interval, nil)
+	for i := 0; i < 4; i++ {
+		g.Eventually(runningOn(ns, "vm-"+string(rune('0'+i))), wait, poll).ShouldNot(BeEmpty())
+	}
+}
+
+// Preflight failures write nothing and name what failed.
+func TestRestorePreflightFailures(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	completedBackup(t, g, ns)
+	losePool(t, g, ns)
+
+	// A flipped byte in a stored chunk.
+	ctx := context.Background()
+	chunk := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, key(ns, backup.ChunkName("b", 0)), chunk)).To(Succeed())
+	orig := append([]byte(nil), chunk.Data[backup.ChunkKey]...)
+	chunk.Data[backup.ChunkKey][len(orig)/2] ^= 0x01
+	g.Expect(k8s.Update(ctx, chunk)).To(Succeed())
+	createRestoringPool(t, ns, "p2", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+	g.Eventually(restored(ns, "p2"), wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Message", ContainSubstring("checksum")), HaveField("Message", ContainSubstring("nothing was written"))))
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	g.Expect(k8s.List(ctx, vms, inNS(ns))).To(Succeed())
+	g.Expect(vms.Items).To(BeEmpty())
+
+	// The right bytes but another key.
+	g.Expect(k8s.Get(ctx, key(ns, backup.ChunkName("b", 0)), chunk)).To(Succeed())
+	chunk.Data[backup.ChunkKey] = orig
+	g.Expect(k8s.Update(ctx, chunk)).To(Succeed())
+	k := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, key(ns, "k"), k)).To(Succeed())
+	k.Data["key"] = []byte("another-key-of-at-least-32-bytes-long!!")
+	g.Expect(k8s.Update(ctx, k)).To(Succeed())
+	createRestoringPool(t, ns, "p3", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+	g.Eventually(restored(ns, "p3"), wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", backup.ReasonWrongKey)))
+	g.Expect(k8s.List(ctx, vms, inNS(ns))).To(Succeed())
+	g.Expect(vms.Items).To(BeEmpty())
+
+	// A missing key Secret.
+	g.Expect(k8s.Delete(ctx, k)).To(Succeed())
+	createRestoringPool(t, ns, "p4", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+	g.Eventually(restored(ns, "p4"), wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", controllers.ReasonKeyUnavailable), HaveField("Message", ContainSubstring(`Secret "k" not found`))))
+}
+
+// Strict stops at a conflict before writing anything; BestEffort skips the
+// conflicting object and reports it.
+func TestRestoreConflicts(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	completedBackup(t, g, ns)
+	losePool(t, g, ns)
+	createPool(t, ns, "other", poolOpts{})
+	createVM(t, ns, "other", "vm-1")
+
+	createRestoringPool(t, ns, "strict", vpoolv1alpha1.RestoreSource{BackupName: "b", Mode: vpoolv1alpha1.RestoreStrict})
+	g.Eventually(restored(ns, "strict"), wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", controllers.ReasonRestoreConflicts), HaveField("Message", ContainSubstring("vm-1"))))
+	srs := &vpoolv1alpha1.StorageRepositoryList{}
+	g.Expect(k8s.List(context.Background(), srs, inNS(ns))).To(Succeed())
+	g.Expect(srs.Items).To(BeEmpty(), "Strict writes nothing")
+	g.Expect(k8s.Delete(context.Background(), getPool(g, ns, "strict"))).To(Succeed())
+
+	createRestoringPool(t, ns, "best", vpoolv1alpha1.RestoreSource{BackupName: "b", Mode: vpoolv1alpha1.RestoreBestEffort})
+	g.Eventually(restored(ns, "best"), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
+	best := getPool(g, ns, "best")
+	g.Expect(best.Status.Restore.Created.VMs).To(BeEquivalentTo(3), "%+v %v", best.Status.Restore, meta.FindStatusCondition(best.Status.Conditions, vpoolv1alpha1.PoolRestored))
+	g.Expect(best.Status.Restore.Problems).To(ContainElement(ContainSubstring("vm-1")))
+	g.Expect(getVM(g, ns, "vm-1").Spec.PoolRef.Name).To(Equal("other"), "the existing object is not overwritten")
+	g.Expect(getVM(g, ns, "vm-2").Spec.PoolRef.Name).To(Equal("best"))
+}
+
+// A DR test failover recreates everything, starts nothing, and cleans up
+// when the test is marked finished.
+func TestRestoreDryRun(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	completedBackup(t, g, ns)
+	losePool(t, g, ns)
+
+	createRestoringPool(t, ns, "dr", vpoolv1alpha1.RestoreSource{BackupName: "b", DryRun: true})
+	g.Eventually(restored(ns, "dr"), wait, poll).Should(And(HaveField("Status", metav1.ConditionTrue),
+		HaveField("Reason", controllers.ReasonDRTestReady), HaveField("Message", ContainSubstring("no VM is started"))))
+	startAgent(t, ns, "h1", interval, nil)
+	g.Eventually(phaseOf(ns, "h1"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	g.Consistently(runningOn(ns, "vm-0"), time.Second, poll).Should(BeEmpty(), "a DR test starts nothing")
+
+	dr := getPool(g, ns, "dr")
+	patch := client.MergeFrom(dr.DeepCopy())
+	dr.Annotations = map[string]string{vpoolv1alpha1.AnnotationDRTestFinished: "true"}
+	g.Expect(k8s.Patch(context.Background(), dr, patch)).To(Succeed())
+	g.Eventually(restored(ns, "dr"), wait, poll).Should(HaveField("Reason", controllers.ReasonDRTestCleanedUp))
+	g.Eventually(func(g Gomega) int {
+		vms := &vpoolv1alpha1.VirtualMachineList{}
+		g.Expect(k8s.List(context.Background(), vms, inNS(ns))).To(Succeed())
+		return len(vms.Items)
+	}, wait, poll).Should(BeZero())
+}
+
+// Scheduled backups: one per due time (missed runs collapse into one), the
+// oldest pruned beyond retain, with a fake clock.
+func TestBackupScheduleAndRetention(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	created := getPool(g, ns, "p").CreationTimestamp.Time
+	clk := clocktesting.NewFakeClock(created)
+	startManager(t, ns, controllers.Options{Clock: clk})
+
+	pool := getPool(g, ns, "p")
+	patch := client.MergeFrom(pool.DeepCopy())
+	pool.Spec.Backup = &vpoolv1alpha1.BackupSchedule{Schedule: "0 * * * *", Retain: 2,
+		Encryption: vpoolv1alpha1.BackupEncryption{KeySecretRef: vpoolv1alpha1.LocalObjectReference{Name: "k"}}}
+	g.Expect(k8s.Patch(context.Background(), pool, patch)).To(Succeed())
+	g.Eventually(func(g Gomega) *vpoolv1alpha1.BackupScheduleStatus { return getPool(g, ns, "p").Status.Backup }, wait, poll).Should(
+		HaveField("NextScheduleTime", Not(BeNil())))
+
+	scheduled := func(g Gomega) []string {
+		l := &vpoolv1alpha1.PoolBackupList{}
+		g.Expect(k8s.List(context.Background(), l, inNS(ns), client.MatchingLabels{vpoolv1alpha1.LabelScheduled: "true"})).To(Succeed())
+		var names []string
+		for _, b := range l.Items {
+			if b.DeletionTimestamp.IsZero() {
+				names = append(names, b.Name)
+			}
+		}
+		return names
+	}
+	// Five hours pass while the operator is down: one backup, not five.
+	clk.Step(5 * time.Hour)
+	poke(g, ns)
+	g.Eventually(scheduled, wait, poll).Should(HaveLen(1))
+	for i := 0; i < 3; i++ {
+		clk.Step(time.Hour)
+		poke(g, ns)
+		g.Eventually(scheduled, wait, poll).Should(HaveLen(min(i+2, 3)))
+		g.Eventually(func(g Gomega) []vpoolv1alpha1.PoolBackupPhase {
+			var phases []vpoolv1alpha1.PoolBackupPhase
+			for _, n := range scheduled(g) {
+				phases = append(phases, getBackup(g, ns, n).Status.Phase)
+			}
+			return phases
+		}, wait, poll).Should(HaveEach(vpoolv1alpha1.BackupCompleted))
+	}
+	poke(g, ns)
+	g.Eventually(scheduled, wait, poll).Should(HaveLen(2), "retain 2")
+}
+
+// poke makes the Pool reconcile now (the fake clock does not fire requeues).
+func poke(g Gomega, ns string) {
+	p := getPool(g, ns, "p")
+	patch := client.MergeFrom(p.DeepCopy())
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations["poke"] = time.Now().String()
+	g.Expect(k8s.Patch(context.Background(), p, patch)).To(Succeed())
+}

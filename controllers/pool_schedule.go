@@ -1,0 +1,139 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+)
+
+// Reasons of the BackupScheduled condition.
+const (
+	ReasonScheduleValid   = "Scheduled"
+	ReasonScheduleInvalid = "InvalidSchedule"
+)
+
+// scheduleDecision is what the backup schedule asks for now.
+type scheduleDecision struct {
+	// Due is the scheduled time of a backup to create now (zero: none).
+	Due time.Time
+	// Next is when the following backup is due.
+	Next time.Time
+}
+
+// decideSchedule is a pure function of the schedule, the last scheduled time
+// (or the pool's creation) and now. Missed runs (an operator that was down)
+// collapse into one backup, named after the latest missed slot.
+func decideSchedule(sched cron.Schedule, last, now time.Time) scheduleDecision {
+	next := sched.Next(last)
+	if next.After(now) {
+		return scheduleDecision{Next: next}
+	}
+	due := next
+	for n := sched.Next(due); !n.After(now); n = sched.Next(n) {
+		due = n
+	}
+	return scheduleDecision{Due: due, Next: sched.Next(due)}
+}
+
+// reconcileSchedule creates the PoolBackups of spec.backup when due and
+// prunes the oldest beyond spec.backup.retain. It returns the time until the
+// next backup is due.
+func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alpha1.Pool,
+	set func(string, metav1.ConditionStatus, string, string)) (time.Duration, error) {
+	spec := pool.Spec.Backup
+	if spec == nil {
+		pool.Status.Backup = nil
+		return 0, nil
+	}
+	sched, err := cron.ParseStandard(spec.Schedule)
+	if err != nil {
+		set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionFalse, ReasonScheduleInvalid,
+			fmt.Sprintf("spec.backup.schedule: %q is not a cron schedule: %v", spec.Schedule, err))
+		return 0, nil
+	}
+	if pool.Status.Backup == nil {
+		pool.Status.Backup = &vpoolv1alpha1.BackupScheduleStatus{}
+	}
+	st := pool.Status.Backup
+	now := r.Clock.Now()
+	last := pool.CreationTimestamp.Time
+	if st.LastScheduleTime != nil {
+		last = st.LastScheduleTime.Time
+	}
+	d := decideSchedule(sched, last, now)
+	if !d.Due.IsZero() {
+		name, err := r.createScheduledBackup(ctx, pool, d.Due)
+		if err != nil {
+			return 0, err
+		}
+		st.LastScheduleTime = &metav1.Time{Time: d.Due}
+		st.LastBackup = name
+	}
+	st.NextScheduleTime = &metav1.Time{Time: d.Next}
+	if err := r.pruneBackups(ctx, pool); err != nil {
+		return 0, err
+	}
+	set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionTrue, ReasonScheduleValid,
+		fmt.Sprintf("next backup at %s; keeping the last %d", d.Next.UTC().Format(time.RFC3339), spec.Retain))
+	return d.Next.Sub(now), nil
+}
+
+// createScheduledBackup creates the PoolBackup of one scheduled time. Its
+// name is derived from that time, so a retry never creates a second one.
+func (r *PoolReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv1alpha1.Pool, at time.Time) (string, error) {
+	pb := &vpoolv1alpha1.PoolBackup{ObjectMeta: metav1.ObjectMeta{
+		Namespace: pool.Namespace,
+		Name:      fmt.Sprintf("%s-%s", pool.Name, at.UTC().Format("20060102-150405")),
+		Labels:    map[string]string{vpoolv1alpha1.LabelPool: pool.Name, vpoolv1alpha1.LabelScheduled: "true"},
+	}}
+	pb.Spec.PoolRef.Name = pool.Name
+	pb.Spec.Storage = pool.Spec.Backup.Storage
+	pb.Spec.Encryption = pool.Spec.Backup.Encryption
+	if err := r.Create(ctx, pb); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating scheduled PoolBackup %s: %w", pb.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Scheduled backup created", "PoolBackup", pb.Name)
+	return pb.Name, nil
+}
+
+// pruneBackups deletes the scheduled backups beyond spec.backup.retain:
+// the oldest completed ones, and failed ones beyond the same count. A failed
+// backup never blocks the next; backups created by hand are never pruned.
+func (r *PoolReconciler) pruneBackups(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
+	list := &vpoolv1alpha1.PoolBackupList{}
+	if err := r.List(ctx, list, client.InNamespace(pool.Namespace),
+		client.MatchingLabels{vpoolv1alpha1.LabelPool: pool.Name, vpoolv1alpha1.LabelScheduled: "true"}); err != nil {
+		return fmt.Errorf("listing scheduled backups of pool %s: %w", pool.Name, err)
+	}
+	byPhase := map[vpoolv1alpha1.PoolBackupPhase][]vpoolv1alpha1.PoolBackup{}
+	for _, b := range list.Items {
+		if b.DeletionTimestamp.IsZero() {
+			byPhase[b.Status.Phase] = append(byPhase[b.Status.Phase], b)
+		}
+	}
+	retain := int(pool.Spec.Backup.Retain)
+	for _, phase := range []vpoolv1alpha1.PoolBackupPhase{vpoolv1alpha1.BackupCompleted, vpoolv1alpha1.BackupFailed} {
+		items := byPhase[phase]
+		if len(items) <= retain {
+			continue
+		}
+		// Names carry the scheduled time: newest first by name.
+		sort.Slice(items, func(i, j int) bool { return items[i].Name > items[j].Name })
+		for i := retain; i < len(items); i++ {
+			if err := r.Delete(ctx, &items[i]); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("pruning PoolBackup %s: %w", items[i].Name, err)
+			}
+			ctrl.LoggerFrom(ctx).Info("Pruned backup", "PoolBackup", items[i].Name, "retain", retain)
+		}
+	}
+	return nil
+}
