@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -264,11 +265,14 @@ func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoo
 			behind = append(behind, fmt.Sprintf("%s (epoch %d)", h.Name, h.Status.MasterEpoch))
 		}
 	}
+	msg := d.Message
+	if req := pool.Spec.Master; req != "" && !slices.ContainsFunc(hosts, func(h vpoolv1alpha1.Host) bool { return h.Name == req }) {
+		msg += fmt.Sprintf("; spec.master: Host %q not found in this pool", req)
+	}
 	if masterLive {
-		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionTrue, d.Reason,
-			fmt.Sprintf("%s (epoch %d)", d.Message, pool.Status.Epoch))
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionTrue, d.Reason, fmt.Sprintf("%s (epoch %d)", msg, pool.Status.Epoch))
 	} else {
-		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, d.Reason, d.Message)
+		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionFalse, d.Reason, msg)
 	}
 	if len(behind) == 0 {
 		set(vpoolv1alpha1.PoolMembersRecovered, metav1.ConditionTrue, ReasonMembersOnEpoch,
