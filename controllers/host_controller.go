@@ -30,6 +30,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts,verbs=get;list;watch;update;patch
@@ -69,7 +70,12 @@ type hostScope struct {
 	events  []pendingEvent
 }
 
-type pendingEvent struct{ eventType, reason, action, note string }
+// pendingEvent is announced, and its metric observed, once the change it
+// reports is recorded.
+type pendingEvent struct {
+	eventType, reason, action, note string
+	observe                         func()
+}
 
 // SetupWithManager registers the reconciler: Hosts, their Leases (through the
 // liveness tracker), their Pool, and sibling phase changes (which free the
@@ -193,6 +199,9 @@ func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	// Transitions are announced only once they are recorded.
 	for _, e := range s.events {
 		r.Recorder.Eventf(host, nil, e.eventType, e.reason, e.action, "%s", e.note)
+		if e.observe != nil {
+			e.observe()
+		}
 	}
 	if err == nil && forgotten && !host.DeletionTimestamp.IsZero() {
 		// Deleted and forgotten: let the object go.
@@ -355,9 +364,12 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 		method = vpoolv1alpha1.FencingAgent
 	}
 	eventType := corev1.EventTypeNormal
+	var observe func()
 	switch d.Phase {
 	case vpoolv1alpha1.HostPhaseUnreachable:
 		eventType = corev1.EventTypeWarning
+		lag := s.now.Sub(hb.LastSeen.Add(s.timeout))
+		observe = func() { metrics.DetectionLag.Observe(lag.Seconds()) }
 	case vpoolv1alpha1.HostPhaseFencing:
 		f := &vpoolv1alpha1.FencingStatus{Method: method, StartedAt: &now, BootID: h.Status.BootID}
 		if method == vpoolv1alpha1.FencingAgent {
@@ -371,13 +383,16 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 		h.Status.Fencing.CompletedAt = &now
 		h.Status.Fencing.Evidence = d.Message
 		h.Status.Fencing.LastError = ""
+		observe = func() { metrics.Fences.WithLabelValues(string(method), "fenced").Inc() }
 	case vpoolv1alpha1.HostPhaseLive:
 		if from == vpoolv1alpha1.HostPhaseFencing {
 			h.Status.Fencing = nil // abandoned: the host proved alive
+			observe = func() { metrics.Fences.WithLabelValues(string(method), "abandoned").Inc() }
 		}
 	}
 	ctrl.LoggerFrom(ctx).Info("Host phase changed", "from", from, "to", d.Phase, "reason", d.Reason)
-	s.events = append(s.events, pendingEvent{eventType: eventType, reason: d.Reason, action: string(d.Phase), note: d.Message})
+	s.events = append(s.events, pendingEvent{eventType: eventType, reason: d.Reason, action: string(d.Phase), note: d.Message,
+		observe: observe})
 }
 
 // leaseMoved re-reads the host's Lease from the API server. If it changed

@@ -13,6 +13,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/redfish"
 )
 
@@ -50,6 +51,7 @@ func (r *HostReconciler) fenceRedfish(ctx context.Context, s *hostScope) (bool, 
 	fail := func(reason string, err error) (bool, time.Duration, error) {
 		f.Attempts++
 		f.LastError = err.Error()
+		metrics.Fences.WithLabelValues(string(vpoolv1alpha1.FencingRedfish), "failed").Inc()
 		wait := fencing.Backoff(f.Attempts)
 		r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, reason, "PowerOff",
 			"Redfish fencing attempt %d failed, retrying in %s: %s", f.Attempts, wait, err.Error())

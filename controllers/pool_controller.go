@@ -31,6 +31,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/election"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
@@ -62,6 +63,10 @@ type PoolReconciler struct {
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	Tracker   *liveness.Tracker
+
+	// masterChange is the reason of the master change of the running
+	// reconcile (the Pool controller runs one worker).
+	masterChange string
 }
 
 // SetupWithManager registers the reconciler; a Host or SR change wakes its Pool.
@@ -73,7 +78,8 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&vpoolv1alpha1.PoolBackup{}, handler.EnqueueRequestsFromMapFunc(r.poolsOfBackup)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		// One worker: pools are few, and masterChange is per reconcile.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
 }
 
@@ -125,13 +131,17 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, err
 	}
 	before := pool.DeepCopy()
+	r.masterChange = ""
 	requeue, err := r.reconcile(ctx, pool)
 	if err == nil {
 		pool.Status.ObservedGeneration = pool.Generation
 	}
 	if !equality.Semantic.DeepEqual(before.Status, pool.Status) {
 		if perr := r.Status().Patch(ctx, pool, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
-			err = errors.Join(err, fmt.Errorf("patching status of pool %s: %w", klog.KObj(pool), perr))
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status of pool %s: %w", klog.KObj(pool), perr))
+		}
+		if pool.Status.Epoch != before.Status.Epoch && pool.Status.Master != before.Status.Master {
+			metrics.MasterChanges.WithLabelValues(r.masterChange).Inc()
 		}
 	}
 	return ctrl.Result{RequeueAfter: requeue}, err
@@ -245,6 +255,7 @@ func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha
 		return d
 	}
 	from := pool.Status.Master
+	r.masterChange = d.Reason
 	pool.Status.Master = d.Master
 	pool.Status.Epoch++
 	ctrl.LoggerFrom(ctx).Info("Master changed", "from", from, "to", d.Master, "epoch", pool.Status.Epoch, "reason", d.Reason)

@@ -16,6 +16,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts;storagerepositories;virtualdisks;virtualmachines,verbs=create;delete
@@ -39,8 +40,7 @@ const (
 // on to its usual work (the restore is done).
 func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alpha1.Pool,
 	set func(string, metav1.ConditionStatus, string, string)) (bool, error) {
-	rf := pool.Spec.RestoreFrom
-	if rf == nil {
+	if pool.Spec.RestoreFrom == nil {
 		return true, nil
 	}
 	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored); c != nil && c.Status == metav1.ConditionTrue {
@@ -50,28 +50,10 @@ func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alph
 		set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, reason, msg)
 		return false, nil
 	}
-	pb := &vpoolv1alpha1.PoolBackup{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: rf.BackupName}, pb); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fail(ReasonBackupNotFound, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q not found", rf.BackupName))
-		}
-		return false, err
-	}
-	if pb.Status.Phase != vpoolv1alpha1.BackupCompleted {
-		return fail(ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
-			rf.BackupName, orUnknown(string(pb.Status.Phase))))
-	}
-	key, err := backupKey(ctx, r.APIReader, pool.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
-	if err != nil {
-		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrKeyTooShort) {
-			return fail(ReasonKeyUnavailable, "PoolBackup "+pb.Name+": "+err.Error())
-		}
-		return false, err
-	}
-	data, err := backupStore(r.Client, r.APIReader).Get(ctx, pb)
-	if err != nil {
-		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) {
-			return fail(backup.Reason(err), "preflight: "+err.Error()+"; nothing was written")
+	pb, key, data, reason, msg, err := r.fetchBackup(ctx, pool)
+	if err != nil || reason != "" {
+		if err == nil {
+			return fail(reason, msg)
 		}
 		return false, err
 	}
@@ -105,15 +87,54 @@ func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alph
 	pool.Status.Restore.Created = vpoolv1alpha1.BackupCounts{
 		Hosts: int32(len(plan.Hosts)) + done[backup.KindHost], SRs: int32(len(plan.StorageRepositories)) + done[backup.KindStorageRepository],
 		VDIs: int32(len(plan.VirtualDisks)) + done[backup.KindVirtualDisk], VMs: int32(len(plan.VirtualMachines)) + done[backup.KindVirtualMachine]}
-	reason, msg := ReasonRestored, "restored: "+plan.Summary()
+	reason, msg = ReasonRestored, "restored: "+plan.Summary()
 	if plan.DryRun {
 		reason, msg = ReasonDRTestReady, "DR test failover: "+plan.Summary()+
 			"; no VM is started; delete the Pool or annotate it "+vpoolv1alpha1.AnnotationDRTestFinished+"=true to clean up"
 	}
 	set(vpoolv1alpha1.PoolRestored, metav1.ConditionTrue, reason, msg)
+	result := "restored"
+	if plan.DryRun {
+		result = "dry-run"
+	}
+	metrics.RestoreDuration.WithLabelValues(result).Observe(now.Sub(pool.CreationTimestamp.Time).Seconds())
 	ctrl.LoggerFrom(ctx).Info("Pool restored", "backup", pb.Name, "dryRun", plan.DryRun)
 	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, reason, "Restore", "%s", msg)
 	return true, nil
+}
+
+// fetchBackup reads the PoolBackup to restore, its key and its stored bytes.
+// A problem with any of them is a reason and a message for the Restored
+// condition; only API errors are errors.
+func (r *PoolReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Pool) (
+	pb *vpoolv1alpha1.PoolBackup, key, data []byte, reason, msg string, err error) {
+	name := pool.Spec.RestoreFrom.BackupName
+	pb = &vpoolv1alpha1.PoolBackup{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name}, pb); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil, nil, ReasonBackupNotFound, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q not found", name), nil
+		}
+		return nil, nil, nil, "", "", err
+	}
+	if pb.Status.Phase != vpoolv1alpha1.BackupCompleted {
+		return nil, nil, nil, ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
+			name, orUnknown(string(pb.Status.Phase))), nil
+	}
+	key, err = backupKey(ctx, r.APIReader, pool.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
+	if err != nil {
+		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrKeyTooShort) {
+			return nil, nil, nil, ReasonKeyUnavailable, "PoolBackup " + pb.Name + ": " + err.Error(), nil
+		}
+		return nil, nil, nil, "", "", err
+	}
+	data, err = backupStore(r.Client, r.APIReader).Get(ctx, pb)
+	if err != nil {
+		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) {
+			return nil, nil, nil, backup.Reason(err), "preflight: " + err.Error() + "; nothing was written", nil
+		}
+		return nil, nil, nil, "", "", err
+	}
+	return pb, key, data, "", "", nil
 }
 
 func orUnknown(s string) string {

@@ -21,6 +21,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups,verbs=get;list;watch;create;update;patch;delete
@@ -167,6 +168,8 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	msg := fmt.Sprintf("%d hosts, %d SRs, %d VDIs, %d VMs at revision %s; %d bytes encrypted at %s",
 		counts.Hosts, counts.SRs, counts.VDIs, counts.VMs, snap.revision, len(data), location)
 	r.setReady(pb, metav1.ConditionTrue, ReasonBackupCompleted, msg)
+	metrics.BackupDuration.WithLabelValues("completed").Observe(done.Sub(pb.Status.StartedAt.Time).Seconds())
+	metrics.BackupSize.WithLabelValues(pb.Namespace, pb.Spec.PoolRef.Name).Set(float64(len(data)))
 	ctrl.LoggerFrom(ctx).Info("Backup completed", "bytes", len(data), "location", location)
 	r.Recorder.Eventf(pb, nil, corev1.EventTypeNormal, ReasonBackupCompleted, "Backup", "%s", msg)
 	return nil
@@ -175,6 +178,9 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 func (r *PoolBackupReconciler) fail(pb *vpoolv1alpha1.PoolBackup, reason, msg string) error {
 	pb.Status.Phase = vpoolv1alpha1.BackupFailed
 	r.setReady(pb, metav1.ConditionFalse, reason, msg)
+	if pb.Status.StartedAt != nil {
+		metrics.BackupDuration.WithLabelValues("failed").Observe(r.Clock.Since(pb.Status.StartedAt.Time).Seconds())
+	}
 	r.Recorder.Eventf(pb, nil, corev1.EventTypeWarning, reason, "Backup", "%s", msg)
 	return nil
 }

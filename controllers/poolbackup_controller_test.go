@@ -79,6 +79,8 @@ func TestBackupCompletesAndDeletesItsData(t *testing.T) {
 	g.Expect(pb.Status.SHA256).To(HaveLen(64))
 	g.Expect(pb.Status.Location).To(ContainSubstring("b1-chunk"))
 	g.Expect(meta.IsStatusConditionTrue(pb.Status.Conditions, vpoolv1alpha1.ConditionReady)).To(BeTrue())
+	g.Expect(scrape(g)).To(And(HaveKeyWithValue("poolkeeper_backup_duration_seconds{result=completed}", BeNumerically(">", 0)),
+		HaveKeyWithValue("poolkeeper_backup_size_bytes{namespace="+ns+",pool=p}", BeNumerically("==", pb.Status.SizeBytes))))
 
 	store := &backup.SecretStore{Client: k8s}
 	data, err := store.Get(context.Background(), pb)

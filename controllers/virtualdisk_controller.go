@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
@@ -104,6 +105,7 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Status().Update(ctx, vdi); err != nil {
 		return ctrl.Result{}, fmt.Errorf("releasing the lock of VDI %s: %w", klog.KObj(vdi), err)
 	}
+	metrics.LocksReleased.WithLabelValues(reason).Inc()
 	ctrl.LoggerFrom(ctx).Info("VDI lock released", "VirtualDisk", klog.KObj(vdi), "host", lock.Host, "reason", reason)
 	r.Recorder.Eventf(vdi, nil, corev1.EventTypeNormal, ReasonLockReleased, "Release", "%s: %s", reason, msg)
 	return ctrl.Result{}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
@@ -47,6 +49,7 @@ const (
 	ReasonDisksLocked     = "DisksLocked"
 	ReasonNoRWDisks       = "NoRWDisks"
 	ReasonDiskLocked      = "DiskLockedByAnotherHost"
+	ReasonRecovered       = "Recovered"
 )
 
 // VirtualMachineReconciler places VMs, locks their RW disks for their host
@@ -160,6 +163,9 @@ func (r *VirtualMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	for _, e := range s.events {
 		r.Recorder.Eventf(vm, nil, e.eventType, e.reason, e.action, "%s", e.note)
+		if e.observe != nil {
+			e.observe()
+		}
 	}
 	return ctrl.Result{}, err
 }
@@ -263,7 +269,8 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonVMReset, msg)
 	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonVMReset, msg)
 	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", phase)
-	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg})
+	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg,
+		observe: metrics.VMsReset.Inc})
 	return true, nil
 }
 
@@ -301,6 +308,12 @@ func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmSc
 	vm := s.vm
 	if vm.Status.ResidentOn != "" && vm.Status.PowerState == vpoolv1alpha1.PowerRunning {
 		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonRunning, fmt.Sprintf("running on %s", vm.Status.ResidentOn))
+		if reset := vm.Status.LastReset; reset != nil && !meta.IsStatusConditionTrue(s.before.Status.Conditions, vpoolv1alpha1.ConditionReady) {
+			took := r.Clock.Since(reset.At.Time)
+			s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonRecovered, action: "Start",
+				note:    fmt.Sprintf("running again on %s, %s after host %s failed", vm.Status.ResidentOn, took.Round(time.Millisecond), reset.Host),
+				observe: func() { metrics.RecoveryDuration.Observe(took.Seconds()); metrics.VMsRestarted.Inc() }})
+		}
 		return nil
 	}
 	if vm.Status.ResidentOn == "" {
@@ -442,6 +455,7 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 			}
 			return fmt.Errorf("locking VDI %s for VM %s: %w", vdi.Name, vm.Name, err)
 		}
+		metrics.LocksAcquired.Inc()
 		taken = append(taken, vdi)
 	}
 	msg := fmt.Sprintf("every RW disk is locked for host %s; its agent starts the VM", host)
