@@ -77,6 +77,19 @@ run: build ## Run the operator (on an embedded control plane when KUBECONFIG is 
 demo: build ## Apply config/samples and start one simulated agent per host.
 	hack/demo.sh
 
+##@ Deployment
+
+IMG ?= ghcr.io/poolkeeper/poolkeeper:latest
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator to the cluster of $$KUBECONFIG (config/default, image $$IMG).
+	cd config/manager && kubectl kustomize . >/dev/null
+	kubectl kustomize config/default | sed 's#ghcr.io/poolkeeper/poolkeeper:latest#$(IMG)#' | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator (and its CRDs) from the cluster of $$KUBECONFIG.
+	kubectl kustomize config/default | kubectl delete --ignore-not-found -f -
+
 ##@ Tools
 
 $(CONTROLLER_GEN):
