@@ -54,8 +54,13 @@ envtest: ## Build (once) and print the envtest binaries directory.
 	@hack/envtest-toolchain.sh
 
 .PHONY: test
-test: manifests generate vet ## Run unit tests and envtest suites (builds the toolchain if needed).
+test: build vet ## Run unit tests, envtest suites and the end-to-end scenarios (builds the toolchain if needed).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-toolchain.sh)" $(GO) test ./... -count=1 $(TESTFLAGS)
+	hack/e2e/run.sh
+
+.PHONY: e2e
+e2e: build ## Run the end-to-end scenarios on real processes, driven with kubectl.
+	hack/e2e/run.sh
 
 .PHONY: bench
 bench: ## Run the benchmarks and print their figures.

@@ -339,6 +339,11 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 			break
 		}
 		r.transition(ctx, s, d)
+		if d.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+			// Recorded on its own, so everyone sees Unreachable before anything
+			// else happens; the write's own event brings the next step.
+			break
+		}
 	}
 	r.setConditions(s, d)
 	r.announceReadyChange(s)

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# End-to-end scenarios on real processes: the embedded control plane, the
+# manager binary and one poolkeeper-agent process per host, driven only with
+# kubectl and signals. Each scenario runs in its own namespace and prints its
+# timings. Usage: hack/e2e/run.sh [scenario...]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+work="$root/bin/e2e"
+T=4s            # heartbeat timeout of the scenarios' pools
+INTERVAL=1s     # agents' heartbeat interval (at most T/4)
+WAIT=90s
+
+log() { printf '%s e2e: %s\n' "$(date +%T)" "$*"; }
+die() { log "FAIL: $*"; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -n "${cp:-}" ]] && { kill -TERM "$cp" 2>/dev/null || true; wait "$cp" 2>/dev/null || true; }
+}
+trap cleanup EXIT
+
+start_control_plane() {
+  rm -rf "$work" && mkdir -p "$work"
+  local assets
+  assets="$(hack/envtest-toolchain.sh)"
+  bin/controlplane --assets "$assets" --crds config/crd/bases --dir "$work" -- \
+    bin/poolkeeper --metrics-bind-address=0 --health-probe-bind-address=0 >"$work/manager.log" 2>&1 &
+  cp=$!
+  for _ in $(seq 1 120); do [[ -s "$work/kubeconfig" ]] && break; sleep 0.5; done
+  [[ -s "$work/kubeconfig" ]] || die "the control plane did not start (see $work/manager.log)"
+  export KUBECONFIG="$work/kubeconfig"
+  log "control plane up"
+}
+
+# agent NS HOST: start a host agent process; its pid goes to $work/NS-HOST.pid.
+agent() {
+  # In a subshell, so the agent is not a job of this shell (no job notices).
+  (bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
+    >>"$work/$1-$2.log" 2>&1 & echo $! >"$work/$1-$2.pid")
+  pids+=("$(cat "$work/$1-$2.pid")")
+}
+agent_pid() { cat "$work/$1-$2.pid"; }
+
+# pool NS HA MASTER HOSTS...: a pool with a shared SR and hosts.
+pool() {
+  local ns=$1 ha=$2 master=$3; shift 3
+  kubectl create namespace "$ns" >/dev/null
+  kubectl apply -n "$ns" -f - >/dev/null <<YAML
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: Pool
+metadata: {name: p}
+spec: {ha: {enabled: $ha}, heartbeatTimeout: $T, master: $master, defaultStorageRepository: nfs}
+---
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: StorageRepository
+metadata: {name: nfs}
+spec: {poolRef: {name: p}, type: nfs, shared: true}
+YAML
+  for h in "$@"; do
+    kubectl apply -n "$ns" -f - >/dev/null <<YAML
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: Host
+metadata: {name: $h}
+spec: {poolRef: {name: p}, address: $h.example, capacity: {cpu: "16", memory: 64Gi}}
+YAML
+    agent "$ns" "$h"
+  done
+  for h in "$@"; do kubectl wait -n "$ns" vhost/"$h" --for=jsonpath='{.status.phase}'=Live --timeout=$WAIT >/dev/null; done
+  kubectl wait -n "$ns" vpool/p --for=jsonpath='{.status.master}'="$master" --timeout=$WAIT >/dev/null
+}
+
+# vm NS NAME HOST: a Restart VM with a RW disk, preferring HOST.
+vm() {
+  kubectl apply -n "$1" -f - >/dev/null <<YAML
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: VirtualDisk
+metadata: {name: $2-root}
+spec: {poolRef: {name: p}, storageRepository: nfs, size: 10Gi}
+---
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: VirtualMachine
+metadata: {name: $2}
+spec:
+  poolRef: {name: p}
+  powerState: Running
+  resources: {cpu: "1", memory: 1Gi}
+  disks: [{name: root, virtualDisk: $2-root}]
+  affinity: {host: $3}
+  ha: {restartPriority: Restart}
+YAML
+}
+
+running_on() { kubectl get -n "$1" vmachine "$2" -o jsonpath='{.status.powerState}/{.status.residentOn}'; }
+
+scenario_member_dies_ha() {
+  local ns=e2e-member-ha
+  pool "$ns" true h1 h1 h2 h3
+  vm "$ns" a h2; vm "$ns" b h2
+  kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.residentOn}'=h2 --timeout=$WAIT >/dev/null
+  kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  local t0; t0=$(now)
+  kill -9 "$(agent_pid "$ns" h2)"
+  kubectl wait -n "$ns" vhost/h2 --for=jsonpath='{.status.phase}'=Unreachable --timeout=$WAIT >/dev/null
+  local detect; detect=$(since "$t0")
+  kubectl wait -n "$ns" vhost/h2 --for=jsonpath='{.status.phase}'=Fenced --timeout=$WAIT >/dev/null
+  local fence; fence=$(since "$t0")
+  for v in a b; do
+    for _ in $(seq 1 180); do
+      case "$(running_on "$ns" $v)" in Running/h1|Running/h3) break ;; esac; sleep 0.5
+    done
+    [[ "$(running_on "$ns" $v)" =~ ^Running/h[13]$ ]] || die "VM $v did not restart elsewhere: $(running_on "$ns" $v)"
+  done
+  log "member dies with HA on: Unreachable after $detect, Fenced after $fence, VMs running elsewhere after $(since "$t0") (timeout $T)"
+}
+
+scenario_master_dies_ha_off() {
+  local ns=e2e-master-haoff
+  pool "$ns" false h1 h1 h2 h3
+  local t0; t0=$(now)
+  kill -9 "$(agent_pid "$ns" h1)"
+  kubectl wait -n "$ns" vpool/p --for=jsonpath='{.status.conditions[?(@.type=="MasterAvailable")].reason}'=MasterDown --timeout=$WAIT >/dev/null
+  local detect; detect=$(since "$t0")
+  kubectl patch -n "$ns" vpool p --type merge -p '{"spec":{"master":"h3"}}' >/dev/null
+  kubectl wait -n "$ns" vpool/p --for=jsonpath='{.status.master}'=h3 --timeout=$WAIT >/dev/null
+  [[ "$(kubectl get -n "$ns" vpool p -o jsonpath='{.status.epoch}')" == 2 ]] || die "epoch is not 2"
+  kubectl wait -n "$ns" vpool/p --for=condition=MembersRecovered --timeout=$WAIT >/dev/null
+  agent "$ns" h1
+  kubectl wait -n "$ns" vhost/h1 --for=jsonpath='{.status.role}'=Member --timeout=$WAIT >/dev/null
+  kubectl wait -n "$ns" vhost/h1 --for=jsonpath='{.status.masterEpoch}'=2 --timeout=$WAIT >/dev/null
+  log "master dies with HA off: MasterDown after $detect; h3 master at epoch 2; old master back as member after $(since "$t0")"
+}
+
+scenario_short_pause() {
+  local ns=e2e-pause
+  pool "$ns" true h1 h1 h2 h3
+  local pid; pid=$(agent_pid "$ns" h2)
+  kill -STOP "$pid"; sleep 2; kill -CONT "$pid"
+  sleep 6
+  [[ "$(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}')" == Live ]] || die "a 2s pause moved h2 out of Live"
+  kubectl get -n "$ns" events --field-selector involvedObject.name=h2 -o jsonpath='{.items[*].reason}' | grep -q HeartbeatStale &&
+    die "a 2s pause made h2 stale"
+  log "agent paused 2s (timeout $T): stayed Live, never fenced"
+}
+
+scenario_delete_dead_host() {
+  local ns=e2e-forget
+  pool "$ns" false h1 h1 h2
+  vm "$ns" a h2
+  kubectl wait -n "$ns" vmachine/a --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  local t0; t0=$(now)
+  kill -9 "$(agent_pid "$ns" h2)"
+  kubectl wait -n "$ns" vhost/h2 --for=jsonpath='{.status.phase}'=Unreachable --timeout=$WAIT >/dev/null
+  [[ "$(running_on "$ns" a)" == Running/h2 ]] || die "HA off: VM a left the Unreachable host: $(running_on "$ns" a)"
+  kubectl delete -n "$ns" vhost h2 --wait=true --timeout=$WAIT >/dev/null
+  kubectl wait -n "$ns" vmachine/a --for=jsonpath='{.status.residentOn}'=h1 --timeout=$WAIT >/dev/null
+  kubectl wait -n "$ns" vmachine/a --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  log "kubectl delete host of a dead member: forgotten, its VM running on h1 after $(since "$t0")"
+}
+
+scenario_backup_restore() {
+  local ns=e2e-restore
+  pool "$ns" true h1 h1 h2
+  vm "$ns" a h1; vm "$ns" b h2
+  kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  kubectl create secret generic -n "$ns" key --from-literal=key="$(head -c 48 /dev/urandom | base64 | head -c 48)" >/dev/null
+  kubectl apply -n "$ns" -f - >/dev/null <<YAML
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: PoolBackup
+metadata: {name: b1}
+spec: {poolRef: {name: p}, encryption: {keySecretRef: {name: key}}}
+YAML
+  local t0; t0=$(now)
+  kubectl wait -n "$ns" pbak/b1 --for=jsonpath='{.status.phase}'=Completed --timeout=$WAIT >/dev/null
+  local took; took=$(since "$t0")
+  # The whole pool is lost: agents killed, every pool object deleted.
+  kill -9 "$(agent_pid "$ns" h1)" "$(agent_pid "$ns" h2)"
+  kubectl delete -n "$ns" vpool,vmachine,vdi,sr --all --wait=true >/dev/null
+  kubectl delete -n "$ns" vhost --all --wait=true --timeout=$WAIT >/dev/null
+  t0=$(now)
+  kubectl apply -n "$ns" -f - >/dev/null <<YAML
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: Pool
+metadata: {name: restored}
+spec: {ha: {enabled: true}, heartbeatTimeout: $T, restoreFrom: {backupName: b1}}
+YAML
+  kubectl wait -n "$ns" vpool/restored --for=condition=Restored --timeout=$WAIT >/dev/null
+  local restored; restored=$(since "$t0")
+  agent "$ns" h1; agent "$ns" h2
+  kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  log "backup in $took; pool lost and restored in $restored; VMs running again after $(since "$t0")"
+}
+
+scenario_invalid_objects() {
+  local ns=e2e-invalid out
+  kubectl create namespace "$ns" >/dev/null
+  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: Pool
+metadata: {name: bad}
+spec: {heartbeatTimeout: 0s}
+YAML
+)
+  grep -q "spec.heartbeatTimeout" <<<"$out" || die "a zero heartbeatTimeout was not refused naming the field: $out"
+  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: StorageRepository
+metadata: {name: bad}
+spec: {poolRef: {name: p}, type: lvm, shared: false}
+YAML
+)
+  grep -q "spec.host" <<<"$out" || die "a local SR without host was not refused naming spec.host: $out"
+  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: VirtualMachine
+metadata: {name: bad}
+spec: {poolRef: {name: p}, disks: [{name: root, virtualDisk: a}, {name: root, virtualDisk: b}]}
+YAML
+)
+  grep -q "spec.disks" <<<"$out" || die "a VM naming one disk twice was not refused naming spec.disks: $out"
+  log "invalid objects refused by kubectl apply with the field named"
+}
+
+all=(invalid_objects short_pause member_dies_ha master_dies_ha_off delete_dead_host backup_restore)
+selected=("$@")
+[[ ${#selected[@]} -gt 0 ]] || selected=("${all[@]}")
+start_control_plane
+passed=0
+for s in "${selected[@]}"; do
+  log "scenario $s"
+  "scenario_$s"
+  passed=$((passed + 1))
+done
+echo "e2e: $passed passed, 0 failed"
