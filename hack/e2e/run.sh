@@ -36,14 +36,35 @@ start_control_plane() {
   log "control plane up"
 }
 
-# agent NS HOST: start a host agent process; its pid goes to $work/NS-HOST.pid.
+# agent NS HOST [KUBECONFIG]: start a host agent process; its pid goes to
+# $work/NS-HOST.pid.
 agent() {
   # In a subshell, so the agent is not a job of this shell (no job notices).
-  (bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
+  (KUBECONFIG="${3:-$KUBECONFIG}" bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
     >>"$work/$1-$2.log" 2>&1 & echo $! >"$work/$1-$2.pid")
   pids+=("$(cat "$work/$1-$2.pid")")
 }
 agent_pid() { cat "$work/$1-$2.pid"; }
+
+# agent_kubeconfig NS HOST: a kubeconfig for the agent's own ServiceAccount
+# poolkeeper-agent-HOST (created with its RoleBinding), printed as a path.
+agent_kubeconfig() {
+  local ns=$1 host=$2 sa="poolkeeper-agent-$2" file="$work/$1-$2.kubeconfig"
+  sed "s/poolkeeper-agent-xen-1/$sa/" config/agent/rolebinding.example.yaml | kubectl apply -n "$ns" -f - >/dev/null
+  local server ca token
+  server=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  token=$(kubectl create token "$sa" -n "$ns" --duration=1h)
+  cat >"$file" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: $sa, user: {token: "$token"}}]
+contexts: [{name: $sa, context: {cluster: e2e, user: $sa, namespace: $ns}}]
+current-context: $sa
+KC
+  echo "$file"
+}
 
 # pool NS HA MASTER HOSTS...: a pool with a shared SR and hosts.
 pool() {
@@ -67,7 +88,7 @@ kind: Host
 metadata: {name: $h}
 spec: {poolRef: {name: p}, address: $h.example, capacity: {cpu: "16", memory: 64Gi}}
 YAML
-    agent "$ns" "$h"
+    if [[ -n "${AGENT_IDENTITY:-}" ]]; then agent "$ns" "$h" "$(agent_kubeconfig "$ns" "$h")"; else agent "$ns" "$h"; fi
   done
   for h in "$@"; do kubectl wait -n "$ns" vhost/"$h" --for=jsonpath='{.status.phase}'=Live --timeout=$WAIT >/dev/null; done
   kubectl wait -n "$ns" vpool/p --for=jsonpath='{.status.master}'="$master" --timeout=$WAIT >/dev/null
@@ -194,6 +215,25 @@ YAML
   log "backup in $took; pool lost and restored in $restored; VMs running again after $(since "$t0")"
 }
 
+scenario_agent_identity() {
+  local ns=e2e-identity out
+  kubectl apply -k config/agent >/dev/null
+  sleep 2 # the policy takes effect asynchronously
+  AGENT_IDENTITY=1 pool "$ns" true h1 h1 h2
+  vm "$ns" a h1
+  kubectl wait -n "$ns" vmachine/a --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  local h1kc="$work/$ns-h1.kubeconfig"
+  kubectl --kubeconfig "$h1kc" annotate lease h1 e2e/check=own --overwrite >/dev/null ||
+    die "the agent of h1 cannot write its own Lease"
+  out=$(kubectl --kubeconfig "$h1kc" annotate lease h2 e2e/check=stolen --overwrite 2>&1) &&
+    die "the agent of h1 renewed h2's Lease"
+  grep -q "may renew only its own Lease" <<<"$out" || die "unexpected refusal: $out"
+  local denied=${out##*: }
+  kubectl --kubeconfig "$h1kc" annotate vhost h2 e2e/check=stolen --overwrite >/dev/null 2>&1 &&
+    die "the agent of h1 wrote h2's Host"
+  log "agents run as their own ServiceAccounts (both Live, a VM running); h1's agent may not renew h2's Lease: $denied"
+}
+
 scenario_invalid_objects() {
   local ns=e2e-invalid out
   kubectl create namespace "$ns" >/dev/null
@@ -224,7 +264,7 @@ YAML
   log "invalid objects refused by kubectl apply with the field named"
 }
 
-all=(invalid_objects short_pause member_dies_ha master_dies_ha_off delete_dead_host backup_restore)
+all=(invalid_objects short_pause member_dies_ha master_dies_ha_off delete_dead_host backup_restore agent_identity)
 selected=("$@")
 [[ ${#selected[@]} -gt 0 ]] || selected=("${all[@]}")
 start_control_plane
