@@ -41,18 +41,14 @@ func run(m *testing.M) int {
 	if os.Getenv("POOLKEEPER_TEST_LOGS") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	}
-	env, err := testutil.NewEnvironment()
+	var stop func()
+	var err error
+	restConfig, stop, err = testutil.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	restConfig, err = env.Start()
-	if err != nil {
-		_ = env.Stop()
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
+	defer stop()
 	restConfig.QPS, restConfig.Burst = 500, 1000
 	k8s, err = client.New(restConfig, client.Options{Scheme: testutil.Scheme})
 	if err != nil {

@@ -27,18 +27,12 @@ func TestMain(m *testing.M) {
 }
 
 func runWithEnv(m *testing.M) int {
-	env, err := testutil.NewEnvironment()
+	cfg, stop, err := testutil.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
+	defer stop()
 	k8s, err = client.New(cfg, client.Options{Scheme: testutil.Scheme})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

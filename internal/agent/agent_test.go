@@ -36,18 +36,14 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	env, err := testutil.NewEnvironment()
+	var stop func()
+	var err error
+	restConfig, stop, err = testutil.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	restConfig, err = env.Start()
-	if err != nil {
-		_ = env.Stop()
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
+	defer stop()
 	k8s, err = client.New(restConfig, client.Options{Scheme: testutil.Scheme})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

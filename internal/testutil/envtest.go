@@ -11,6 +11,7 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -59,4 +60,20 @@ func NewEnvironment() (*envtest.Environment, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme,
 	}, nil
+}
+
+// Start starts an envtest control plane with poolkeeper's CRDs and returns
+// its config and a function that stops it. A control plane that failed half
+// way is stopped before Start returns.
+func Start() (*rest.Config, func(), error) {
+	env, err := NewEnvironment()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return nil, nil, fmt.Errorf("starting envtest: %w", err)
+	}
+	return cfg, func() { _ = env.Stop() }, nil
 }
