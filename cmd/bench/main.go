@@ -2,6 +2,7 @@
 //
 //	go run ./cmd/bench liveness        # 1000 hosts, interval 10s, timeout 40s: a few minutes
 //	go run ./cmd/bench liveness --hosts 100 --interval 2s --timeout 8s --steady 5s --kill 10
+//	go run ./cmd/bench recovery [--dead-hosts 10]  # HA recovery time against the API write floor (recovery.go)
 //
 // The liveness subcommand starts envtest with the CRDs, runs the real manager
 // (--manager, built by `make build`) against it, and creates a Pool with HA
@@ -69,10 +70,26 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "liveness" {
-		fmt.Fprintln(os.Stderr, "usage: bench liveness [flags]   (bench liveness -h lists the flags)")
-		os.Exit(2)
+	if len(os.Args) < 2 {
+		usage()
 	}
+	switch os.Args[1] {
+	case "liveness":
+		os.Exit(mainLiveness(os.Args[2:]))
+	case "recovery":
+		os.Exit(mainRecovery(os.Args[2:]))
+	default:
+		usage()
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: bench liveness|recovery [flags]   (bench liveness -h lists the flags)")
+	os.Exit(2)
+}
+
+// mainLiveness runs the liveness subcommand and returns the exit status.
+func mainLiveness(args []string) int {
 	var cfg config
 	fs := flag.NewFlagSet("bench liveness", flag.ExitOnError)
 	fs.StringVar(&cfg.manager, "manager", "bin/poolkeeper", "Manager binary (built by `make build`).")
@@ -81,7 +98,7 @@ func main() {
 	fs.DurationVar(&cfg.timeout, "timeout", 40*time.Second, "The Pool's spec.heartbeatTimeout.")
 	fs.DurationVar(&cfg.steady, "steady", 30*time.Second, "Length of the steady-state cost window.")
 	fs.IntVar(&cfg.kill, "kill", 100, "Number of hosts that stop heartbeating, for the detection lag.")
-	_ = fs.Parse(os.Args[2:])
+	_ = fs.Parse(args)
 	var err error
 	switch {
 	case cfg.hosts < 1 || cfg.kill < 0 || cfg.kill > cfg.hosts:
@@ -93,72 +110,116 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(2)
+		return 2
 	}
+	return run(func(ctx context.Context) error { return runLiveness(ctx, cfg) })
+}
+
+// run runs a subcommand until it ends or Ctrl-C, and returns the exit status.
+func run(f func(context.Context) error) int {
 	ctrl.SetLogger(logr.Discard())
 	klog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = runLiveness(ctx, cfg)
+	err := f(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func progress(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
-func runLiveness(ctx context.Context, cfg config) (err error) {
-	if _, err := os.Stat(cfg.manager); err != nil {
-		return fmt.Errorf("manager binary: %w (run `make build` first, or pass --manager)", err)
+// cluster is envtest with the real manager running against it as a child
+// process, and an unthrottled client for the bench.
+type cluster struct {
+	env  *envtest.Environment
+	rest *rest.Config // envtest's admin config, unmodified
+	dir  string
+	mgr  *managerProc // nil once stopped
+	c    client.WithWatch
+}
+
+// startCluster starts envtest and the manager; on error it has stopped
+// whatever it started.
+func startCluster(manager string) (k *cluster, err error) {
+	if _, err := os.Stat(manager); err != nil {
+		return nil, fmt.Errorf("manager binary: %w (run `make build` first, or pass --manager)", err)
 	}
 	env, err := testutil.NewEnvironment()
 	if err != nil {
-		return fmt.Errorf("preparing envtest: %w", err)
+		return nil, fmt.Errorf("preparing envtest: %w", err)
 	}
 	progress("starting envtest (etcd and kube-apiserver)")
-	restCfg, err := env.Start()
+	k = &cluster{env: env}
 	defer func() {
-		if serr := env.Stop(); serr != nil {
-			err = errors.Join(err, fmt.Errorf("stopping envtest: %w", serr))
+		if err != nil {
+			err = k.close(err)
 		}
 	}()
-	if err != nil {
-		return fmt.Errorf("starting envtest: %w", err)
+	if k.rest, err = env.Start(); err != nil {
+		return k, fmt.Errorf("starting envtest: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "poolkeeper-bench-")
-	if err != nil {
-		return fmt.Errorf("creating a temporary directory: %w", err)
+	if k.dir, err = os.MkdirTemp("", "poolkeeper-bench-"); err != nil {
+		return k, fmt.Errorf("creating a temporary directory: %w", err)
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
 	admin, err := env.AddUser(envtest.User{Name: "poolkeeper-bench", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return fmt.Errorf("creating the admin user: %w", err)
+		return k, fmt.Errorf("creating the admin user: %w", err)
 	}
 	kubeconfig, err := admin.KubeConfig()
 	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600)
+		err = os.WriteFile(filepath.Join(k.dir, "kubeconfig"), kubeconfig, 0o600)
 	}
 	if err != nil {
-		return fmt.Errorf("writing the admin kubeconfig: %w", err)
+		return k, fmt.Errorf("writing the admin kubeconfig: %w", err)
 	}
-	mgr, err := startManager(cfg.manager, filepath.Join(dir, "kubeconfig"))
+	if k.mgr, err = startManager(manager, filepath.Join(k.dir, "kubeconfig")); err != nil {
+		return k, err
+	}
+	progress("manager started, pid %d", k.mgr.cmd.Process.Pid)
+
+	rc := rest.CopyConfig(k.rest)
+	rc.QPS, rc.Burst, rc.WarningHandler = 2000, 4000, rest.NoWarnings{} // the bench must not throttle itself
+	if k.c, err = client.NewWithWatch(rc, client.Options{Scheme: testutil.Scheme}); err != nil {
+		return k, fmt.Errorf("creating the API client: %w", err)
+	}
+	return k, nil
+}
+
+// stopManager stops the manager; err says whether it had died.
+func (k *cluster) stopManager() error {
+	if k.mgr == nil {
+		return nil
+	}
+	err := k.mgr.stop()
+	k.mgr = nil
+	return err
+}
+
+// close stops the manager and the control plane; it returns err, or if that
+// is nil what went wrong while stopping.
+func (k *cluster) close(err error) error {
+	if serr := k.stopManager(); err == nil {
+		err = serr // otherwise err already says whether the manager died
+	}
+	if k.dir != "" {
+		_ = os.RemoveAll(k.dir)
+	}
+	if serr := k.env.Stop(); serr != nil {
+		err = errors.Join(err, fmt.Errorf("stopping envtest: %w", serr))
+	}
+	return err
+}
+
+func runLiveness(ctx context.Context, cfg config) (err error) {
+	k, err := startCluster(cfg.manager)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if serr := mgr.stop(); err == nil {
-			err = serr // otherwise err already says whether the manager died
-		}
-	}()
-	progress("manager started, pid %d", mgr.cmd.Process.Pid)
-
-	rc := rest.CopyConfig(restCfg)
-	rc.QPS, rc.Burst, rc.WarningHandler = 2000, 4000, rest.NoWarnings{} // the bench must not throttle itself
-	c, err := client.NewWithWatch(rc, client.Options{Scheme: testutil.Scheme})
-	if err != nil {
-		return fmt.Errorf("creating the API client: %w", err)
-	}
+	defer func() { err = k.close(err) }()
+	c, mgr := k.c, k.mgr
 	r, err := measure(ctx, cfg, c, mgr)
 	if err != nil {
 		return err
