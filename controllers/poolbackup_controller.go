@@ -35,6 +35,8 @@ const (
 	ReasonBackupFailed    = "BackupFailed"
 	ReasonBackupTaking    = "TakingBackup"
 	ReasonKeyUnavailable  = "KeyUnavailable"
+	// ReasonStorageUnsupported: spec.storage.type names a store this build lacks.
+	ReasonStorageUnsupported = "StorageUnsupported"
 )
 
 // snapshotAttempts bounds the retries of a point-in-time read whose revision
@@ -108,6 +110,10 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	}
 	pb.Status.Phase = vpoolv1alpha1.BackupInProgress
 	r.setReady(pb, metav1.ConditionFalse, ReasonBackupTaking, "taking the backup")
+	if t := pb.Spec.Storage.Type; t != "" && t != vpoolv1alpha1.StorageSecret && r.Store == nil {
+		return r.fail(pb, ReasonStorageUnsupported, fmt.Sprintf(
+			"spec.storage.type: %s storage is not available in this build; use Secret (the default)", t))
+	}
 
 	key, err := backupKey(ctx, r.APIReader, pb.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
 	if err != nil {

@@ -110,6 +110,15 @@ func TestBackupWithoutKeyFails(t *testing.T) {
 	startManager(t, ns, controllers.Options{})
 	createBackup(t, ns, "missing", "nope")
 	createBackup(t, ns, "short", "short")
+	s3 := &vpoolv1alpha1.PoolBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"}}
+	s3.Spec.PoolRef.Name = "p"
+	s3.Spec.Storage = vpoolv1alpha1.BackupStorage{Type: vpoolv1alpha1.StorageS3, S3: &vpoolv1alpha1.S3Storage{
+		Endpoint: "https://s3.example.com", Bucket: "backups", CredentialsSecretRef: vpoolv1alpha1.LocalObjectReference{Name: "s3"}}}
+	s3.Spec.Encryption.KeySecretRef.Name = "short"
+	g.Expect(k8s.Create(context.Background(), s3)).To(Succeed())
+	g.Eventually(func(g Gomega) *metav1.Condition {
+		return meta.FindStatusCondition(getBackup(g, ns, "s3").Status.Conditions, vpoolv1alpha1.ConditionReady)
+	}, wait, poll).Should(And(HaveField("Reason", controllers.ReasonStorageUnsupported), HaveField("Message", ContainSubstring("spec.storage.type"))))
 	for name, msg := range map[string]string{"missing": `Secret "nope" not found`, "short": "at least 32 bytes"} {
 		g.Eventually(func(g Gomega) *vpoolv1alpha1.PoolBackup { return getBackup(g, ns, name) }, wait, poll).Should(And(
 			HaveField("Status.Phase", vpoolv1alpha1.BackupFailed), HaveField("Status.SHA256", "")))
