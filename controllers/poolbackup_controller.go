@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -122,29 +123,12 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 		}
 		return err
 	}
-	var snap *poolSnapshot
-	for attempt := 1; ; attempt++ {
-		snap, err = readSnapshot(ctx, r.APIReader, pb.Namespace, pb.Spec.PoolRef.Name)
-		if err == nil || attempt == snapshotAttempts || errors.Is(err, errPoolNotFound) {
-			break
-		}
-	}
+	d, snap, err := r.dump(ctx, pb, now.Time)
 	if errors.Is(err, errPoolNotFound) {
 		return r.fail(pb, vpoolv1alpha1.ReasonPoolNotFound, fmt.Sprintf("spec.poolRef.name: %v", err))
 	}
 	if err != nil {
 		return err
-	}
-	d := backup.NewDump(snap.pool, snap.hosts, snap.srs, snap.vdis, snap.vms, now.Time)
-	for _, name := range d.SecretNames() {
-		s := &corev1.Secret{}
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pb.Namespace, Name: name}, s); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue // a Host names a Secret that does not exist: nothing to keep
-			}
-			return err
-		}
-		d.AddSecrets(*s)
 	}
 	data, err := backup.Seal(d, key)
 	if err != nil {
@@ -179,6 +163,34 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	ctrl.LoggerFrom(ctx).Info("Backup completed", "bytes", len(data), "location", location)
 	r.Recorder.Eventf(pb, nil, corev1.EventTypeNormal, ReasonBackupCompleted, "Backup", "%s", msg)
 	return nil
+}
+
+// dump reads the pool at one revision, with the Secrets its hosts name.
+func (r *PoolBackupReconciler) dump(ctx context.Context, pb *vpoolv1alpha1.PoolBackup, now time.Time) (
+	*backup.Dump, *poolSnapshot, error) {
+	var snap *poolSnapshot
+	var err error
+	for attempt := 1; ; attempt++ {
+		snap, err = readSnapshot(ctx, r.APIReader, pb.Namespace, pb.Spec.PoolRef.Name)
+		if err == nil || attempt == snapshotAttempts || errors.Is(err, errPoolNotFound) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	d := backup.NewDump(snap.pool, snap.hosts, snap.srs, snap.vdis, snap.vms, now)
+	for _, name := range d.SecretNames() {
+		s := &corev1.Secret{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pb.Namespace, Name: name}, s); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue // a Host names a Secret that does not exist: nothing to keep
+			}
+			return nil, nil, err
+		}
+		d.AddSecrets(*s)
+	}
+	return d, snap, nil
 }
 
 func (r *PoolBackupReconciler) fail(pb *vpoolv1alpha1.PoolBackup, reason, msg string) error {
