@@ -26,6 +26,19 @@ func completedBackup(t *testing.T, g Gomega, ns string) *vpoolv1alpha1.PoolBacku
 	return getBackup(g, ns, "b")
 }
 
+// lostPoolWithBackup makes a populated pool with a running manager, takes
+// backup "b" of it, and loses the whole pool; it returns the namespace.
+func lostPoolWithBackup(t *testing.T, g Gomega) string {
+	t.Helper()
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	completedBackup(t, g, ns)
+	losePool(t, g, ns)
+	return ns
+}
+
 // losePool deletes the pool and every object of it, as a whole-pool loss.
 func losePool(t *testing.T, g Gomega, ns string) {
 	t.Helper()
@@ -104,12 +117,7 @@ func TestRestoreRoundTrip(t *testing.T) {
 func TestRestorePreflightFailures(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	populatedPool(t, ns)
-	createKey(t, ns, "k", backupKey)
-	startManager(t, ns, controllers.Options{})
-	completedBackup(t, g, ns)
-	losePool(t, g, ns)
+	ns := lostPoolWithBackup(t, g)
 
 	// A flipped byte in a stored chunk.
 	ctx := context.Background()
@@ -151,12 +159,7 @@ func TestRestorePreflightFailures(t *testing.T) {
 func TestRestoreConflicts(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	populatedPool(t, ns)
-	createKey(t, ns, "k", backupKey)
-	startManager(t, ns, controllers.Options{})
-	completedBackup(t, g, ns)
-	losePool(t, g, ns)
+	ns := lostPoolWithBackup(t, g)
 	createPool(t, ns, "other", poolOpts{})
 	createVM(t, ns, "other", "vm-1")
 
@@ -182,12 +185,7 @@ func TestRestoreConflicts(t *testing.T) {
 func TestRestoreDryRun(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	populatedPool(t, ns)
-	createKey(t, ns, "k", backupKey)
-	startManager(t, ns, controllers.Options{})
-	completedBackup(t, g, ns)
-	losePool(t, g, ns)
+	ns := lostPoolWithBackup(t, g)
 
 	createRestoringPool(t, ns, "dr", vpoolv1alpha1.RestoreSource{BackupName: "b", DryRun: true})
 	g.Eventually(restored(ns, "dr"), wait, poll).Should(And(HaveField("Status", metav1.ConditionTrue),
