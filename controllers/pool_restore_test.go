@@ -244,7 +244,8 @@ func TestBackupScheduleAndRetention(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		clk.Step(time.Hour)
 		poke(g, ns)
-		g.Eventually(scheduled, wait, poll).Should(HaveLen(min(i+2, 3)))
+		// Retention may already have pruned the oldest once the new one completed.
+		g.Eventually(scheduled, wait, poll).Should(Or(HaveLen(min(i+2, 3)), HaveLen(2)))
 		g.Eventually(func(g Gomega) []vpoolv1alpha1.PoolBackupPhase {
 			var phases []vpoolv1alpha1.PoolBackupPhase
 			for _, n := range scheduled(g) {
