@@ -330,7 +330,8 @@ func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1al
 func (r *PoolReconciler) overcommitted(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host,
 	set func(string, metav1.ConditionStatus, string, string)) error {
 	vms := &vpoolv1alpha1.VirtualMachineList{}
-	if err := r.List(ctx, vms, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
+	if err := r.List(ctx, vms, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing VMs of pool %s: %w", pool.Name, err)
 	}
 	var demand placement.Resources

@@ -168,7 +168,7 @@ func createHost(t *testing.T, ns, pool, name string, mutate ...func(*vpoolv1alph
 // runningAgent is an in-process host agent with the sim driver.
 type runningAgent struct {
 	*agent.Agent
-	Driver *agent.SimDriver
+	Driver agent.Driver
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
@@ -212,7 +212,7 @@ func startAgentConfig(t *testing.T, cfg agent.Config) *runningAgent {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ra := &runningAgent{Agent: a, Driver: cfg.Driver.(*agent.SimDriver), cancel: cancel, done: make(chan struct{})}
+	ra := &runningAgent{Agent: a, Driver: cfg.Driver, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(ra.done)
 		ra.err = a.Run(ctx)

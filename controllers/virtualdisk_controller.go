@@ -12,9 +12,12 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -48,10 +51,23 @@ type VirtualDiskReconciler struct {
 func (r *VirtualDiskReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualDisk{}).
-		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(disksOfVM)).
+		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(disksOfVM), builder.WithPredicates(residencyChanged())).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.disksLockedBy)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// residencyChanged passes the VM events the release rule depends on: where
+// the VM is, whether it runs, whether it exists.
+func residencyChanged() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualMachine), e.ObjectNew.(*vpoolv1alpha1.VirtualMachine)
+			return o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
+		},
+	}
 }
 
 func disksOfVM(_ context.Context, obj client.Object) []reconcile.Request {
@@ -86,12 +102,12 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	lock := vdi.Status.Lock
 	if lock == nil {
-		return ctrl.Result{}, r.setReady(ctx, vdi, "Unlocked", "not attached RW by any host")
+		return ctrl.Result{}, r.setReady(ctx, vdi)
 	}
 	release, _, _, err := r.mayRelease(ctx, vdi, r.Client)
 	if err != nil || !release {
 		if err == nil {
-			err = r.setReady(ctx, vdi, "Locked", fmt.Sprintf("attached RW by %s for VM %s", lock.Host, lock.VirtualMachine))
+			err = r.setReady(ctx, vdi)
 		}
 		return ctrl.Result{}, err
 	}
@@ -101,6 +117,7 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 	vdi.Status.Lock = nil
+	setDiskReady(vdi)
 	// Update carries the resourceVersion read: a lock taken meanwhile is never released.
 	if err := r.Status().Update(ctx, vdi); err != nil {
 		return ctrl.Result{}, fmt.Errorf("releasing the lock of VDI %s: %w", klog.KObj(vdi), err)
@@ -141,15 +158,25 @@ func (r *VirtualDiskReconciler) mayRelease(ctx context.Context, vdi *vpoolv1alph
 	return release, reason, msg, nil
 }
 
-func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk, reason, msg string) error {
+// setReady writes the Ready condition if the lock's writer has not: the
+// writes that take and release a lock carry it (setDiskReady).
+func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk) error {
 	before := vdi.DeepCopy()
-	meta.SetStatusCondition(&vdi.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
-		Reason: reason, Message: msg, ObservedGeneration: vdi.Generation})
-	vdi.Status.ObservedGeneration = vdi.Generation
-	if meta.IsStatusConditionTrue(before.Status.Conditions, vpoolv1alpha1.ConditionReady) &&
-		meta.FindStatusCondition(before.Status.Conditions, vpoolv1alpha1.ConditionReady).Message == msg &&
-		before.Status.ObservedGeneration == vdi.Generation {
+	if !setDiskReady(vdi) {
 		return nil
 	}
 	return client.IgnoreNotFound(r.Status().Patch(ctx, vdi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
+}
+
+// setDiskReady sets a VDI's Ready condition from its lock and reports
+// whether its status changed.
+func setDiskReady(vdi *vpoolv1alpha1.VirtualDisk) bool {
+	reason, msg := "Unlocked", "not attached RW by any host"
+	if l := vdi.Status.Lock; l != nil {
+		reason, msg = "Locked", fmt.Sprintf("attached RW by %s for VM %s", l.Host, l.VirtualMachine)
+	}
+	changed := vdi.Status.ObservedGeneration != vdi.Generation
+	vdi.Status.ObservedGeneration = vdi.Generation
+	return meta.SetStatusCondition(&vdi.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady,
+		Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: vdi.Generation}) || changed
 }

@@ -26,7 +26,6 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
-	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines,verbs=get;list;watch;update;patch
@@ -72,51 +71,54 @@ type vmScope struct {
 	vm     *vpoolv1alpha1.VirtualMachine
 	before *vpoolv1alpha1.VirtualMachine
 	pool   *vpoolv1alpha1.Pool
-	hosts  map[string]*vpoolv1alpha1.Host
-	vms    []vpoolv1alpha1.VirtualMachine
+	// host is the VM's host as the cache sees it; nil if it has none or the
+	// Host is gone.
+	host   *vpoolv1alpha1.Host
 	events []pendingEvent
 }
 
-// SetupWithManager registers the reconciler. VMs wake on their host's
-// changes, on their disks' lock changes, and on other VMs of the pool
-// (start order, capacity).
+// SetupWithManager registers the reconciler, and the placement controller
+// that places the VMs of a pool in one pass. A VM wakes on its host's phase
+// changes and on its disks' lock changes.
 func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	err := ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualMachine{}).
-		// Only changes that can move a VM wake others; the initial list does
-		// not (every VM is reconciled on start anyway), so start-up stays linear.
-		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.vmsForHost), builder.WithPredicates(phaseChanged())).
-		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsForDisk)).
-		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(r.waitingVMs),
-			builder.WithPredicates(placementChanged())).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnHost), builder.WithPredicates(phaseChanged())).
+		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsForDisk), builder.WithPredicates(lockChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
+	if err != nil {
+		return err
+	}
+	return setupPlacement(mgr, &PlacementReconciler{Client: r.Client, Recorder: r.Recorder, Writers: opts.MaxConcurrentReconciles}, opts)
 }
 
-// vmsForHost wakes the VMs resident on a host and the VMs of its pool that
-// wait for a host.
-func (r *VirtualMachineReconciler) vmsForHost(ctx context.Context, obj client.Object) []reconcile.Request {
-	h, ok := obj.(*vpoolv1alpha1.Host)
-	if !ok {
-		return nil
+// lockChanged passes a VDI whose lock changes hands (or goes).
+func lockChanged() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualDisk), e.ObjectNew.(*vpoolv1alpha1.VirtualDisk)
+			return !equality.Semantic.DeepEqual(o.Status.Lock, n.Status.Lock)
+		},
 	}
-	vms := &vpoolv1alpha1.VirtualMachineList{}
-	if err := r.List(ctx, vms, client.InNamespace(h.Namespace), client.MatchingFields{IndexPoolRef: h.Spec.PoolRef.Name}); err != nil {
-		return nil
-	}
-	var reqs []reconcile.Request
-	for i := range vms.Items {
-		vm := &vms.Items[i]
-		if vm.Status.ResidentOn == h.Name || waitsForHost(vm) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(vm)})
-		}
-	}
-	return reqs
+}
+
+// vmsOnHost wakes the VMs resident on a host.
+func (r *VirtualMachineReconciler) vmsOnHost(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.vmsMatching(ctx, obj, IndexResidentOn)
 }
 
 func (r *VirtualMachineReconciler) vmsForDisk(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.vmsMatching(ctx, obj, IndexVirtualDisk)
+}
+
+// vmsMatching wakes the VMs whose index value is obj's name.
+func (r *VirtualMachineReconciler) vmsMatching(ctx context.Context, obj client.Object, index string) []reconcile.Request {
 	vms := &vpoolv1alpha1.VirtualMachineList{}
-	if err := r.List(ctx, vms, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexVirtualDisk: obj.GetName()}); err != nil {
+	if err := r.List(ctx, vms, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(vms.Items))
@@ -124,46 +126,6 @@ func (r *VirtualMachineReconciler) vmsForDisk(ctx context.Context, obj client.Ob
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vms.Items[i])})
 	}
 	return reqs
-}
-
-// waitingVMs wakes the VMs of a pool that wait to be placed when another VM
-// changes: start order, restart priority and capacity depend on the others.
-func (r *VirtualMachineReconciler) waitingVMs(ctx context.Context, obj client.Object) []reconcile.Request {
-	changed, ok := obj.(*vpoolv1alpha1.VirtualMachine)
-	if !ok {
-		return nil
-	}
-	vms := &vpoolv1alpha1.VirtualMachineList{}
-	if err := r.List(ctx, vms, client.InNamespace(changed.Namespace), client.MatchingFields{IndexPoolRef: changed.Spec.PoolRef.Name}); err != nil {
-		return nil
-	}
-	var reqs []reconcile.Request
-	for i := range vms.Items {
-		vm := &vms.Items[i]
-		if vm.Name != changed.Name && waitsForHost(vm) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(vm)})
-		}
-	}
-	return reqs
-}
-
-// placementChanged passes VM events that can free capacity or a start-order
-// slot for others: a new placement or power state, a spec change, a deletion.
-func placementChanged() predicate.Funcs {
-	return predicate.Funcs{
-		CreateFunc:  func(event.CreateEvent) bool { return false },
-		GenericFunc: func(event.GenericEvent) bool { return false },
-		DeleteFunc:  func(event.DeleteEvent) bool { return true },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualMachine), e.ObjectNew.(*vpoolv1alpha1.VirtualMachine)
-			return o.Generation != n.Generation || o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
-		},
-	}
-}
-
-// waitsForHost: the VM should run but is not placed.
-func waitsForHost(vm *vpoolv1alpha1.VirtualMachine) bool {
-	return vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Status.ResidentOn == ""
 }
 
 // Reconcile brings one VM towards its desired power state.
@@ -233,19 +195,17 @@ func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) er
 }
 
 func (r *VirtualMachineReconciler) gather(ctx context.Context, s *vmScope) error {
-	hosts := &vpoolv1alpha1.HostList{}
-	if err := r.List(ctx, hosts, client.InNamespace(s.vm.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
-		return fmt.Errorf("listing hosts of pool %s: %w", s.pool.Name, err)
+	if s.vm.Status.ResidentOn == "" {
+		return nil
 	}
-	s.hosts = map[string]*vpoolv1alpha1.Host{}
-	for i := range hosts.Items {
-		s.hosts[hosts.Items[i].Name] = &hosts.Items[i]
+	h := &vpoolv1alpha1.Host{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: s.vm.Namespace, Name: s.vm.Status.ResidentOn}, h); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("reading host %s of VM %s: %w", s.vm.Status.ResidentOn, s.vm.Name, err)
 	}
-	vms := &vpoolv1alpha1.VirtualMachineList{}
-	if err := r.List(ctx, vms, client.InNamespace(s.vm.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
-		return fmt.Errorf("listing VMs of pool %s: %w", s.pool.Name, err)
-	}
-	s.vms = vms.Items
+	s.host = h
 	return nil
 }
 
@@ -263,10 +223,9 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	if vm.Status.ResidentOn == "" {
 		return false, nil
 	}
-	host := s.hosts[vm.Status.ResidentOn]
 	phase := vpoolv1alpha1.HostPhaseForgotten // a Host object goes away only once forgotten
-	if host != nil {
-		phase = host.Status.Phase
+	if s.host != nil {
+		phase = s.host.Status.Phase
 	}
 	switch phase {
 	case vpoolv1alpha1.HostPhaseUnreachable, vpoolv1alpha1.HostPhaseFencing:
@@ -337,108 +296,10 @@ func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmSc
 		return nil
 	}
 	if vm.Status.ResidentOn == "" {
-		placed, err := r.place(ctx, s)
-		if err != nil || !placed {
-			return err
-		}
+		// The placement controller places it, or says in Scheduled why not.
+		return nil
 	}
 	return r.lockDisks(ctx, s)
-}
-
-// place chooses a host and records it in status before any disk is locked.
-func (r *VirtualMachineReconciler) place(ctx context.Context, s *vmScope) (bool, error) {
-	vm := s.vm
-	notReady := func(reason, msg string) (bool, error) {
-		r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, reason, msg)
-		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
-		return false, nil
-	}
-	if vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartNever && vm.Status.LastReset != nil &&
-		vm.Status.LastReset.Generation == vm.Generation {
-		return notReady(placement.ReasonDoNotRestart, fmt.Sprintf(
-			"reset after host %s failed; restartPriority DoNotRestart: change the spec (e.g. set powerState Halted, then Running) to start it again",
-			vm.Status.LastReset.Host))
-	}
-	var others []placement.Waiting
-	for i := range s.vms {
-		o := &s.vms[i]
-		if o.Name == vm.Name || !waitsForHost(o) {
-			continue
-		}
-		c := meta.FindStatusCondition(o.Status.Conditions, vpoolv1alpha1.VMScheduled)
-		blocked := c != nil && (c.Reason == placement.ReasonNoCapacity || c.Reason == placement.ReasonDiskUnavailable ||
-			c.Reason == ReasonDiskLocked || c.Reason == placement.ReasonDoNotRestart || c.Reason == placement.ReasonNoLiveHost)
-		others = append(others, placement.Waiting{Name: o.Name, StartOrder: o.Spec.StartOrder,
-			BestEffort: o.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort, Blocked: blocked})
-	}
-	self := placement.Waiting{Name: vm.Name, StartOrder: vm.Spec.StartOrder,
-		BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort}
-	if ok, reason, msg := placement.Gate(self, others); !ok {
-		return notReady(reason, msg)
-	}
-	req := placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host}
-	for _, d := range vm.Spec.Disks {
-		pinned, reason, msg, err := r.diskHost(ctx, vm, d)
-		if err != nil {
-			return false, err
-		}
-		if reason != "" {
-			return notReady(reason, msg)
-		}
-		if pinned != "" {
-			req.PinnedTo = pinned
-		}
-	}
-	d := placement.Place(req, r.candidates(s))
-	if d.Host == "" {
-		return notReady(d.Reason, d.Message)
-	}
-	vm.Status.ResidentOn = d.Host
-	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionTrue, d.Reason, d.Message)
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonStarting, "locking RW disks for "+d.Host)
-	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, d.Message)
-	// Recorded before any disk is locked for that host.
-	return true, r.patchStatus(ctx, s)
-}
-
-// diskHost checks that a disk's VDI and SR exist and returns the host its SR
-// is local to, if any.
-func (r *VirtualMachineReconciler) diskHost(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk) (
-	pinned, reason, msg string, err error) {
-	vdi := &vpoolv1alpha1.VirtualDisk{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", placement.ReasonDiskUnavailable, fmt.Sprintf("spec.disks[%s]: VirtualDisk %q not found", d.Name, d.VirtualDisk), nil
-		}
-		return "", "", "", err
-	}
-	sr := &vpoolv1alpha1.StorageRepository{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vdi.Spec.StorageRepository}, sr); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", placement.ReasonDiskUnavailable, fmt.Sprintf("VDI %s: StorageRepository %q not found", vdi.Name, vdi.Spec.StorageRepository), nil
-		}
-		return "", "", "", err
-	}
-	if !sr.Spec.Shared {
-		return sr.Spec.Host, "", "", nil
-	}
-	return "", "", "", nil
-}
-
-// candidates are the pool's hosts with what their resident VMs use.
-func (r *VirtualMachineReconciler) candidates(s *vmScope) []placement.Host {
-	used := map[string]placement.Resources{}
-	for i := range s.vms {
-		if o := &s.vms[i]; o.Status.ResidentOn != "" && o.Name != s.vm.Name {
-			used[o.Status.ResidentOn] = used[o.Status.ResidentOn].Add(vmNeed(o))
-		}
-	}
-	out := make([]placement.Host, 0, len(s.hosts))
-	for name, h := range s.hosts {
-		out = append(out, placement.Host{Name: name, Live: h.Status.Phase == vpoolv1alpha1.HostPhaseLive,
-			Capacity: hostCapacity(h), Used: used[name]})
-	}
-	return out
 }
 
 // lockDisks takes the RW lock of every RW disk for the VM's host through the
@@ -467,6 +328,7 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 		}
 		vdi.Status.Lock = &vpoolv1alpha1.VDILock{Host: host, Mode: vpoolv1alpha1.DiskRW, VirtualMachine: vm.Name,
 			Since: &metav1.Time{Time: r.Clock.Now()}}
+		setDiskReady(vdi)
 		// Update (not patch) carries the resourceVersion read: of two VMs racing
 		// for one VDI, the API server lets exactly one win.
 		if err := r.Status().Update(ctx, vdi); err != nil {
@@ -492,12 +354,13 @@ func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope,
 	for _, vdi := range taken {
 		if vdi.Status.Lock != nil && vdi.Status.Lock.VirtualMachine == s.vm.Name {
 			vdi.Status.Lock = nil
+			setDiskReady(vdi)
 			if err := r.Status().Update(ctx, vdi); err != nil {
 				return fmt.Errorf("giving back the lock of VDI %s: %w", vdi.Name, err)
 			}
 		}
 	}
-	msg := fmt.Sprintf("VDI %s already attached RW by %s", held.Name, held.Status.Lock.Host)
+	msg := diskLockedMessage(held)
 	s.vm.Status.ResidentOn = ""
 	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonDiskLocked, msg)
 	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonDiskLocked, msg)

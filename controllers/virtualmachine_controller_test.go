@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -259,6 +260,60 @@ func TestLocalSRVMStaysHalted(t *testing.T) {
 	vm := getVM(g, f.ns, "pinned")
 	g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
 	g.Expect(vm.Status.ResidentOn).To(BeEmpty())
+}
+
+// bootingDriver is a sim host on which the VMs named in booting do not
+// come up until they are let go.
+type bootingDriver struct {
+	*agent.SimDriver
+	mu      sync.Mutex
+	booting map[string]bool
+}
+
+func (d *bootingDriver) Start(ctx context.Context, vm agent.VM) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.booting[vm.Name] {
+		return fmt.Errorf("VM %s is still booting", vm.Name)
+	}
+	return d.SimDriver.Start(ctx, vm)
+}
+
+func (d *bootingDriver) letGo(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.booting, name)
+}
+
+// Boot order: a VM with a higher startOrder is not placed before the VMs
+// of the lower one have started, as a vApp boots.
+func TestStartOrderWaitsForBoot(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	createSR(t, ns, "p", "nfs", "")
+	createHost(t, ns, "p", "h1")
+	startManager(t, ns, controllers.Options{})
+	driver := &bootingDriver{SimDriver: agent.NewSimDriver(), booting: map[string]bool{"db": true}}
+	startAgentConfig(t, agent.Config{Namespace: ns, Host: "h1", Interval: interval, Driver: driver})
+	g.Eventually(phaseOf(ns, "h1"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+
+	createVM(t, ns, "p", "db", func(vm *vpoolv1alpha1.VirtualMachine) { vm.Spec.StartOrder = 0 })
+	createVM(t, ns, "p", "web", func(vm *vpoolv1alpha1.VirtualMachine) { vm.Spec.StartOrder = 10 })
+	g.Eventually(func(g Gomega) bool {
+		return meta.IsStatusConditionTrue(getVM(g, ns, "db").Status.Conditions, vpoolv1alpha1.VMDisksLocked)
+	}, wait, poll).Should(BeTrue(), "db is placed and its host told to start it")
+	g.Eventually(func(g Gomega) *metav1.Condition {
+		return meta.FindStatusCondition(getVM(g, ns, "web").Status.Conditions, vpoolv1alpha1.VMScheduled)
+	}, wait, poll).Should(And(HaveField("Reason", placement.ReasonWaitingForOrder),
+		HaveField("Message", "waiting for the VMs with startOrder 0 to start")))
+	g.Consistently(func(g Gomega) string { return getVM(g, ns, "web").Status.ResidentOn }, 2*time.Second, poll).
+		Should(BeEmpty(), "web waits while db boots")
+
+	driver.letGo("db")
+	g.Eventually(runningOn(ns, "db"), wait, poll).Should(Equal("h1"))
+	g.Eventually(runningOn(ns, "web"), wait, poll).Should(Equal("h1"))
 }
 
 // Start order: a VM with a higher startOrder waits for the lower ones.

@@ -2,8 +2,6 @@ package placement
 
 import (
 	"fmt"
-	"sort"
-	"strings"
 )
 
 // Reasons of placement decisions (the VM's Scheduled condition).
@@ -116,53 +114,4 @@ func Place(vm VM, hosts []Host) Decision {
 // String prints resources for messages.
 func (r Resources) String() string {
 	return fmt.Sprintf("cpu %dm, memory %dMi", r.MilliCPU, r.Memory>>20)
-}
-
-// Waiting is a VM of the pool that wants to run and is not running yet.
-type Waiting struct {
-	Name       string
-	StartOrder int32
-	// BestEffort is restartPriority BestEffort: started after every other VM.
-	BestEffort bool
-	// Blocked is true when it cannot start for a reason of its own (disk
-	// locked or unavailable, no capacity); it does not hold others back.
-	Blocked bool
-}
-
-// before reports whether w starts before o: other VMs (Restart first) before
-// BestEffort ones, then lower startOrder first.
-func (w Waiting) before(o Waiting) bool {
-	if w.BestEffort != o.BestEffort {
-		return !w.BestEffort
-	}
-	return w.StartOrder < o.StartOrder
-}
-
-// Gate says whether vm may be placed now, given the other VMs of the pool
-// that wait to run: it waits for every unblocked VM that starts before it.
-func Gate(vm Waiting, others []Waiting) (ok bool, reason, message string) {
-	var first []string
-	priority := false
-	for _, w := range others {
-		if w.Blocked || !w.before(vm) {
-			continue
-		}
-		first = append(first, w.Name)
-		priority = priority || (vm.BestEffort && !w.BestEffort)
-	}
-	if len(first) == 0 {
-		return true, "", ""
-	}
-	sort.Strings(first)
-	if priority {
-		return false, ReasonWaitingPriority, fmt.Sprintf("BestEffort: waiting for the other VMs to be placed first: %s", names(first))
-	}
-	return false, ReasonWaitingForOrder, fmt.Sprintf("waiting for VMs with a lower startOrder to start: %s", names(first))
-}
-
-func names(n []string) string {
-	if len(n) > 5 {
-		return fmt.Sprintf("%s and %d more", strings.Join(n[:5], ", "), len(n)-5)
-	}
-	return strings.Join(n, ", ")
 }

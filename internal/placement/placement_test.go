@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"slices"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -43,29 +44,75 @@ func TestPlace(t *testing.T) {
 	NewWithT(t).Expect(Place(VM{}, []Host{{Name: "x"}}).Reason).To(Equal(ReasonNoLiveHost))
 }
 
-func TestGate(t *testing.T) {
+func TestSchedule(t *testing.T) {
+	live := func(name string, cpu int64) Host { return Host{Name: name, Live: true, Capacity: res(cpu, 64)} }
+	vm := func(name string, order int32, cpu int64) Pending {
+		return Pending{VM: VM{Name: name, Need: res(cpu, 1)}, StartOrder: order}
+	}
+	bestEffort := func(p Pending) Pending { p.BestEffort = true; return p }
+	blocked := func(p Pending) Pending {
+		p.Blocked = &Decision{Reason: ReasonDiskUnavailable, Message: "gone"}
+		return p
+	}
 	cases := map[string]struct {
-		vm     Waiting
-		others []Waiting
-		ok     bool
-		reason string
+		pending  []Pending
+		starting []Starting
+		hosts    []Host
+		want     []string // host, or reason when not placed
 	}{
-		"nobody waits":                        {Waiting{}, nil, true, ""},
-		"a lower start order waits":           {Waiting{StartOrder: 10}, []Waiting{{Name: "db"}}, false, ReasonWaitingForOrder},
-		"equal start order starts together":   {Waiting{StartOrder: 10}, []Waiting{{Name: "web2", StartOrder: 10}}, true, ""},
-		"a blocked lower VM holds nobody":     {Waiting{StartOrder: 10}, []Waiting{{Name: "db", Blocked: true}}, true, ""},
-		"BestEffort waits for Restart VMs":    {Waiting{BestEffort: true}, []Waiting{{Name: "r", StartOrder: 5}}, false, ReasonWaitingPriority},
-		"Restart never waits for BestEffort":  {Waiting{StartOrder: 5}, []Waiting{{Name: "b", BestEffort: true}}, true, ""},
-		"BestEffort VMs keep their own order": {Waiting{BestEffort: true, StartOrder: 2}, []Waiting{{Name: "b", BestEffort: true, StartOrder: 1}}, false, ReasonWaitingForOrder},
+		"one rank is placed together": {
+			[]Pending{vm("a", 0, 1), vm("b", 0, 1)}, nil, []Host{live("h1", 8)}, []string{"h1", "h1"}},
+		"a higher startOrder waits for the lower to start": {
+			[]Pending{vm("web", 10, 1), vm("db", 0, 1)}, nil, []Host{live("h1", 8)}, []string{ReasonWaitingForOrder, "h1"}},
+		"a starting lower VM holds the next rank": {
+			[]Pending{vm("web", 10, 1)}, []Starting{{StartOrder: 0}}, []Host{live("h1", 8)}, []string{ReasonWaitingForOrder}},
+		"a starting VM of the same rank holds nobody": {
+			[]Pending{vm("web2", 10, 1)}, []Starting{{StartOrder: 10}}, []Host{live("h1", 8)}, []string{"h1"}},
+		"a blocked lower VM holds nobody": {
+			[]Pending{blocked(vm("db", 0, 1)), vm("web", 10, 1)}, nil, []Host{live("h1", 8)}, []string{ReasonDiskUnavailable, "h1"}},
+		"a lower VM that fits nowhere holds nobody": {
+			[]Pending{vm("big", 0, 100), vm("web", 10, 1)}, nil, []Host{live("h1", 8)}, []string{ReasonNoCapacity, "h1"}},
+		"BestEffort waits for Restart VMs": {
+			[]Pending{bestEffort(vm("b", 0, 1)), vm("r", 5, 1)}, nil, []Host{live("h1", 8)}, []string{ReasonWaitingPriority, "h1"}},
+		"Restart never waits for BestEffort": {
+			[]Pending{vm("r", 5, 1)}, []Starting{{BestEffort: true}}, []Host{live("h1", 8)}, []string{"h1"}},
+		"BestEffort VMs keep their own order": {
+			[]Pending{bestEffort(vm("b2", 2, 1)), bestEffort(vm("b1", 1, 1))}, nil, []Host{live("h1", 8)}, []string{ReasonWaitingForOrder, "h1"}},
+		"capacity taken by one placement is seen by the next": {
+			[]Pending{vm("a", 0, 3), vm("b", 0, 3), vm("c", 0, 3)}, nil, []Host{live("h1", 4), live("h2", 4)},
+			[]string{"h1", "h2", ReasonNoCapacity}},
+		"no Live host": {
+			[]Pending{vm("a", 0, 1)}, nil, []Host{{Name: "h1", Capacity: res(8, 8)}}, []string{ReasonNoLiveHost}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
-			ok, reason, msg := Gate(tc.vm, tc.others)
-			g.Expect(ok).To(Equal(tc.ok), msg)
-			g.Expect(reason).To(Equal(tc.reason))
+			hosts := slices.Clone(tc.hosts)
+			got := Schedule(tc.pending, tc.starting, tc.hosts)
+			g.Expect(got).To(HaveLen(len(tc.pending)))
+			for i, d := range got {
+				g.Expect(d.Message).NotTo(BeEmpty())
+				if d.Host != "" {
+					g.Expect(d.Host).To(Equal(tc.want[i]), "%s: %s", tc.pending[i].Name, d.Message)
+				} else {
+					g.Expect(d.Reason).To(Equal(tc.want[i]), "%s: %s", tc.pending[i].Name, d.Message)
+				}
+			}
+			g.Expect(tc.hosts).To(Equal(hosts), "the hosts passed in are not modified")
 		})
 	}
+}
+
+// The message of a held-back VM names the rank it waits for, not the VMs,
+// so it stays the same (and is not written again) while they start.
+func TestScheduleWaitMessageIsStable(t *testing.T) {
+	g := NewWithT(t)
+	hosts := []Host{{Name: "h1", Live: true, Capacity: res(8, 8)}}
+	web := Pending{VM: VM{Name: "web", Need: res(1, 1)}, StartOrder: 10}
+	one := Schedule([]Pending{web}, []Starting{{StartOrder: 0}, {StartOrder: 0}}, hosts)
+	two := Schedule([]Pending{web}, []Starting{{StartOrder: 0}}, hosts)
+	g.Expect(one).To(Equal(two))
+	g.Expect(one[0].Message).To(Equal("waiting for the VMs with startOrder 0 to start"))
 }
 
 func TestRelease(t *testing.T) {

@@ -1,0 +1,320 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
+)
+
+// PlacementReconciler places the VMs of a pool that should run and have no
+// host, all in one pass per pool (placement.Schedule): start order, restart
+// priority and capacity are properties of the pool, not of one VM, and one
+// pass over the pool's VMs costs what one VM's reconcile used to. It records
+// each placement in the VM's status.residentOn, and why a VM waits in its
+// Scheduled condition; the VM controller then locks the VM's disks for that
+// host. It is keyed by Pool.
+type PlacementReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// Writers is the number of status writes of one pass made at once.
+	Writers int
+
+	mu sync.Mutex
+	// placed remembers, per pool, the resourceVersion each VM had when this
+	// reconciler placed it. Until the cache shows a newer one, the cache does
+	// not know that placement yet, and a pass would count the host's capacity
+	// as free: the pass waits for the cache instead.
+	placed map[types.NamespacedName]map[string]string
+}
+
+// setupPlacement registers the placement controller beside the VM controller.
+func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) error {
+	r.placed = map[types.NamespacedName]map[string]string{}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("placement").
+		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(placementEvent())).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(phaseChanged())).
+		// A disk that appears or is released may unblock a VM.
+		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(diskFreed())).
+		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+// placementEvent passes the VM events that can change a pool's placement: a
+// VM that comes to want a host, a placement or power state that changes
+// (capacity, start order), a spec change, a deletion.
+func placementEvent() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool {
+			vm, ok := e.Object.(*vpoolv1alpha1.VirtualMachine)
+			return ok && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualMachine), e.ObjectNew.(*vpoolv1alpha1.VirtualMachine)
+			return o.Generation != n.Generation || o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
+		},
+	}
+}
+
+// diskFreed passes a VDI that appears, goes, or loses its lock.
+func diskFreed() predicate.Funcs {
+	return predicate.Funcs{
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualDisk), e.ObjectNew.(*vpoolv1alpha1.VirtualDisk)
+			return o.Status.Lock != nil && n.Status.Lock == nil || o.Generation != n.Generation
+		},
+	}
+}
+
+// waitsForHost: the VM should run but is not placed.
+func waitsForHost(vm *vpoolv1alpha1.VirtualMachine) bool {
+	return vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Status.ResidentOn == ""
+}
+
+// Reconcile places the pool's waiting VMs.
+func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pool := &vpoolv1alpha1.Pool{}
+	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.mu.Lock()
+			delete(r.placed, req.NamespacedName)
+			r.mu.Unlock()
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	// Read-only views of the cache: a large pool is read on every pass.
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
+	}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing VMs of pool %s: %w", pool.Name, err)
+	}
+	if !r.cacheHasPlacements(req.NamespacedName, vms.Items) {
+		// The VM update the cache lacks wakes this pool again when it comes.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	live := map[string]bool{}
+	for i := range hosts.Items {
+		live[hosts.Items[i].Name] = hosts.Items[i].Status.Phase == vpoolv1alpha1.HostPhaseLive
+	}
+	used := map[string]placement.Resources{}
+	var waiting []*vpoolv1alpha1.VirtualMachine
+	var pending []placement.Pending
+	var starting []placement.Starting
+	for i := range vms.Items {
+		vm := &vms.Items[i]
+		if on := vm.Status.ResidentOn; on != "" {
+			used[on] = used[on].Add(vmNeed(vm))
+			if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Status.PowerState != vpoolv1alpha1.PowerRunning && live[on] {
+				starting = append(starting, placement.Starting{StartOrder: vm.Spec.StartOrder,
+					BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort})
+			}
+			continue
+		}
+		if !waitsForHost(vm) || vm.DeletionTimestamp != nil {
+			continue
+		}
+		p, err := r.pending(ctx, vm)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		waiting, pending = append(waiting, vm), append(pending, p)
+	}
+	if len(pending) == 0 {
+		return ctrl.Result{}, nil
+	}
+	candidates := make([]placement.Host, 0, len(hosts.Items))
+	for i := range hosts.Items {
+		h := &hosts.Items[i]
+		candidates = append(candidates, placement.Host{Name: h.Name, Live: live[h.Name], Capacity: hostCapacity(h), Used: used[h.Name]})
+	}
+	decisions := placement.Schedule(pending, starting, candidates)
+	return ctrl.Result{}, r.record(ctx, req.NamespacedName, waiting, decisions)
+}
+
+// pending is what placement needs of a waiting VM, with the reason of its
+// own that keeps it from running, if any.
+func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) (placement.Pending, error) {
+	p := placement.Pending{VM: placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host},
+		StartOrder: vm.Spec.StartOrder, BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort}
+	if reset := vm.Status.LastReset; vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartNever && reset != nil &&
+		reset.Generation == vm.Generation {
+		p.Blocked = &placement.Decision{Reason: placement.ReasonDoNotRestart, Message: fmt.Sprintf(
+			"reset after host %s failed; restartPriority DoNotRestart: change the spec (e.g. set powerState Halted, then Running) to start it again",
+			reset.Host)}
+		return p, nil
+	}
+	for _, d := range vm.Spec.Disks {
+		pinned, blocked, err := r.disk(ctx, vm, d)
+		if err != nil || blocked != nil {
+			p.Blocked = blocked
+			return p, err
+		}
+		if pinned != "" {
+			p.PinnedTo = pinned
+		}
+	}
+	return p, nil
+}
+
+// disk checks that a disk's VDI and SR exist and that no other VM holds
+// its RW lock; it returns the host its SR is local to, if any.
+func (r *PlacementReconciler) disk(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk) (
+	string, *placement.Decision, error) {
+	vdi := &vpoolv1alpha1.VirtualDisk{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi, client.UnsafeDisableDeepCopy); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", &placement.Decision{Reason: placement.ReasonDiskUnavailable,
+				Message: fmt.Sprintf("spec.disks[%s]: VirtualDisk %q not found", d.Name, d.VirtualDisk)}, nil
+		}
+		return "", nil, err
+	}
+	if l := vdi.Status.Lock; d.Mode != vpoolv1alpha1.DiskRO && l != nil && l.VirtualMachine != vm.Name {
+		return "", &placement.Decision{Reason: ReasonDiskLocked, Message: diskLockedMessage(vdi)}, nil
+	}
+	sr := &vpoolv1alpha1.StorageRepository{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vdi.Spec.StorageRepository}, sr, client.UnsafeDisableDeepCopy); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", &placement.Decision{Reason: placement.ReasonDiskUnavailable,
+				Message: fmt.Sprintf("VDI %s: StorageRepository %q not found", vdi.Name, vdi.Spec.StorageRepository)}, nil
+		}
+		return "", nil, err
+	}
+	if !sr.Spec.Shared {
+		return sr.Spec.Host, nil, nil
+	}
+	return "", nil, nil
+}
+
+// diskLockedMessage is what a VM that cannot have a VDI is told.
+func diskLockedMessage(held *vpoolv1alpha1.VirtualDisk) string {
+	return fmt.Sprintf("VDI %s already attached RW by %s", held.Name, held.Status.Lock.Host)
+}
+
+// cacheHasPlacements reports whether the cache shows every placement this
+// reconciler made in the pool, and forgets those it shows.
+func (r *PlacementReconciler) cacheHasPlacements(pool types.NamespacedName, vms []vpoolv1alpha1.VirtualMachine) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	placed := r.placed[pool]
+	if len(placed) == 0 {
+		return true
+	}
+	for i := range vms {
+		if rv, ok := placed[vms[i].Name]; ok && vms[i].ResourceVersion == rv {
+			return false
+		}
+	}
+	delete(r.placed, pool)
+	return true
+}
+
+// record writes each decision that changes a VM's status: a placement in
+// status.residentOn (before any disk is locked for that host), a wait in
+// the Scheduled and Ready conditions. Of a VM changed meanwhile, the write
+// fails on its resourceVersion and the next pass decides again.
+func (r *PlacementReconciler) record(ctx context.Context, pool types.NamespacedName, vms []*vpoolv1alpha1.VirtualMachine,
+	decisions []placement.Decision) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(r.Writers, 1))
+	for i, vm := range vms {
+		before, after := vm, vm.DeepCopy()
+		if !decide(after, decisions[i]) {
+			continue
+		}
+		if after.Status.ResidentOn != "" {
+			r.mu.Lock()
+			if r.placed[pool] == nil {
+				r.placed[pool] = map[string]string{}
+			}
+			r.placed[pool][vm.Name] = vm.ResourceVersion
+			r.mu.Unlock()
+		}
+		g.Go(func() error {
+			err := r.Status().Patch(ctx, after, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+			switch {
+			case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+				// Changed or gone meanwhile: its update wakes the pool again.
+				r.forget(pool, vm.Name)
+				return nil
+			case err != nil:
+				r.forget(pool, vm.Name)
+				return fmt.Errorf("recording the placement of VM %s: %w", klog.KObj(vm), err)
+			}
+			if d := decisions[i]; d.Reason == ReasonDiskLocked && scheduledReason(before) != ReasonDiskLocked {
+				r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, ReasonDiskLocked, "Start", "%s", d.Message)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (r *PlacementReconciler) forget(pool types.NamespacedName, vm string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.placed[pool], vm)
+}
+
+func scheduledReason(vm *vpoolv1alpha1.VirtualMachine) string {
+	if c := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMScheduled); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+// decide applies a decision to a VM's status and reports whether it changed.
+func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision) bool {
+	before := vm.Status.DeepCopy()
+	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
+			ObservedGeneration: vm.Generation})
+	}
+	if vm.Status.PowerState == "" {
+		vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	}
+	if d.Host != "" {
+		vm.Status.ResidentOn = d.Host
+		set(vpoolv1alpha1.VMScheduled, metav1.ConditionTrue, d.Reason, d.Message)
+		set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonStarting, "locking RW disks for "+d.Host)
+		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, d.Message)
+	} else {
+		set(vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, d.Reason, d.Message)
+		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
+		if d.Reason == ReasonDiskLocked {
+			set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, d.Reason, d.Message)
+		}
+	}
+	return !equality.Semantic.DeepEqual(*before, vm.Status)
+}
