@@ -76,7 +76,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 			Tracker: opts.Tracker},
 		&HostReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock,
 			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC},
-		&StorageRepositoryReconciler{Client: mgr.GetClient()},
+		&StorageRepositoryReconciler{Client: mgr.GetClient(), Recorder: recorder},
 		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
 		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
 		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
