@@ -23,18 +23,60 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# free_port: a loopback TCP port nothing listens on.
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  die "no free port"
+}
+
+# The manager serves metrics as it does by default (HTTPS, every scrape
+# authenticated and authorized by the API server), on a free loopback port.
 start_control_plane() {
   rm -rf "$work" && mkdir -p "$work"
-  local assets
+  local assets port
   assets="$(hack/envtest-toolchain.sh)"
+  port=$(free_port)
+  metrics_url="https://127.0.0.1:$port/metrics"
   bin/controlplane --assets "$assets" --crds config/crd/bases --dir "$work" -- \
-    bin/poolkeeper --metrics-bind-address=0 --health-probe-bind-address=0 >"$work/manager.log" 2>&1 &
+    bin/poolkeeper --metrics-bind-address="127.0.0.1:$port" --health-probe-bind-address=0 >"$work/manager.log" 2>&1 &
   cp=$!
   for _ in $(seq 1 120); do [[ -s "$work/kubeconfig" ]] && break; sleep 0.5; done
   [[ -s "$work/kubeconfig" ]] || die "the control plane did not start (see $work/manager.log)"
   export KUBECONFIG="$work/kubeconfig"
   log "control plane up"
 }
+
+# scraper: a token for Prometheus' ServiceAccount, bound to config/rbac's
+# poolkeeper-metrics-reader, in $metrics_token. A scrape without it is refused.
+scraper() {
+  [[ -n "${metrics_token:-}" ]] && return
+  local code
+  for _ in $(seq 1 60); do # the manager starts after the control plane
+    code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 10 "$metrics_url") || true
+    [[ "$code" != 000 ]] && break; sleep 0.5
+  done
+  [[ "$code" == 401 ]] || die "an anonymous scrape of $metrics_url got HTTP $code, not 401"
+  kubectl apply -f config/rbac/metrics_reader_role.yaml >/dev/null
+  kubectl create namespace e2e-prometheus >/dev/null
+  kubectl create serviceaccount -n e2e-prometheus prometheus >/dev/null
+  kubectl create clusterrolebinding e2e-prometheus --clusterrole=poolkeeper-metrics-reader \
+    --serviceaccount=e2e-prometheus:prometheus >/dev/null
+  metrics_token=$(kubectl create token -n e2e-prometheus prometheus --duration=1h)
+}
+
+# scrape: the manager's metrics in the text exposition format, as Prometheus
+# fetches them.
+scrape() {
+  curl -sfk --max-time 10 -H "Authorization: Bearer $metrics_token" -H 'Accept: text/plain;version=0.0.4' "$metrics_url" ||
+    die "scraping $metrics_url failed"
+}
+
+# metric TEXT SAMPLE: the value of one sample of a scrape (0 when absent).
+metric() { awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }' <<<"$1"; }
 
 # agent NS HOST [KUBECONFIG]: start a host agent process; its pid goes to
 # $work/NS-HOST.pid.
@@ -117,12 +159,24 @@ YAML
 
 running_on() { kubectl get -n "$1" vmachine "$2" -o jsonpath='{.status.powerState}/{.status.residentOn}'; }
 
+# Samples of the manager's metrics that a recovery moves.
+recovery_metrics=(
+  'poolkeeper_fences_total{method="Agent",result="fenced"}'
+  poolkeeper_host_detection_lag_seconds_count
+  poolkeeper_vms_reset_total
+  poolkeeper_vms_restarted_total
+  poolkeeper_vm_recovery_duration_seconds_count
+  'poolkeeper_vdi_locks_released_total{reason="HolderFenced"}'
+)
+
 scenario_member_dies_ha() {
   local ns=e2e-member-ha
+  scraper
   pool "$ns" true h1 h1 h2 h3
   vm "$ns" a h2; vm "$ns" b h2
   kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.residentOn}'=h2 --timeout=$WAIT >/dev/null
   kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  local before; before=$(scrape)
   local t0; t0=$(now)
   kill -9 "$(agent_pid "$ns" h2)"
   kubectl wait -n "$ns" vhost/h2 --for=jsonpath='{.status.phase}'=Unreachable --timeout=$WAIT >/dev/null
@@ -135,7 +189,28 @@ scenario_member_dies_ha() {
     done
     [[ "$(running_on "$ns" $v)" =~ ^Running/h[13]$ ]] || die "VM $v did not restart elsewhere: $(running_on "$ns" $v)"
   done
-  log "member dies with HA on: Unreachable after $detect, Fenced after $fence, VMs running elsewhere after $(since "$t0") (timeout $T)"
+  local recovered; recovered=$(since "$t0")
+  # One fence, two VMs reset, restarted and their locks released: each
+  # counter moved at least that much (a metric is counted just after the
+  # status write that kubectl saw, so give it a moment).
+  local after m moved want report=()
+  for _ in $(seq 1 20); do
+    after=$(scrape) report=() moved=true
+    for m in "${recovery_metrics[@]}"; do
+      want=2; [[ $m == poolkeeper_fences_total* || $m == poolkeeper_host_detection* ]] && want=1
+      awk -v a="$(metric "$after" "$m")" -v b="$(metric "$before" "$m")" -v w=$want 'BEGIN { exit !(a - b >= w) }' || moved=false
+      report+=("$m $(metric "$before" "$m") -> $(metric "$after" "$m")")
+    done
+    $moved && break; sleep 0.5
+  done
+  $moved || die "recovery metrics did not move as expected: $(printf '%s; ' "${report[@]}")"
+  local mean
+  mean=$(awk -v s1="$(metric "$after" poolkeeper_vm_recovery_duration_seconds_sum)" \
+    -v s0="$(metric "$before" poolkeeper_vm_recovery_duration_seconds_sum)" \
+    -v c1="$(metric "$after" poolkeeper_vm_recovery_duration_seconds_count)" \
+    -v c0="$(metric "$before" poolkeeper_vm_recovery_duration_seconds_count)" 'BEGIN { printf "%.2fs", (s1 - s0) / (c1 - c0) }')
+  log "member dies with HA on: Unreachable after $detect, Fenced after $fence, VMs running elsewhere after $recovered (timeout $T)"
+  log "metrics from the manager's HTTPS endpoint (before -> after): $(printf '%s; ' "${report[@]}")mean VM recovery (reset to running) $mean"
 }
 
 scenario_master_dies_ha_off() {
