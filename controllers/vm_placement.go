@@ -124,8 +124,10 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// The VM update the cache lacks wakes this pool again when it comes.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
+	phases := map[string]vpoolv1alpha1.HostPhase{}
 	live := map[string]bool{}
 	for i := range hosts.Items {
+		phases[hosts.Items[i].Name] = hosts.Items[i].Status.Phase
 		live[hosts.Items[i].Name] = hosts.Items[i].Status.Phase == vpoolv1alpha1.HostPhaseLive
 	}
 	used := map[string]placement.Resources{}
@@ -145,11 +147,13 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if !waitsForHost(vm) || vm.DeletionTimestamp != nil {
 			continue
 		}
-		p, err := r.pending(ctx, vm)
+		p, ready, err := r.pending(ctx, vm, phases)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		waiting, pending = append(waiting, vm), append(pending, p)
+		if ready {
+			waiting, pending = append(waiting, vm), append(pending, p)
+		}
 	}
 	if len(pending) == 0 {
 		return ctrl.Result{}, nil
@@ -160,38 +164,54 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		candidates = append(candidates, placement.Host{Name: h.Name, Live: live[h.Name], Capacity: hostCapacity(h), Used: used[h.Name]})
 	}
 	decisions := placement.Schedule(pending, starting, candidates)
+	placed := 0
+	for _, d := range decisions {
+		if d.Host != "" {
+			placed++
+		}
+	}
+	if placed > 0 {
+		ctrl.LoggerFrom(ctx).Info("Placing VMs", "placed", placed, "waiting", len(decisions)-placed)
+	}
 	return ctrl.Result{}, r.record(ctx, req.NamespacedName, waiting, decisions)
 }
 
 // pending is what placement needs of a waiting VM, with the reason of its
-// own that keeps it from running, if any.
-func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) (placement.Pending, error) {
-	p := placement.Pending{VM: placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host},
+// own that keeps it from running, if any. It is not ready to be placed while
+// the VDI controller is about to release a lock it held on its last host.
+func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine,
+	phases map[string]vpoolv1alpha1.HostPhase) (p placement.Pending, ready bool, err error) {
+	p = placement.Pending{VM: placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host},
 		StartOrder: vm.Spec.StartOrder, BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort}
 	if reset := vm.Status.LastReset; vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartNever && reset != nil &&
 		reset.Generation == vm.Generation {
 		p.Blocked = &placement.Decision{Reason: placement.ReasonDoNotRestart, Message: fmt.Sprintf(
 			"reset after host %s failed; restartPriority DoNotRestart: change the spec (e.g. set powerState Halted, then Running) to start it again",
 			reset.Host)}
-		return p, nil
+		return p, true, nil
 	}
 	for _, d := range vm.Spec.Disks {
-		pinned, blocked, err := r.disk(ctx, vm, d)
+		pinned, blocked, err := r.disk(ctx, vm, d, phases)
 		if err != nil || blocked != nil {
 			p.Blocked = blocked
-			return p, err
+			return p, err == nil && blocked != releasing, err
 		}
 		if pinned != "" {
 			p.PinnedTo = pinned
 		}
 	}
-	return p, nil
+	return p, true, nil
 }
+
+// releasing stands for a disk whose lock the VM itself holds on a host that
+// no longer runs it: the VDI controller releases it (resetvdis.py), and the
+// VM waits for that without a word, its status already saying so.
+var releasing = &placement.Decision{}
 
 // disk checks that a disk's VDI and SR exist and that no other VM holds
 // its RW lock; it returns the host its SR is local to, if any.
-func (r *PlacementReconciler) disk(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk) (
-	string, *placement.Decision, error) {
+func (r *PlacementReconciler) disk(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk,
+	phases map[string]vpoolv1alpha1.HostPhase) (string, *placement.Decision, error) {
 	vdi := &vpoolv1alpha1.VirtualDisk{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -200,7 +220,11 @@ func (r *PlacementReconciler) disk(ctx context.Context, vm *vpoolv1alpha1.Virtua
 		}
 		return "", nil, err
 	}
-	if l := vdi.Status.Lock; d.Mode != vpoolv1alpha1.DiskRO && l != nil && l.VirtualMachine != vm.Name {
+	if l := vdi.Status.Lock; d.Mode != vpoolv1alpha1.DiskRO && l != nil {
+		phase, known := phases[l.Host]
+		if l.VirtualMachine == vm.Name && (!known || phase != vpoolv1alpha1.HostPhaseUnreachable && phase != vpoolv1alpha1.HostPhaseFencing) {
+			return "", releasing, nil
+		}
 		return "", &placement.Decision{Reason: ReasonDiskLocked, Message: diskLockedMessage(vdi)}, nil
 	}
 	sr := &vpoolv1alpha1.StorageRepository{}

@@ -32,7 +32,7 @@ func startManager(path, kubeconfig string) (*managerProc, error) {
 		return nil, fmt.Errorf("creating the manager's log file: %w", err)
 	}
 	cmd := exec.Command(path, "--metrics-bind-address=0", "--metrics-secure=false", "--health-probe-bind-address=0",
-		"--leader-elect=false", "--zap-log-level=error")
+		"--leader-elect=false", "--zap-log-level="+cmp.Or(os.Getenv("POOLKEEPER_BENCH_LOG_LEVEL"), "error"), "--zap-time-encoding=rfc3339nano")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = log, log
 	// Its own process group keeps a terminal's Ctrl-C from it, so that we stop

@@ -56,9 +56,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -363,11 +365,31 @@ func (r *recorder) results(agent []time.Time) *recoveryResults {
 
 // follow watches list's kind in ns and hands every event to the recorder, and
 // VMs to the agents too, until ctx ends; it returns once the watch is open, so
-// no later write is missed.
+// no later write is missed. Objects that exist already come as ADDED. A watch
+// the API server ends (as it ends the watch of a client it finds too slow on
+// a loaded machine) is resumed where it stopped.
 func follow(ctx context.Context, c client.WithWatch, list client.ObjectList, ns string, r *recorder, ag *simAgents) error {
-	wi, err := c.Watch(ctx, list, &client.ListOptions{Namespace: ns, Raw: &metav1.ListOptions{TimeoutSeconds: ptr.To[int64](24 * 3600)}})
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing %T in %s: %w", list, ns, err)
+	}
+	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		return c.Watch(ctx, list.DeepCopyObject().(client.ObjectList), &client.ListOptions{Namespace: ns, Raw: &o})
+	}}
+	wi, err := watchtools.NewRetryWatcherWithContext(ctx, list.GetResourceVersion(), lw)
 	if err != nil {
 		return fmt.Errorf("watching %T in %s: %w", list, ns, err)
+	}
+	handle := func(t watch.EventType, obj client.Object) {
+		r.handle(t, obj, time.Now())
+		if vm, ok := obj.(*vmObj); ok {
+			ag.observe(vm)
+		}
+	}
+	if err := meta.EachListItem(list, func(o runtime.Object) error {
+		handle(watch.Added, o.(client.Object))
+		return nil
+	}); err != nil {
+		return err
 	}
 	go func() {
 		defer wi.Stop()
@@ -377,13 +399,10 @@ func follow(ctx context.Context, c client.WithWatch, list client.ObjectList, ns 
 				r.fail(fmt.Errorf("the watch of %T failed: %v", list, ev.Object))
 				return
 			}
-			r.handle(ev.Type, obj, time.Now())
-			if vm, ok := obj.(*vmObj); ok {
-				ag.observe(vm)
-			}
+			handle(ev.Type, obj)
 		}
 		if ctx.Err() == nil {
-			r.fail(fmt.Errorf("the API server ended the watch of %T", list))
+			r.fail(fmt.Errorf("the watch of %T ended", list))
 		}
 	}()
 	return nil
