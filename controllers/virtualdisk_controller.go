@@ -104,17 +104,20 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if lock == nil {
 		return ctrl.Result{}, r.setReady(ctx, vdi)
 	}
-	release, _, _, err := r.mayRelease(ctx, vdi, r.Client)
+	release, reason, msg, err := r.mayRelease(ctx, vdi, r.Client)
 	if err != nil || !release {
 		if err == nil {
 			err = r.setReady(ctx, vdi)
 		}
 		return ctrl.Result{}, err
 	}
-	// The cache said yes; the API server must say so too.
-	release, reason, msg, err := r.mayRelease(ctx, vdi, r.APIReader)
-	if err != nil || !release {
-		return ctrl.Result{}, err
+	holder := &vpoolv1alpha1.Host{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.Host}, holder); err != nil || !bootFenced(holder, lock.BootID) {
+		// The cache said yes; the API server must say so too.
+		release, reason, msg, err = r.mayRelease(ctx, vdi, r.APIReader)
+		if err != nil || !release {
+			return ctrl.Result{}, err
+		}
 	}
 	vdi.Status.Lock = nil
 	setDiskReady(vdi)

@@ -236,13 +236,15 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	default:
 		return false, nil
 	}
-	if down, err := r.hostDown(ctx, vm); err != nil || !down {
-		return true, err
+	if !bootFenced(s.host, vm.Status.ResidentBootID) {
+		if down, err := r.hostDown(ctx, vm); err != nil || !down {
+			return true, err
+		}
 	}
 	from := vm.Status.ResidentOn
 	vm.Status.LastReset = &vpoolv1alpha1.VMReset{Host: from, At: metav1.NewTime(r.Clock.Now()), Generation: vm.Generation}
 	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
-	vm.Status.ResidentOn = ""
+	vm.Status.ResidentOn, vm.Status.ResidentBootID = "", ""
 	msg := fmt.Sprintf("host %s is %s: power state reset to Halted (vm-reset-powerstate); its disk locks are released next", from, phase)
 	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonVMReset, msg)
 	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonVMReset, msg)
@@ -251,6 +253,17 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg,
 		observe: metrics.VMsReset.Inc})
 	return true, nil
+}
+
+// bootFenced reports whether h, as the cache shows it, is Fenced with boot
+// as the boot it fenced. The cache may lag, but only behind the truth: that
+// boot was fenced, so nothing placed on it or locked for it runs any more.
+// Whatever was placed or locked anew since carries another boot ID, and a
+// write made from an older view of the VM or VDI fails on its
+// resourceVersion. Without a boot ID to match, callers ask the API server.
+func bootFenced(h *vpoolv1alpha1.Host, boot string) bool {
+	return h != nil && boot != "" && h.Status.Phase == vpoolv1alpha1.HostPhaseFenced && h.Status.Fencing != nil &&
+		h.Status.Fencing.BootID == boot
 }
 
 // hostDown re-reads the VM's host from the API server: is it really fenced
@@ -327,7 +340,7 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 			return r.lockConflict(ctx, s, taken, vdi)
 		}
 		vdi.Status.Lock = &vpoolv1alpha1.VDILock{Host: host, Mode: vpoolv1alpha1.DiskRW, VirtualMachine: vm.Name,
-			Since: &metav1.Time{Time: r.Clock.Now()}}
+			BootID: vm.Status.ResidentBootID, Since: &metav1.Time{Time: r.Clock.Now()}}
 		setDiskReady(vdi)
 		// Update (not patch) carries the resourceVersion read: of two VMs racing
 		// for one VDI, the API server lets exactly one win.
@@ -361,7 +374,7 @@ func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope,
 		}
 	}
 	msg := diskLockedMessage(held)
-	s.vm.Status.ResidentOn = ""
+	s.vm.Status.ResidentOn, s.vm.Status.ResidentBootID = "", ""
 	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonDiskLocked, msg)
 	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonDiskLocked, msg)
 	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDiskLocked, msg)

@@ -172,7 +172,12 @@ func TestMemberDiesHAOnVMsRestartElsewhere(t *testing.T) {
 	for _, name := range []string{"a", "b", "c", "keep-off"} {
 		g.Eventually(runningOn(f.ns, name), wait, poll).Should(Equal("h2"))
 	}
-	g.Expect(getVDI(g, f.ns, "a-root").Status.Lock).To(HaveField("Host", "h2"))
+	// The boot each VM and lock were placed for is recorded: once that boot
+	// is fenced, they are known dead without asking the API server again.
+	h2Boot := getHost(g, f.ns, "h2").Status.BootID
+	g.Expect(h2Boot).NotTo(BeEmpty())
+	g.Expect(getVM(g, f.ns, "a").Status.ResidentBootID).To(Equal(h2Boot))
+	g.Expect(getVDI(g, f.ns, "a-root").Status.Lock).To(And(HaveField("Host", "h2"), HaveField("BootID", h2Boot)))
 	g.Eventually(func() []string { r, _ := f.drivers["h2"].Running(context.Background()); return r }, wait, poll).Should(HaveLen(4))
 
 	f.agents["h2"].Kill()
@@ -181,9 +186,12 @@ func TestMemberDiesHAOnVMsRestartElsewhere(t *testing.T) {
 		vm := getVM(g, f.ns, name)
 		g.Expect(vm.Status.LastReset).NotTo(BeNil())
 		g.Expect(vm.Status.LastReset.Host).To(Equal("h2"))
-		g.Expect(getVDI(g, f.ns, name+"-root").Status.Lock).To(HaveField("Host", vm.Status.ResidentOn))
+		boot := getHost(g, f.ns, vm.Status.ResidentOn).Status.BootID
+		g.Expect(vm.Status.ResidentBootID).To(Equal(boot))
+		g.Expect(getVDI(g, f.ns, name+"-root").Status.Lock).To(And(HaveField("Host", vm.Status.ResidentOn), HaveField("BootID", boot)))
 	}
 	g.Expect(phaseOf(f.ns, "h2")(g)).To(Equal(vpoolv1alpha1.HostPhaseFenced))
+	g.Expect(getHost(g, f.ns, "h2").Status.Fencing).To(HaveField("BootID", h2Boot))
 	g.Consistently(func(g Gomega) *vpoolv1alpha1.VirtualMachine { return getVM(g, f.ns, "keep-off") }, time.Second, poll).Should(And(
 		HaveField("Status.PowerState", vpoolv1alpha1.PowerHalted), HaveField("Status.ResidentOn", "")))
 	c := meta.FindStatusCondition(getVM(g, f.ns, "keep-off").Status.Conditions, vpoolv1alpha1.VMScheduled)

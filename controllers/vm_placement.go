@@ -126,7 +126,9 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	phases := map[string]vpoolv1alpha1.HostPhase{}
 	live := map[string]bool{}
+	boots := map[string]string{}
 	for i := range hosts.Items {
+		boots[hosts.Items[i].Name] = hosts.Items[i].Status.BootID
 		phases[hosts.Items[i].Name] = hosts.Items[i].Status.Phase
 		live[hosts.Items[i].Name] = hosts.Items[i].Status.Phase == vpoolv1alpha1.HostPhaseLive
 	}
@@ -173,7 +175,7 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if placed > 0 {
 		ctrl.LoggerFrom(ctx).Info("Placing VMs", "placed", placed, "waiting", len(decisions)-placed)
 	}
-	return ctrl.Result{}, r.record(ctx, req.NamespacedName, waiting, decisions)
+	return ctrl.Result{}, r.record(ctx, req.NamespacedName, waiting, decisions, boots)
 }
 
 // pending is what placement needs of a waiting VM, with the reason of its
@@ -269,12 +271,12 @@ func (r *PlacementReconciler) cacheHasPlacements(pool types.NamespacedName, vms 
 // the Scheduled and Ready conditions. Of a VM changed meanwhile, the write
 // fails on its resourceVersion and the next pass decides again.
 func (r *PlacementReconciler) record(ctx context.Context, pool types.NamespacedName, vms []*vpoolv1alpha1.VirtualMachine,
-	decisions []placement.Decision) error {
+	decisions []placement.Decision, boots map[string]string) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(r.Writers, 1))
 	for i, vm := range vms {
 		before, after := vm, vm.DeepCopy()
-		if !decide(after, decisions[i]) {
+		if !decide(after, decisions[i], boots[decisions[i].Host]) {
 			continue
 		}
 		if after.Status.ResidentOn != "" {
@@ -318,8 +320,9 @@ func scheduledReason(vm *vpoolv1alpha1.VirtualMachine) string {
 	return ""
 }
 
-// decide applies a decision to a VM's status and reports whether it changed.
-func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision) bool {
+// decide applies a decision to a VM's status and reports whether it changed;
+// boot is the boot ID of the host it places the VM on.
+func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision, boot string) bool {
 	before := vm.Status.DeepCopy()
 	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
@@ -329,7 +332,7 @@ func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision) bool {
 		vm.Status.PowerState = vpoolv1alpha1.PowerHalted
 	}
 	if d.Host != "" {
-		vm.Status.ResidentOn = d.Host
+		vm.Status.ResidentOn, vm.Status.ResidentBootID = d.Host, boot
 		set(vpoolv1alpha1.VMScheduled, metav1.ConditionTrue, d.Reason, d.Message)
 		set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonStarting, "locking RW disks for "+d.Host)
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, d.Message)

@@ -47,6 +47,10 @@ type VDILock struct {
 	// virtualMachine is the VM the disk is attached to on that host.
 	// +optional
 	VirtualMachine string `json:"virtualMachine,omitempty"`
+	// bootID is the boot of host the lock was taken for. Once that boot is
+	// fenced, the lock is known to be stale.
+	// +optional
+	BootID string `json:"bootID,omitempty"`
 	// since is when the lock was taken.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`

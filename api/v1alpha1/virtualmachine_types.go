@@ -147,6 +147,11 @@ type VirtualMachineStatus struct {
 	// +optional
 	ResidentOn string `json:"residentOn,omitempty"`
 
+	// residentBootID is the boot ID residentOn had when the VM was placed on
+	// it. Once that boot is fenced, the VM is known to run no more.
+	// +optional
+	ResidentBootID string `json:"residentBootID,omitempty"`
+
 	// suspendVirtualDisk holds the VM's memory while it is Suspended.
 	// +optional
 	SuspendVirtualDisk string `json:"suspendVirtualDisk,omitempty"`
