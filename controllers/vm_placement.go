@@ -124,48 +124,11 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// The VM update the cache lacks wakes this pool again when it comes.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	phases := map[string]vpoolv1alpha1.HostPhase{}
-	live := map[string]bool{}
-	boots := map[string]string{}
-	for i := range hosts.Items {
-		boots[hosts.Items[i].Name] = hosts.Items[i].Status.BootID
-		phases[hosts.Items[i].Name] = hosts.Items[i].Status.Phase
-		live[hosts.Items[i].Name] = hosts.Items[i].Status.Phase == vpoolv1alpha1.HostPhaseLive
+	round, err := r.gather(ctx, hosts.Items, vms.Items)
+	if err != nil || len(round.pending) == 0 {
+		return ctrl.Result{}, err
 	}
-	used := map[string]placement.Resources{}
-	var waiting []*vpoolv1alpha1.VirtualMachine
-	var pending []placement.Pending
-	var starting []placement.Starting
-	for i := range vms.Items {
-		vm := &vms.Items[i]
-		if on := vm.Status.ResidentOn; on != "" {
-			used[on] = used[on].Add(vmNeed(vm))
-			if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Status.PowerState != vpoolv1alpha1.PowerRunning && live[on] {
-				starting = append(starting, placement.Starting{StartOrder: vm.Spec.StartOrder,
-					BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort})
-			}
-			continue
-		}
-		if !waitsForHost(vm) || vm.DeletionTimestamp != nil {
-			continue
-		}
-		p, ready, err := r.pending(ctx, vm, phases)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		if ready {
-			waiting, pending = append(waiting, vm), append(pending, p)
-		}
-	}
-	if len(pending) == 0 {
-		return ctrl.Result{}, nil
-	}
-	candidates := make([]placement.Host, 0, len(hosts.Items))
-	for i := range hosts.Items {
-		h := &hosts.Items[i]
-		candidates = append(candidates, placement.Host{Name: h.Name, Live: live[h.Name], Capacity: hostCapacity(h), Used: used[h.Name]})
-	}
-	decisions := placement.Schedule(pending, starting, candidates)
+	decisions := placement.Schedule(round.pending, round.starting, round.hosts)
 	placed := 0
 	for _, d := range decisions {
 		if d.Host != "" {
@@ -175,7 +138,57 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if placed > 0 {
 		ctrl.LoggerFrom(ctx).Info("Placing VMs", "placed", placed, "waiting", len(decisions)-placed)
 	}
-	return ctrl.Result{}, r.record(ctx, req.NamespacedName, waiting, decisions, boots)
+	return ctrl.Result{}, r.record(ctx, req.NamespacedName, round.waiting, decisions, round.boots)
+}
+
+// placementRound is what one pass over a pool decides from.
+type placementRound struct {
+	hosts    []placement.Host
+	boots    map[string]string // host → its boot ID
+	waiting  []*vpoolv1alpha1.VirtualMachine
+	pending  []placement.Pending // indexed like waiting
+	starting []placement.Starting
+}
+
+// gather sorts a pool's VMs into those that wait to be placed, those that
+// are starting, and the capacity the placed ones take.
+func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.Host, vms []vpoolv1alpha1.VirtualMachine) (
+	*placementRound, error) {
+	round := &placementRound{boots: map[string]string{}}
+	phases := map[string]vpoolv1alpha1.HostPhase{}
+	for i := range hosts {
+		round.boots[hosts[i].Name] = hosts[i].Status.BootID
+		phases[hosts[i].Name] = hosts[i].Status.Phase
+	}
+	used := map[string]placement.Resources{}
+	for i := range vms {
+		vm := &vms[i]
+		if on := vm.Status.ResidentOn; on != "" {
+			used[on] = used[on].Add(vmNeed(vm))
+			if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && vm.Status.PowerState != vpoolv1alpha1.PowerRunning &&
+				phases[on] == vpoolv1alpha1.HostPhaseLive {
+				round.starting = append(round.starting, placement.Starting{StartOrder: vm.Spec.StartOrder,
+					BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort})
+			}
+			continue
+		}
+		if !waitsForHost(vm) || vm.DeletionTimestamp != nil {
+			continue
+		}
+		p, ready, err := r.pending(ctx, vm, phases)
+		if err != nil {
+			return nil, err
+		}
+		if ready {
+			round.waiting, round.pending = append(round.waiting, vm), append(round.pending, p)
+		}
+	}
+	for i := range hosts {
+		h := &hosts[i]
+		round.hosts = append(round.hosts, placement.Host{Name: h.Name, Live: phases[h.Name] == vpoolv1alpha1.HostPhaseLive,
+			Capacity: hostCapacity(h), Used: used[h.Name]})
+	}
+	return round, nil
 }
 
 // pending is what placement needs of a waiting VM, with the reason of its
