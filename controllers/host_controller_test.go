@@ -65,7 +65,7 @@ func TestMemberDiesAgentFencing(t *testing.T) {
 	g.Expect(h2.Status.Fencing.Evidence).To(ContainSubstring("watchdog"))
 	g.Expect(meta.IsStatusConditionTrue(h2.Status.Conditions, vpoolv1alpha1.HostFencedCondition)).To(BeTrue())
 	g.Expect(meta.IsStatusConditionFalse(h2.Status.Conditions, vpoolv1alpha1.HostHeartbeat)).To(BeTrue())
-	g.Eventually(func(g Gomega) []string { return eventReasons(g, ns, "h2") }, wait, poll).Should(
+	g.Eventually(eventsOf(ns, "h2"), wait, poll).Should(
 		ContainElements(fencing.ReasonHeartbeatStale, fencing.ReasonFencingStarted, fencing.ReasonAgentWatchdog))
 	g.Eventually(func(g Gomega) vpoolv1alpha1.HostCounts { return getPool(g, ns, "p").Status.Hosts }, wait, poll).Should(
 		Equal(vpoolv1alpha1.HostCounts{Total: 3, Live: 2, Fenced: 1}))
@@ -173,7 +173,7 @@ func TestRedfishFencingWithFailingBMC(t *testing.T) {
 		g.Expect(h.Status.Fencing.LastError).To(ContainSubstring("500"))
 		return h.Status.Fencing.Attempts
 	}, wait, poll).Should(BeNumerically(">=", 2))
-	g.Expect(eventReasons(g, ns, "h2")).To(ContainElement(controllers.ReasonFencingFailed))
+	g.Eventually(eventsOf(ns, "h2"), wait, poll).Should(ContainElement(controllers.ReasonFencingFailed))
 	g.Expect(bmc.PowerState("h2")).To(Equal(bmcsim.PowerOn))
 	g.Consistently(phaseOf(ns, "h2"), time.Second, poll).Should(Equal(vpoolv1alpha1.HostPhaseFencing),
 		"a failing BMC never lets the fence complete")
@@ -249,7 +249,7 @@ func TestHAOffWaitsForPersonThenForgets(t *testing.T) {
 	h2 = getHost(g, ns, "h2")
 	g.Expect(h2.Status.Fencing.Method).To(Equal(vpoolv1alpha1.FencingManual))
 	g.Expect(h2.Status.Fencing.Evidence).To(ContainSubstring("a person confirmed"))
-	g.Expect(eventReasons(g, ns, "h2")).To(ContainElements(fencing.ReasonForgetRefused, fencing.ReasonPersonConfirmed, fencing.ReasonForgotten))
+	g.Eventually(eventsOf(ns, "h2"), wait, poll).Should(ContainElements(fencing.ReasonForgetRefused, fencing.ReasonPersonConfirmed, fencing.ReasonForgotten))
 }
 
 // With HA off, a silent member stays Unreachable: nobody fences it.
@@ -274,7 +274,7 @@ func TestHAOffMemberStaysUnreachable(t *testing.T) {
 	// Repair path: the host comes back before anyone fenced it.
 	startAgent(t, ns, "h2", interval, nil)
 	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
-	g.Expect(eventReasons(g, ns, "h2")).To(ContainElement(fencing.ReasonHeartbeatResumed))
+	g.Eventually(eventsOf(ns, "h2"), wait, poll).Should(ContainElement(fencing.ReasonHeartbeatResumed))
 }
 
 // A fenced host rejoins only after a new boot with no VM running; a host that
@@ -308,7 +308,7 @@ func TestFencedHostRejoinsOnlyAfterNewBoot(t *testing.T) {
 	// A new boot with nothing running rejoins as a member.
 	startAgent(t, ns, "h2", interval, nil)
 	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
-	g.Expect(eventReasons(g, ns, "h2")).To(ContainElement(fencing.ReasonRejoined))
+	g.Eventually(eventsOf(ns, "h2"), wait, poll).Should(ContainElement(fencing.ReasonRejoined))
 	g.Expect(getHost(g, ns, "h2").Status.Role).To(Equal(vpoolv1alpha1.RoleMember))
 }
 

@@ -20,9 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -40,34 +38,12 @@ import (
 func startServingManager(t *testing.T, ns string) string {
 	t.Helper()
 	addr := freeLoopbackAddr(t)
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme: testutil.Scheme,
-		Metrics: metricsserver.Options{
-			BindAddress:    addr,
-			SecureServing:  true,
-			TLSOpts:        []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-			FilterProvider: filters.WithAuthenticationAndAuthorization,
-		},
-		HealthProbeBindAddress:  "0",
-		Cache:                   controllers.CacheOptions(ns),
-		Controller:              config.Controller{SkipNameValidation: ptr.To(true)},
-		GracefulShutdownTimeout: ptr.To(5 * time.Second),
+	startManagerServing(t, ns, controllers.Options{}, metricsserver.Options{
+		BindAddress:    addr,
+		SecureServing:  true,
+		TLSOpts:        []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+		FilterProvider: filters.WithAuthenticationAndAuthorization,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.SetupWithManager(mgr, controllers.Options{MaxConcurrentReconciles: 4}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil && !strings.Contains(err.Error(), "grace period") {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
 	return "https://" + addr + "/metrics"
 }
 

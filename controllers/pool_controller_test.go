@@ -44,7 +44,7 @@ func TestMasterDiesHAOn(t *testing.T) {
 		HaveField("Status", metav1.ConditionTrue), HaveField("Message", ContainSubstring("epoch 2"))))
 	g.Eventually(poolCondition(f.ns, vpoolv1alpha1.PoolMasterAvailable), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
 	g.Expect(getHost(g, f.ns, "h2").Status.Role).To(Equal(vpoolv1alpha1.RoleMaster))
-	g.Expect(eventReasons(g, f.ns, "p")).To(ContainElement(election.ReasonHAReplacement))
+	g.Eventually(eventsOf(f.ns, "p"), wait, poll).Should(ContainElement(election.ReasonHAReplacement))
 }
 
 // The master dies with HA off: members wait; a person names a Live member in
@@ -68,7 +68,7 @@ func TestMasterDiesHAOffThenTransition(t *testing.T) {
 	g.Expect(k8s.Patch(context.Background(), pool, patch)).To(Succeed())
 	g.Eventually(masterAndEpoch(f.ns), wait, poll).Should(Equal([]interface{}{"h3", int64(2)}))
 	g.Eventually(poolCondition(f.ns, vpoolv1alpha1.PoolMembersRecovered), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
-	g.Expect(eventReasons(g, f.ns, "p")).To(ContainElement(election.ReasonEmergency))
+	g.Eventually(eventsOf(f.ns, "p"), wait, poll).Should(ContainElement(election.ReasonEmergency))
 
 	// The old master returns: it rejoins as a member and follows epoch 2.
 	startAgent(t, f.ns, "h1", interval, nil)

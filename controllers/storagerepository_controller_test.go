@@ -63,7 +63,7 @@ func TestStorageRepositoryFollowsItsHost(t *testing.T) {
 		"local SR of host h3, which is Fenced"))
 	g.Eventually(srReady(f.ns, "nfs"), wait, poll).Should(readyWith(metav1.ConditionTrue, controllers.ReasonSRLiveHosts,
 		"usable from 2 of 3 hosts", "h3 (Fenced)"))
-	g.Eventually(func(g Gomega) []string { return eventReasons(g, f.ns, "h3-local") }, wait, poll).Should(
+	g.Eventually(eventsOf(f.ns, "h3-local"), wait, poll).Should(
 		ContainElement("HostFenced"))
 
 	// h3 boots again (a new boot ID) and rejoins: its SR is usable again.
@@ -71,7 +71,7 @@ func TestStorageRepositoryFollowsItsHost(t *testing.T) {
 	g.Eventually(srReady(f.ns, "h3-local"), wait, poll).Should(readyWith(metav1.ConditionTrue, controllers.ReasonSRHostLive))
 	g.Eventually(srReady(f.ns, "nfs"), wait, poll).Should(readyWith(metav1.ConditionTrue, controllers.ReasonSRLiveHosts,
 		"usable from 3 of 3 hosts"))
-	g.Eventually(func(g Gomega) []string { return eventReasons(g, f.ns, "h3-local") }, wait, poll).Should(
+	g.Eventually(eventsOf(f.ns, "h3-local"), wait, poll).Should(
 		ContainElement(controllers.ReasonSRHostLive))
 
 	// The missing host is added and heartbeats.
@@ -108,6 +108,6 @@ func TestStorageRepositoryNamesBadReferences(t *testing.T) {
 	startAgent(t, ns, "r1", interval, nil)
 	g.Eventually(srReady(ns, "r-nfs"), wait, poll).Should(readyWith(metav1.ConditionTrue, controllers.ReasonSRLiveHosts,
 		"usable from 1 of 1 hosts", "Live: r1"))
-	g.Eventually(func(g Gomega) []string { return eventReasons(g, ns, "r-nfs") }, wait, poll).Should(
+	g.Eventually(eventsOf(ns, "r-nfs"), wait, poll).Should(
 		ContainElements(vpoolv1alpha1.ReasonPoolNotFound, controllers.ReasonSRLiveHosts))
 }

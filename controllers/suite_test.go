@@ -73,9 +73,15 @@ func (m *manager) Stop() {
 
 func startManager(t *testing.T, ns string, opts controllers.Options) *manager {
 	t.Helper()
+	return startManagerServing(t, ns, opts, metricsserver.Options{BindAddress: "0"})
+}
+
+// startManagerServing starts a manager that serves its metrics as metrics says.
+func startManagerServing(t *testing.T, ns string, opts controllers.Options, metrics metricsserver.Options) *manager {
+	t.Helper()
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 testutil.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                metrics,
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(ns),
 		// Several managers live in one test binary.
@@ -238,6 +244,12 @@ func phaseOf(ns, name string) func(g Gomega) vpoolv1alpha1.HostPhase {
 }
 
 // eventReasons lists the reasons of the events about an object.
+// eventsOf polls the reasons of the events about an object: events are
+// sent asynchronously and may follow the change they are about.
+func eventsOf(ns, name string) func(g Gomega) []string {
+	return func(g Gomega) []string { return eventReasons(g, ns, name) }
+}
+
 func eventReasons(g Gomega, ns, name string) []string {
 	list := &corev1.EventList{}
 	g.Expect(k8s.List(context.Background(), list, client.InNamespace(ns))).To(Succeed())

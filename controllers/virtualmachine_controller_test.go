@@ -223,7 +223,7 @@ func TestMemberDiesHAOffVMsWaitForForget(t *testing.T) {
 	g.Eventually(runningOn(f.ns, "a"), wait, poll).Should(Equal("h1"))
 	g.Expect(phaseOf(f.ns, "h2")(g)).To(Equal(vpoolv1alpha1.HostPhaseForgotten))
 	g.Expect(getVDI(g, f.ns, "a-root").Status.Lock).To(HaveField("Host", "h1"))
-	g.Expect(eventReasons(g, f.ns, "a-root")).To(ContainElement(controllers.ReasonLockReleased))
+	g.Eventually(eventsOf(f.ns, "a-root"), wait, poll).Should(ContainElement(controllers.ReasonLockReleased))
 }
 
 // Two VMs sharing one RW VDI: the second does not start, and says why.
