@@ -82,6 +82,10 @@ run: build ## Run the operator (on an embedded control plane when KUBECONFIG is 
 demo: build ## Apply config/samples and start one simulated agent per host.
 	hack/demo.sh
 
+.PHONY: demo-agents
+demo-agents: build ## (Re)start one simulated agent per host of the demo's namespace.
+	hack/demo.sh agents
+
 ##@ Deployment
 
 IMG ?= ghcr.io/poolkeeper/poolkeeper:latest
