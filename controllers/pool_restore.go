@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -173,60 +176,133 @@ func (r *PoolReconciler) existing(ctx context.Context, ns string) (backup.Existi
 	return backup.ExistingFrom(hosts.Items, srs.Items, vdis.Items, vms.Items), nil
 }
 
-// createPlanned creates the plan's objects in its order: Secrets, SRs, VDIs
-// and VMs, then the VMs' statuses (Halted until hosts are Live again), then
-// Hosts, which rejoin when their agents heartbeat.
+// RestoreWorkers is how many creates a restore has in flight at once.
+// Objects of one kind never refer to each other, so each kind is created in
+// parallel, and completely before the next kind starts.
+const RestoreWorkers = 16
+
+// createPlanned creates the plan's objects kind by kind, in the plan's order:
+// Secrets, SRs, VDIs, VMs (with the statuses of the VMs that were Suspended),
+// then Hosts, which rejoin when their agents heartbeat. A create that finds
+// the object already there is one this restore made before a restart, or a
+// Secret the namespace had.
 func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) error {
-	create := func(obj client.Object) error {
-		err := r.Create(ctx, obj)
-		if apierrors.IsAlreadyExists(err) {
-			return nil // created by this restore before a restart, or a Secret already there
-		}
-		if err != nil {
-			return fmt.Errorf("restoring %T %s: %w", obj, obj.GetName(), err)
-		}
-		return nil
+	now := r.Clock.Now()
+	if err := createAll(ctx, r.Client, plan.Secrets, nil); err != nil {
+		return err
 	}
-	for _, s := range plan.Secrets {
-		if err := create(s); err != nil {
-			return err
+	if err := createAll(ctx, r.Client, plan.StorageRepositories, nil); err != nil {
+		return err
+	}
+	if err := createAll(ctx, r.Client, plan.VirtualDisks, nil); err != nil {
+		return err
+	}
+	creating := make(map[string]bool, len(plan.VirtualMachines))
+	for _, vm := range plan.VirtualMachines {
+		creating[vm.Name] = true
+	}
+	// A VM created now starts from the create's response; one this restore
+	// created before a crash is read again.
+	if err := createAll(ctx, r.Client, plan.VirtualMachines, func(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, created bool) error {
+		st, ok := plan.VMStatuses[vm.Name]
+		if !ok {
+			return nil
+		}
+		name := vm.Name
+		if !created {
+			vm = nil
+		}
+		return r.restoreVMStatus(ctx, pool.Namespace, name, vm, st, now)
+	}); err != nil {
+		return err
+	}
+	var resumed []string
+	for name := range plan.VMStatuses {
+		if !creating[name] {
+			resumed = append(resumed, name)
 		}
 	}
-	for _, o := range plan.StorageRepositories {
-		if err := create(o); err != nil {
-			return err
-		}
+	if err := inParallel(ctx, resumed, func(ctx context.Context, name string) error {
+		return r.restoreVMStatus(ctx, pool.Namespace, name, nil, plan.VMStatuses[name], now)
+	}); err != nil {
+		return err
 	}
-	for _, o := range plan.VirtualDisks {
-		if err := create(o); err != nil {
-			return err
+	return createAll(ctx, r.Client, plan.Hosts, nil)
+}
+
+// restoreVMStatus writes a restored VM's status while it is still Pending:
+// from vm, as the create returned it, or else as read from the API server.
+// The write is conditional on the version read, so that a status the VM
+// controller or an agent wrote meanwhile is read again and judged anew.
+func (r *PoolReconciler) restoreVMStatus(ctx context.Context, ns, name string, vm *vpoolv1alpha1.VirtualMachine,
+	st backup.VMStatus, now time.Time) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if vm == nil {
+			vm = &vpoolv1alpha1.VirtualMachine{}
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, vm); err != nil {
+				return err
+			}
 		}
-	}
-	for _, o := range plan.VirtualMachines {
-		if err := create(o); err != nil {
-			return err
-		}
-	}
-	for name, st := range plan.VMStatuses {
-		vm := &vpoolv1alpha1.VirtualMachine{}
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name}, vm); err != nil {
-			return fmt.Errorf("reading restored VM %s: %w", name, err)
-		}
-		if vm.Status.PowerState != "" {
-			continue
+		if !st.Pending(&vm.Status) {
+			return nil
 		}
 		patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		vm.Status = st
-		if err := r.Status().Patch(ctx, vm, patch); err != nil {
-			return fmt.Errorf("recording the status of restored VM %s: %w", name, err)
-		}
-	}
-	for _, o := range plan.Hosts {
-		if err := create(o); err != nil {
-			return err
-		}
+		st.Apply(&vm.Status, now)
+		err := r.Status().Patch(ctx, vm, patch)
+		vm = nil // read again after a conflict
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("recording the status of restored VM %s: %w", name, err)
 	}
 	return nil
+}
+
+// createAll creates objs with RestoreWorkers in parallel, and runs then, if
+// set, on each object once it exists: created tells whether this call
+// created it (obj is then the API server's response) or found it there.
+func createAll[T client.Object](ctx context.Context, c client.Client, objs []T,
+	then func(ctx context.Context, obj T, created bool) error) error {
+	return inParallel(ctx, objs, func(ctx context.Context, obj T) error {
+		err := c.Create(ctx, obj)
+		created := err == nil
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("restoring %T %s: %w", obj, obj.GetName(), err)
+		}
+		if then == nil {
+			return nil
+		}
+		return then(ctx, obj, created)
+	})
+}
+
+// inParallel runs fn on every item with at most RestoreWorkers at once. The
+// first error stops the items not yet started and is returned.
+func inParallel[T any](ctx context.Context, items []T, fn func(context.Context, T) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan T)
+	var wg sync.WaitGroup
+	for range min(RestoreWorkers, len(items)) {
+		wg.Go(func() {
+			for item := range next {
+				if err := fn(ctx, item); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+feed:
+	for _, item := range items {
+		select {
+		case next <- item:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 // cleanupDRTest removes every object a dry-run restore created.

@@ -97,11 +97,19 @@ func TestRestoreRoundTrip(t *testing.T) {
 	p2 := getPool(g, ns, "p2")
 	g.Expect(p2.Status.Restore.Created).To(Equal(vpoolv1alpha1.BackupCounts{Hosts: 2, SRs: 2, VDIs: 4, VMs: 4}))
 	for i, spec := range want {
-		vm := getVM(g, ns, "vm-"+string(rune('0'+i)))
+		name := "vm-" + string(rune('0'+i))
+		vm := getVM(g, ns, name)
 		spec.PoolRef.Name = "p2"
 		g.Expect(vm.Spec).To(Equal(spec))
-		g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
-		g.Expect(getVDI(g, ns, "vm-"+string(rune('0'+i))).Status.Lock).To(BeNil())
+		// A restored VM is a new VM: resident nowhere, Halted once the VM
+		// controller has seen it.
+		g.Expect(vm.Status.ResidentOn).To(BeEmpty())
+		g.Expect(vm.Status.PowerState).To(Or(BeEmpty(), Equal(vpoolv1alpha1.PowerHalted)))
+		g.Eventually(func(g Gomega) vpoolv1alpha1.PowerState { return getVM(g, ns, name).Status.PowerState }, wait, poll).Should(
+			Equal(vpoolv1alpha1.PowerHalted))
+		g.Expect(meta.FindStatusCondition(getVM(g, ns, name).Status.Conditions, backup.ConditionRestored)).To(BeNil(),
+			"only a VM the restore had to decide about says so")
+		g.Expect(getVDI(g, ns, name).Status.Lock).To(BeNil())
 	}
 	g.Expect(getHost(g, ns, "h1").Spec.PoolRef.Name).To(Equal("p2"))
 
@@ -111,6 +119,130 @@ func TestRestoreRoundTrip(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		g.Eventually(runningOn(ns, "vm-"+string(rune('0'+i))), wait, poll).ShouldNot(BeEmpty())
 	}
+}
+
+// withPowerState sets a VM's desired power state.
+func withPowerState(p vpoolv1alpha1.DesiredPowerState) func(*vpoolv1alpha1.VirtualMachine) {
+	return func(vm *vpoolv1alpha1.VirtualMachine) { vm.Spec.PowerState = p }
+}
+
+// suspend records a VM as Suspended with its memory image on a VDI, as its
+// host's agent would.
+func suspend(t *testing.T, g Gomega, ns, name, image string) {
+	t.Helper()
+	vm := getVM(g, ns, name)
+	patch := client.MergeFrom(vm.DeepCopy())
+	vm.Status.PowerState, vm.Status.SuspendVirtualDisk = vpoolv1alpha1.PowerSuspended, image
+	g.Expect(k8s.Status().Patch(context.Background(), vm, patch)).To(Succeed())
+}
+
+// A VM Suspended with its memory image on a host's local SR cannot resume
+// after the pool is lost: it comes back Halted, and says why. One whose image
+// is on a shared SR stays Suspended.
+func TestRestoreSuspendedVMs(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns, _ := lostPoolWithSuspendedVMs(t, g)
+
+	createRestoringPool(t, ns, "p2", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+	g.Eventually(restored(ns, "p2"), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
+	g.Expect(getPool(g, ns, "p2").Status.Restore.Problems).To(ContainElement(
+		"VirtualMachine local: Halted: its suspend image was on local SR h1-local, lost with its host"))
+	expectSuspendedVMsRestored(g, ns)
+}
+
+// lostPoolWithSuspendedVMs is lostPoolWithBackup with two more VMs, both
+// Suspended: "local" with its image on h1's local SR, "shared" with its
+// image on the shared SR. It returns the namespace and the running manager.
+func lostPoolWithSuspendedVMs(t *testing.T, g Gomega) (string, *manager) {
+	t.Helper()
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createVDI(t, ns, "p", "local-suspend", "h1-local")
+	createVM(t, ns, "p", "local", withDisk("local-suspend"), withPowerState(vpoolv1alpha1.DesiredHalted))
+	suspend(t, g, ns, "local", "local-suspend")
+	createVDI(t, ns, "p", "shared-suspend", "nfs")
+	createVM(t, ns, "p", "shared", withDisk("shared-suspend"), withPowerState(vpoolv1alpha1.DesiredHalted))
+	suspend(t, g, ns, "shared", "shared-suspend")
+	createKey(t, ns, "k", backupKey)
+	m := startManager(t, ns, controllers.Options{})
+	completedBackup(t, g, ns)
+	losePool(t, g, ns)
+	return ns, m
+}
+
+// expectSuspendedVMsRestored checks the VMs of lostPoolWithSuspendedVMs
+// after a restore: "local" Halted, "shared" Suspended, each with a Restored
+// condition saying why, kept once the VM controller has taken them over.
+func expectSuspendedVMsRestored(g Gomega, ns string) {
+	vm := getVM(g, ns, "local")
+	g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
+	g.Expect(vm.Status.SuspendVirtualDisk).To(BeEmpty())
+	g.Expect(vm.Status.ResidentOn).To(BeEmpty())
+	c := meta.FindStatusCondition(vm.Status.Conditions, backup.ConditionRestored)
+	g.Expect(c).NotTo(BeNil(), "%+v", vm.Status)
+	g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(c.Reason).To(Equal(backup.ReasonSuspendImageLost))
+	g.Expect(c.Message).To(Equal("Suspended in backup b, restored Halted: its suspend image was on local SR h1-local, lost with its host"))
+
+	vm = getVM(g, ns, "shared")
+	g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerSuspended))
+	g.Expect(vm.Status.SuspendVirtualDisk).To(Equal("shared-suspend"))
+	g.Expect(meta.FindStatusCondition(vm.Status.Conditions, backup.ConditionRestored)).To(And(
+		HaveField("Reason", backup.ReasonSuspendImageKept),
+		HaveField("Message", "Suspended in backup b, restored Suspended: its suspend image VirtualDisk shared-suspend is on shared SR nfs")))
+
+	// The VM controller takes both over without losing what the restore said.
+	for _, name := range []string{"local", "shared"} {
+		g.Eventually(func(g Gomega) []metav1.Condition { return getVM(g, ns, name).Status.Conditions }, wait, poll).Should(And(
+			ContainElement(HaveField("Type", vpoolv1alpha1.ConditionReady)),
+			ContainElement(HaveField("Type", backup.ConditionRestored))))
+	}
+	g.Expect(getVM(g, ns, "local").Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
+	g.Expect(getVM(g, ns, "shared").Status.PowerState).To(Equal(vpoolv1alpha1.PowerSuspended))
+}
+
+// A restore cut short by a crash is finished by the next manager: what the
+// first one created is recognised, neither duplicated nor a conflict, and a
+// VM created without its status yet gets it.
+func TestRestoreResumesAfterCrash(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns, m := lostPoolWithSuspendedVMs(t, g)
+	m.Stop()
+	createRestoringPool(t, ns, "p2", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+
+	// What the crashed manager had done: the SRs, the VDIs and the first VMs,
+	// "shared" among them, with no status written yet.
+	pb := getBackup(g, ns, "b")
+	data, err := (&backup.SecretStore{Client: k8s}).Get(ctx, pb)
+	g.Expect(err).NotTo(HaveOccurred())
+	plan, err := backup.Preflight(pb, data, backupKey, getPool(g, ns, "p2"), backup.Existing{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(plan.VirtualMachines).To(HaveLen(6))
+	for _, obj := range plan.Objects() {
+		switch o := obj.(type) {
+		case *vpoolv1alpha1.Host:
+			continue
+		case *vpoolv1alpha1.VirtualMachine:
+			if o.Name != "shared" && o.Name != "vm-0" {
+				continue
+			}
+		}
+		g.Expect(k8s.Create(ctx, obj)).To(Succeed())
+	}
+
+	startManager(t, ns, controllers.Options{})
+	g.Eventually(restored(ns, "p2"), wait, poll).Should(And(HaveField("Status", metav1.ConditionTrue),
+		HaveField("Message", ContainSubstring("already restored"))))
+	p2 := getPool(g, ns, "p2")
+	g.Expect(p2.Status.Restore.Created).To(Equal(vpoolv1alpha1.BackupCounts{Hosts: 2, SRs: 2, VDIs: 6, VMs: 6}))
+	g.Expect(p2.Status.Restore.Problems).NotTo(ContainElement(ContainSubstring("already exists")))
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	g.Expect(k8s.List(ctx, vms, inNS(ns))).To(Succeed())
+	g.Expect(vms.Items).To(HaveLen(6))
+	expectSuspendedVMsRestored(g, ns)
 }
 
 // Preflight failures write nothing and name what failed.

@@ -45,14 +45,15 @@
 //	if err != nil { /* condition Restored False, reason backup.Reason(err) */ }
 //	if err := plan.Err(); err != nil { /* Strict and conflicts: write nothing */ }
 //	// Create plan.Secrets (AlreadyExists is fine), StorageRepositories,
-//	// VirtualDisks and VirtualMachines; write plan.VMStatuses on VMs whose
-//	// status.powerState is empty; then create plan.Hosts.
+//	// VirtualDisks and VirtualMachines (each kind may be created in
+//	// parallel); Apply plan.VMStatuses on the VMs where they are still
+//	// Pending; then create plan.Hosts.
 //
 // Preflight checks in order the checksum, the key, the format and schema, then
 // calls Plan. Plan is pure: it re-points every object at the restoring Pool,
-// drops VDI locks, records every VM Halted (a Suspended VM whose image is on a
-// shared SR stays Suspended; one whose image was on a local SR is Halted with
-// a note), and lists conflicts with objects already in the namespace: Strict
+// drops VDI locks, brings every VM back Halted (a Suspended VM whose image is
+// on a shared SR stays Suspended; one whose image was on a local SR is Halted
+// with a note and the VM condition ConditionRestored), and lists conflicts with objects already in the namespace: Strict
 // blocks the whole restore, BestEffort skips each conflicting object and the
 // objects that depend on it, and reports them. Objects are created Secrets,
 // SRs, VDIs, VMs, then Hosts; see RestorePlan for why, and for resuming a

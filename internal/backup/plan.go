@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,6 +26,55 @@ const AnnotationRestoredFrom = "vpool.poolkeeper.io/restored-from"
 // AnnotationRestoredPowerState records, on a VM of a dry-run restore, the
 // spec.powerState of the dump that the restore replaced with Halted.
 const AnnotationRestoredPowerState = "vpool.poolkeeper.io/restored-power-state"
+
+// ConditionRestored is the VirtualMachine condition a restore sets on a VM
+// whose power state it had to decide: a Suspended VM kept Suspended on its
+// surviving image, or Halted because the image is lost. Its reason and
+// message say which and why. Other VMs come back as any new VM does.
+const ConditionRestored = "Restored"
+
+// Reasons of ConditionRestored.
+const (
+	// ReasonSuspendImageKept: the VM stays Suspended; its image is on a shared SR.
+	ReasonSuspendImageKept = "SuspendImageKept"
+	// ReasonSuspendImageLost: the VM is Halted; its image was on a local SR,
+	// lost with its host.
+	ReasonSuspendImageLost = "SuspendImageLost"
+	// ReasonSuspendImageUnavailable: the VM is Halted; its image is not
+	// recorded, not in the backup, or not restored.
+	ReasonSuspendImageUnavailable = "SuspendImageUnavailable"
+)
+
+// VMStatus is the status a restore writes on a VM whose restored state is
+// not the one every new VM gets (an empty status, which the VM controller
+// records as Halted on its first visit): a Suspended VM, kept Suspended or
+// Halted, with ConditionRestored saying why.
+type VMStatus struct {
+	// PowerState is Suspended or Halted.
+	PowerState vpoolv1alpha1.PowerState
+	// SuspendVirtualDisk is the image of a VM kept Suspended.
+	SuspendVirtualDisk string
+	// Reason and Message of ConditionRestored.
+	Reason, Message string
+}
+
+// Pending reports whether a VM's current status still lacks s and may take
+// it: a new VM's status (resident nowhere, power state empty or the Halted
+// the VM controller records on a new VM) without ConditionRestored. A status
+// the pool has written since (a host, another power state) or this restore
+// before a crash (the condition) is never overwritten.
+func (s VMStatus) Pending(status *vpoolv1alpha1.VirtualMachineStatus) bool {
+	return status.ResidentOn == "" &&
+		(status.PowerState == "" || status.PowerState == vpoolv1alpha1.PowerHalted) &&
+		apimeta.FindStatusCondition(status.Conditions, ConditionRestored) == nil
+}
+
+// Apply records s in status; now is the condition's transition time.
+func (s VMStatus) Apply(status *vpoolv1alpha1.VirtualMachineStatus, now time.Time) {
+	status.PowerState, status.SuspendVirtualDisk = s.PowerState, s.SuspendVirtualDisk
+	apimeta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionRestored, Status: metav1.ConditionTrue,
+		Reason: s.Reason, Message: s.Message, LastTransitionTime: metav1.NewTime(now)})
+}
 
 // ExistingObject is an object of the target namespace with the name of one
 // in the dump.
@@ -120,11 +170,16 @@ func (e *Existing) of(kind string) map[string]ExistingObject {
 //   - VirtualDisks name their SR and VMs name their disks, so each object is
 //     created after what it refers to and no controller sees a dangling
 //     reference it would report or act on;
-//   - every VM's status is written (see VMStatuses) before the first
-//     Host exists: a Host may go Live as soon as its agent heartbeats, and
-//     the pool must then find its whole database, every VM Halted (or
-//     Suspended), rather than a half-restored one to place VMs from;
+//   - VMs are created with an empty status, resident nowhere, which every
+//     reader takes as Halted and the VM controller records as Halted, as for
+//     any new VM; the few VMs that need more (VMStatuses: Suspended VMs) get
+//     it written before the first Host exists: a Host may go Live as soon as
+//     its agent heartbeats, and the pool must then find its whole database
+//     rather than a half-restored one to place VMs from;
 //   - Secrets come first because Hosts name their BMC credentials.
+//
+// Objects of one kind do not refer to each other: each kind may be created
+// in parallel, as long as it is complete before the next one starts.
 //
 // A create that fails with AlreadyExists is a conflict that appeared after
 // the plan was made: the caller reports it and, in Strict mode, stops. To
@@ -160,15 +215,17 @@ type RestorePlan struct {
 	StorageRepositories []*vpoolv1alpha1.StorageRepository
 	// VirtualDisks to create, without locks.
 	VirtualDisks []*vpoolv1alpha1.VirtualDisk
-	// VirtualMachines to create; their status is in VMStatuses.
+	// VirtualMachines to create, with an empty status: resident nowhere and
+	// Halted to every reader, as any new VM.
 	VirtualMachines []*vpoolv1alpha1.VirtualMachine
 	// VMStatuses is, by VM name, the status to write with the status
-	// subresource on every VM of the restore, created now or by this restore
-	// before a crash: Halted and resident nowhere, or Suspended on a
-	// surviving image. The caller writes it after creating the VMs and before
-	// creating any Host, and only on a VM whose status.powerState is still
-	// empty: a status the pool has written since is never overwritten.
-	VMStatuses map[string]vpoolv1alpha1.VirtualMachineStatus
+	// subresource on the VMs of the restore (created now or by this restore
+	// before a crash) that were Suspended: kept Suspended on a surviving
+	// image, or Halted because it is lost. The caller writes it after
+	// creating the VM and before creating any Host, and only while
+	// VMStatus.Pending: a status the pool has written since is never
+	// overwritten.
+	VMStatuses map[string]VMStatus
 	// Hosts to create. They rejoin the pool when their agents heartbeat.
 	Hosts []*vpoolv1alpha1.Host
 
@@ -262,10 +319,11 @@ func (p *RestorePlan) Summary() string {
 // names the backup, given the objects already in its namespace. It writes
 // nothing. Every object is re-pointed at target (spec.poolRef.name), keeps
 // its name, labels, annotations and spec, and gets AnnotationRestoredFrom.
-// VDIs come without locks; VMs get status Halted, except a Suspended VM whose
-// suspend image is on a shared SR of the dump, which stays Suspended (the
-// image survived); one whose image was on a local SR is Halted with a note,
-// as xe vm-reset-powerstate would after pool-restore-database.
+// VDIs come without locks; VMs come Halted (an empty status, as any new VM),
+// except a Suspended VM whose suspend image is on a shared SR of the dump,
+// which stays Suspended (the image survived); one whose image was on a local
+// SR is Halted, as xe vm-reset-powerstate would after pool-restore-database,
+// with a note and ConditionRestored saying why (VMStatuses).
 //
 // An object of the dump conflicts when one of its kind and name exists in
 // the namespace, unless it belongs to target and carries this backup's
@@ -304,7 +362,7 @@ func Plan(d *Dump, target *vpoolv1alpha1.Pool, existing Existing, mode vpoolv1al
 			Backup: rf.BackupName, Mode: mode, DryRun: rf.DryRun,
 			SourceNamespace: d.Namespace, SourcePool: d.Pool.Metadata.Name, TakenAt: d.TakenAt,
 			SourceMaster: d.Pool.Status.Master, MinEpoch: d.Pool.Status.Epoch + 1,
-			VMStatuses: make(map[string]vpoolv1alpha1.VirtualMachineStatus, len(d.VirtualMachines)),
+			VMStatuses: map[string]VMStatus{},
 		},
 		restored: map[string]map[string]bool{},
 		skipped:  map[string]map[string]bool{},
@@ -619,39 +677,45 @@ vms:
 
 func (pl *planner) setVMStatus(rec *VirtualMachineRecord) {
 	status, note := pl.vmStatus(rec)
-	pl.plan.VMStatuses[rec.Metadata.Name] = status
-	if note != "" {
-		pl.note(KindVirtualMachine, rec.Metadata.Name, note)
+	if status == nil {
+		return
 	}
+	pl.plan.VMStatuses[rec.Metadata.Name] = *status
+	pl.note(KindVirtualMachine, rec.Metadata.Name, note)
 }
 
-// vmStatus is the status a restored VM starts with, and a note when the
-// restore had to change a Suspended VM. No VM is recorded Running or
-// resident anywhere: its hosts have not rejoined yet.
-func (pl *planner) vmStatus(rec *VirtualMachineRecord) (vpoolv1alpha1.VirtualMachineStatus, string) {
-	halted := vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerHalted}
+// vmStatus is the status a restored VM that was Suspended starts with, and
+// the note for the plan; nil for any other VM, which starts Halted as a new
+// VM does. No VM is recorded Running or resident anywhere: its hosts have
+// not rejoined yet.
+func (pl *planner) vmStatus(rec *VirtualMachineRecord) (*VMStatus, string) {
 	if rec.Status.PowerState != vpoolv1alpha1.PowerSuspended {
-		return halted, ""
+		return nil, ""
+	}
+	halted := func(reason, why string) (*VMStatus, string) {
+		return &VMStatus{PowerState: vpoolv1alpha1.PowerHalted, Reason: reason,
+			Message: fmt.Sprintf("Suspended in backup %s, restored Halted: %s", pl.plan.Backup, why)}, "Halted: " + why
 	}
 	image := rec.Status.SuspendVirtualDisk
 	if image == "" {
-		return halted, "Halted: it was Suspended but the backup records no suspend image"
+		return halted(ReasonSuspendImageUnavailable, "the backup records no suspend image")
 	}
 	vdi, inDump := pl.vdis[image]
 	if !inDump {
-		return halted, fmt.Sprintf("Halted: its suspend image VirtualDisk %s is not in the backup", image)
+		return halted(ReasonSuspendImageUnavailable, fmt.Sprintf("its suspend image VirtualDisk %s is not in the backup", image))
 	}
 	if st, _ := pl.ref(KindVirtualDisk, image); st != refOK {
-		return halted, fmt.Sprintf("Halted: its suspend image VirtualDisk %s is not restored", image)
+		return halted(ReasonSuspendImageUnavailable, fmt.Sprintf("its suspend image VirtualDisk %s is not restored", image))
 	}
 	srName := vdi.Spec.StorageRepository
 	sr, inDump := pl.srs[srName]
 	if !inDump {
-		return halted, fmt.Sprintf("Halted: its suspend image is on SR %s, which is not in the backup", srName)
+		return halted(ReasonSuspendImageUnavailable, fmt.Sprintf("its suspend image is on SR %s, which is not in the backup", srName))
 	}
 	if !sr.Spec.Shared {
-		return halted, fmt.Sprintf("Halted: its suspend image was on local SR %s, lost with its host", srName)
+		return halted(ReasonSuspendImageLost, fmt.Sprintf("its suspend image was on local SR %s, lost with its host", srName))
 	}
-	return vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: image},
-		fmt.Sprintf("kept Suspended: its suspend image VirtualDisk %s is on shared SR %s", image, srName)
+	why := fmt.Sprintf("its suspend image VirtualDisk %s is on shared SR %s", image, srName)
+	return &VMStatus{PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: image, Reason: ReasonSuspendImageKept,
+		Message: fmt.Sprintf("Suspended in backup %s, restored Suspended: %s", pl.plan.Backup, why)}, "kept Suspended: " + why
 }

@@ -2,6 +2,7 @@ package backup_test
 
 import (
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -89,7 +90,7 @@ func TestPlan(t *testing.T) {
 		skipped   []backup.Problem
 		already   []string
 		notes     []backup.Problem
-		statuses  []string // VMStatuses; the VMs created when nil
+		statuses  []string // VMStatuses; the Suspended VMs created (vm3, vm4) when nil
 	}{
 		"empty namespace": {
 			mode: strict, create: everything, notes: suspendNotes,
@@ -218,7 +219,7 @@ func TestPlan(t *testing.T) {
 			},
 			already:  []string{"Secret/bmc-h3", "StorageRepository/local-h1", "StorageRepository/shared", "VirtualMachine/vm1"},
 			notes:    suspendNotes,
-			statuses: []string{"vm1", "vm2", "vm3", "vm4"},
+			statuses: []string{"vm3", "vm4"},
 		},
 		"an object restored from another backup conflicts": {
 			mode:     strict,
@@ -270,7 +271,9 @@ func TestPlan(t *testing.T) {
 			statuses := tc.statuses
 			if statuses == nil {
 				for _, v := range p.VirtualMachines {
-					statuses = append(statuses, v.Name)
+					if v.Name == "vm3" || v.Name == "vm4" {
+						statuses = append(statuses, v.Name)
+					}
 				}
 			}
 			g.Expect(p.VMStatuses).To(HaveLen(len(statuses)))
@@ -328,12 +331,13 @@ func TestPlanRestoredObjects(t *testing.T) {
 	g.Expect(vm1.Spec.Disks).To(Equal(w.vms[0].Spec.Disks))
 	g.Expect(vm1.Annotations).To(Equal(map[string]string{"owner": "team-a", backup.AnnotationRestoredFrom: "b1"}))
 	g.Expect(vm1.Status).To(BeZero(), "the status is written apart")
-	halted := vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerHalted}
-	g.Expect(p.VMStatuses).To(Equal(map[string]vpoolv1alpha1.VirtualMachineStatus{
-		"vm1": halted, // was Running on h1: resident nowhere now
-		"vm2": halted,
-		"vm3": {PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: "vm3-suspend"},
-		"vm4": halted,
+	// vm1 was Running on h1 and vm2 Halted: both come back as new VMs do,
+	// resident nowhere, with an empty status the VM controller records Halted.
+	g.Expect(p.VMStatuses).To(Equal(map[string]backup.VMStatus{
+		"vm3": {PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: "vm3-suspend", Reason: backup.ReasonSuspendImageKept,
+			Message: "Suspended in backup b1, restored Suspended: its suspend image VirtualDisk vm3-suspend is on shared SR shared"},
+		"vm4": {PowerState: vpoolv1alpha1.PowerHalted, Reason: backup.ReasonSuspendImageLost,
+			Message: "Suspended in backup b1, restored Halted: its suspend image was on local SR local-h1, lost with its host"},
 	}))
 
 	g.Expect(p.Secrets).To(HaveLen(1))
@@ -426,4 +430,41 @@ func TestExistingFrom(t *testing.T) {
 	g.Expect(e.Secrets).To(BeNil())
 	e.Add(&w.secrets[0], &corev1.ConfigMap{})
 	g.Expect(e.Secrets).To(Equal(map[string]backup.ExistingObject{"bmc-h3": {}}))
+}
+
+func TestVMStatusPending(t *testing.T) {
+	restored := metav1.Condition{Type: backup.ConditionRestored, Status: metav1.ConditionTrue, Reason: backup.ReasonSuspendImageLost}
+	ready := metav1.Condition{Type: vpoolv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Halted"}
+	tests := map[string]struct {
+		status  vpoolv1alpha1.VirtualMachineStatus
+		pending bool
+	}{
+		"a new VM":                       {pending: true},
+		"Halted by the VM controller":    {status: vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerHalted, Conditions: []metav1.Condition{ready}}, pending: true},
+		"written by this restore before": {status: vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerHalted, Conditions: []metav1.Condition{restored}}},
+		"placed on a host since":         {status: vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerHalted, ResidentOn: "h1"}},
+		"running since":                  {status: vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerRunning, ResidentOn: "h1"}},
+		"Suspended already":              {status: vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerSuspended}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			st := backup.VMStatus{PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: "vm3-suspend", Reason: backup.ReasonSuspendImageKept, Message: "m"}
+			g.Expect(st.Pending(&tc.status)).To(Equal(tc.pending))
+		})
+	}
+}
+
+func TestVMStatusApply(t *testing.T) {
+	g := NewWithT(t)
+	at := time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+	status := vpoolv1alpha1.VirtualMachineStatus{PowerState: vpoolv1alpha1.PowerHalted, Conditions: []metav1.Condition{
+		{Type: vpoolv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Halted"}}}
+	backup.VMStatus{PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: "vm3-suspend", Reason: backup.ReasonSuspendImageKept,
+		Message: "kept"}.Apply(&status, at)
+	g.Expect(status.PowerState).To(Equal(vpoolv1alpha1.PowerSuspended))
+	g.Expect(status.SuspendVirtualDisk).To(Equal("vm3-suspend"))
+	g.Expect(status.Conditions).To(HaveLen(2), "the VM controller's conditions are kept")
+	g.Expect(status.Conditions[1]).To(Equal(metav1.Condition{Type: backup.ConditionRestored, Status: metav1.ConditionTrue,
+		Reason: backup.ReasonSuspendImageKept, Message: "kept", LastTransitionTime: metav1.NewTime(at)}))
 }

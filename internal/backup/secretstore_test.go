@@ -395,12 +395,18 @@ func TestBackupAndRestoreThroughSecrets(t *testing.T) {
 		g.Expect(c.Create(ctx, obj)).To(Succeed(), "%s %s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
 	}
 	for _, v := range plan.VirtualMachines {
-		v.Status = plan.VMStatuses[v.Name]
-		g.Expect(c.Status().Update(ctx, v)).To(Succeed())
+		if st, ok := plan.VMStatuses[v.Name]; ok {
+			g.Expect(st.Pending(&v.Status)).To(BeTrue(), v.Name)
+			st.Apply(&v.Status, d.TakenAt)
+			g.Expect(c.Status().Update(ctx, v)).To(Succeed())
+			g.Expect(st.Pending(&v.Status)).To(BeFalse(), "written once")
+		}
 	}
 	vm4 := &vpoolv1alpha1.VirtualMachine{}
 	g.Expect(c.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: "vm4"}, vm4)).To(Succeed())
 	g.Expect(vm4.Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
+	g.Expect(vm4.Status.Conditions).To(ConsistOf(And(HaveField("Type", backup.ConditionRestored),
+		HaveField("Reason", backup.ReasonSuspendImageLost))))
 	g.Expect(vm4.Spec.PoolRef.Name).To(Equal("restored"))
 
 	// Resuming the restore: everything is recognised, nothing conflicts.
