@@ -206,6 +206,9 @@ func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.
 	if err := createAll(ctx, r.Client, plan.VirtualMachines, func(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, created bool) error {
 		st, ok := plan.VMStatuses[vm.Name]
 		if !ok {
+			if created {
+				return r.recordHalted(ctx, vm)
+			}
 			return nil
 		}
 		name := vm.Name
@@ -228,6 +231,21 @@ func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.
 		return err
 	}
 	return createAll(ctx, r.Client, plan.Hosts, nil)
+}
+
+// recordHalted records a VM just created from the backup as Halted, as the
+// VM controller would: a restored pool shows its VMs Halted until hosts are
+// Live again. A VM the VM controller recorded first is left as it is.
+func (r *PoolReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) error {
+	if vm.Status.PowerState != "" {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	if err := r.Status().Patch(ctx, vm, patch); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("recording restored VM %s Halted: %w", vm.Name, err)
+	}
+	return nil
 }
 
 // restoreVMStatus writes a restored VM's status while it is still Pending:

@@ -101,12 +101,10 @@ func TestRestoreRoundTrip(t *testing.T) {
 		vm := getVM(g, ns, name)
 		spec.PoolRef.Name = "p2"
 		g.Expect(vm.Spec).To(Equal(spec))
-		// A restored VM is a new VM: resident nowhere, Halted once the VM
-		// controller has seen it.
+		// A restored VM is resident nowhere and Halted in status as soon as
+		// the pool says Restored.
 		g.Expect(vm.Status.ResidentOn).To(BeEmpty())
-		g.Expect(vm.Status.PowerState).To(Or(BeEmpty(), Equal(vpoolv1alpha1.PowerHalted)))
-		g.Eventually(func(g Gomega) vpoolv1alpha1.PowerState { return getVM(g, ns, name).Status.PowerState }, wait, poll).Should(
-			Equal(vpoolv1alpha1.PowerHalted))
+		g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerHalted))
 		g.Expect(meta.FindStatusCondition(getVM(g, ns, name).Status.Conditions, backup.ConditionRestored)).To(BeNil(),
 			"only a VM the restore had to decide about says so")
 		g.Expect(getVDI(g, ns, name).Status.Lock).To(BeNil())
