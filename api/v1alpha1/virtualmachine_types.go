@@ -161,7 +161,8 @@ type VirtualMachineStatus struct {
 	// +optional
 	LastReset *VMReset `json:"lastReset,omitempty"`
 
-	// conditions: Ready, Scheduled, DisksLocked.
+	// conditions: Ready, Scheduled, DisksLocked, and Restored on a VM a
+	// restore had to change (a Suspended VM whose image was lost is Halted).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
