@@ -19,7 +19,6 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -403,7 +402,8 @@ func poolLists() []client.ObjectList {
 }
 
 // measureListFloor times, three times each, a plain List of the pool's four
-// kinds and the same four lists at one revision (readSnapshot's reads),
+// kinds and the same four lists at one revision (what readSnapshot reads;
+// here one after the other, where readSnapshot makes the four at once),
 // through a direct client like the manager's API reader; it keeps the best.
 func (bb *backupBench) measureListFloor(ctx context.Context) {
 	b := bb.b
@@ -443,7 +443,7 @@ func (bb *backupBench) measureListFloor(ctx context.Context) {
 		exact = append(exact, time.Since(start))
 	}
 	bb.listFloor, bb.listExact = minDuration(plain), minDuration(exact)
-	say("list floor: plain List of the 4 kinds %v, best %s; at one revision (as readSnapshot) %v, best %s",
+	say("list floor: plain List of the 4 kinds %v, best %s; at one revision, one after the other %v, best %s",
 		roundAll(plain), secs(bb.listFloor), roundAll(exact), secs(bb.listExact))
 }
 
@@ -806,16 +806,15 @@ func (bb *backupBench) losePool(ctx context.Context) {
 		for i, k := range kinds {
 			wg.Go(func() {
 				// A collection of tens of thousands outlives the API server's
-				// request timeout; the server goes on deleting.
-				if err := bb.fast.DeleteAllOf(ctx, k, client.InNamespace(bb.ns)); err != nil &&
-					!apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) {
-					errs[i] = err
-				}
+				// request timeout (a timeout, or a stream the server resets);
+				// the server goes on deleting, and what is left is deleted
+				// again below.
+				errs[i] = bb.fast.DeleteAllOf(ctx, k, client.InNamespace(bb.ns))
 			})
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
-			b.Fatal(err)
+			say("deleting the pool's objects: %v; checking what is left", err)
 		}
 	}
 	deleteAll()
@@ -1008,7 +1007,7 @@ func (bb *backupBench) report() {
 	}
 	fmt.Fprintf(&s, "- setup (not timed): %d objects %d-way at QPS 2000/Burst 4000 in %s (%.0f/s)\n", bb.objects()+3, benchWorkers,
 		secs(bb.setup), float64(bb.objects()+3)/bb.setup.Seconds())
-	fmt.Fprintf(&s, "- list floor: best of 3 plain Lists of Hosts, SRs, VDIs and VMs through a direct client (the manager's API reader kind); the same lists at one revision, as readSnapshot reads: %s\n",
+	fmt.Fprintf(&s, "- list floor: best of 3 plain Lists of Hosts, SRs, VDIs and VMs through a direct client (the manager's API reader kind); the same lists at one revision, one after the other (readSnapshot makes them at once): %s\n",
 		secs(bb.listExact))
 	fmt.Fprintf(&s, "- dump: from creating the PoolBackup to status.phase Completed (polled every %s); besides the snapshot lists it seals (gzip + AES-GCM), stores %d chunk Secrets, reads them back and opens them before Completed; alone in the test: read back %s, open %s, seal %s\n",
 		benchPoll, bb.chunks, secs(bb.readBack), secs(bb.open), secs(bb.seal))

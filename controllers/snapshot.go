@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -47,10 +48,18 @@ func readSnapshot(ctx context.Context, reader client.Reader, namespace, pool str
 	srs := &vpoolv1alpha1.StorageRepositoryList{}
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
 	vms := &vpoolv1alpha1.VirtualMachineList{}
+	// At one revision the lists are independent: read them at once.
+	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range []client.ObjectList{hosts, srs, vdis, vms} {
-		if err := reader.List(ctx, l, at); err != nil {
-			return nil, fmt.Errorf("listing %T at revision %s: %w", l, s.revision, err)
-		}
+		g.Go(func() error {
+			if err := reader.List(gctx, l, at); err != nil {
+				return fmt.Errorf("listing %T at revision %s: %w", l, s.revision, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	for _, h := range hosts.Items {
 		if h.Spec.PoolRef.Name == pool {
