@@ -20,6 +20,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts;storagerepositories;virtualdisks;virtualmachines,verbs=create;delete
@@ -233,15 +234,20 @@ func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.
 	return createAll(ctx, r.Client, plan.Hosts, nil)
 }
 
-// recordHalted records a VM just created from the backup as Halted, as the
-// VM controller would: a restored pool shows its VMs Halted until hosts are
-// Live again. A VM the VM controller recorded first is left as it is.
+// recordHalted records a VM just created from the backup Halted, with the
+// status the VM controller and the placement controller would give it while
+// the pool has no Live host, so that neither writes it again: a restored
+// pool shows its VMs Halted until hosts are Live again. A VM either of them
+// recorded first is left as it is.
 func (r *PoolReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) error {
 	if vm.Status.PowerState != "" {
 		return nil
 	}
 	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	newVMStatus(vm)
+	if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
+		decide(vm, placement.NoLiveHost, "")
+	}
 	if err := r.Status().Patch(ctx, vm, patch); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("recording restored VM %s Halted: %w", vm.Name, err)
 	}

@@ -289,11 +289,30 @@ func (r *VirtualMachineReconciler) reconcileHalted(s *vmScope) {
 	case vm.Status.ResidentOn != "":
 		// Halted by its own host (or never started): it leaves the host, and
 		// the VDI controller releases its locks.
-		vm.Status.ResidentOn = ""
+		vm.Status.ResidentOn, vm.Status.ResidentBootID = "", ""
 	}
-	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonHalted, "the VM is halted, as asked")
-	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonHalted, "spec.powerState is Halted")
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonHalted, "spec.powerState is Halted")
+	setHaltedConditions(vm)
+}
+
+// setHaltedConditions records a VM halted as its spec asks.
+func setHaltedConditions(vm *vpoolv1alpha1.VirtualMachine) {
+	set := func(t string, st metav1.ConditionStatus, msg string) {
+		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: ReasonHalted, Message: msg,
+			ObservedGeneration: vm.Generation})
+	}
+	set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, "the VM is halted, as asked")
+	set(vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, "spec.powerState is Halted")
+	set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, "spec.powerState is Halted")
+}
+
+// newVMStatus is the status of a VM that has never run, as this controller
+// records it on its first visit: Halted, and its conditions if it should be.
+func newVMStatus(vm *vpoolv1alpha1.VirtualMachine) {
+	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
+	vm.Status.ObservedGeneration = vm.Generation
+	if vm.Spec.PowerState != vpoolv1alpha1.DesiredRunning {
+		setHaltedConditions(vm)
+	}
 }
 
 func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmScope) error {

@@ -288,6 +288,9 @@ func (r *PlacementReconciler) record(ctx context.Context, pool types.NamespacedN
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(r.Writers, 1))
 	for i, vm := range vms {
+		if decided(vm, decisions[i]) {
+			continue // the common case in a large pool: nothing to copy or compare
+		}
 		before, after := vm, vm.DeepCopy()
 		if !decide(after, decisions[i], boots[decisions[i].Host]) {
 			continue
@@ -331,6 +334,21 @@ func scheduledReason(vm *vpoolv1alpha1.VirtualMachine) string {
 		return c.Reason
 	}
 	return ""
+}
+
+// decided reports whether a VM's status already says what a decision not
+// to place it would write.
+func decided(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision) bool {
+	if d.Host != "" || vm.Status.PowerState == "" {
+		return false
+	}
+	says := func(t string) bool {
+		c := meta.FindStatusCondition(vm.Status.Conditions, t)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == d.Reason && c.Message == d.Message &&
+			c.ObservedGeneration == vm.Generation
+	}
+	return says(vpoolv1alpha1.VMScheduled) && says(vpoolv1alpha1.ConditionReady) &&
+		(d.Reason != ReasonDiskLocked || says(vpoolv1alpha1.VMDisksLocked))
 }
 
 // decide applies a decision to a VM's status and reports whether it changed;

@@ -61,6 +61,9 @@ type Decision struct {
 	Message string
 }
 
+// NoLiveHost is the decision for any VM of a pool with no Live host.
+var NoLiveHost = Decision{Reason: ReasonNoLiveHost, Message: "no host of the pool is Live"}
+
 // Place chooses a host for vm: its pinned host if a disk is on a local SR
 // (which must be Live), else its affinity host if it fits, else the Live host
 // with the most free memory that fits (ties by name).
@@ -105,7 +108,7 @@ func Place(vm VM, hosts []Host) Decision {
 	case best != nil:
 		return Decision{Host: best.Name, Reason: ReasonPlaced, Message: fmt.Sprintf("placed on %s", best.Name)}
 	case live == 0:
-		return Decision{Reason: ReasonNoLiveHost, Message: "no host of the pool is Live"}
+		return NoLiveHost
 	default:
 		return Decision{Reason: ReasonNoCapacity, Message: fmt.Sprintf("no Live host has %s free", vm.Need)}
 	}

@@ -50,6 +50,7 @@ func TestSchedule(t *testing.T) {
 		return Pending{VM: VM{Name: name, Need: res(cpu, 1)}, StartOrder: order}
 	}
 	bestEffort := func(p Pending) Pending { p.BestEffort = true; return p }
+	pinned := func(p Pending, host string) Pending { p.PinnedTo = host; return p }
 	blocked := func(p Pending) Pending {
 		p.Blocked = &Decision{Reason: ReasonDiskUnavailable, Message: "gone"}
 		return p
@@ -83,6 +84,11 @@ func TestSchedule(t *testing.T) {
 			[]string{"h1", "h2", ReasonNoCapacity}},
 		"no Live host": {
 			[]Pending{vm("a", 0, 1)}, nil, []Host{{Name: "h1", Capacity: res(8, 8)}}, []string{ReasonNoLiveHost}},
+		"pinned to a host that is not Live": {
+			[]Pending{pinned(vm("a", 0, 1), "h1")}, nil, []Host{{Name: "h1", Capacity: res(8, 8)}, live("h2", 8)},
+			[]string{ReasonDiskUnavailable}},
+		"pinned to a Live host sees this pass's placements": {
+			[]Pending{vm("a", 0, 3), pinned(vm("b", 0, 3), "h1")}, nil, []Host{live("h1", 4)}, []string{"h1", ReasonNoCapacity}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -47,7 +47,9 @@ func (r rank) before(o rank) bool {
 // hosts' Used must count every VM resident on them; hosts is not modified.
 // The result is indexed like pending.
 func Schedule(pending []Pending, starting []Starting, hosts []Host) []Decision {
-	hosts = slices.Clone(hosts)
+	// Only Live hosts can take a VM; a pinned VM needs its host, Live or not.
+	all := hosts
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(h Host) bool { return !h.Live })
 	out := make([]Decision, len(pending))
 	var hold *rank
 	for _, s := range starting {
@@ -78,8 +80,17 @@ func Schedule(pending []Pending, starting []Starting, hosts []Host) []Decision {
 			out[i] = *p.Blocked
 		case hold != nil && hold.before(r):
 			out[i] = waitFor(*hold, r)
+		case len(hosts) == 0 && p.PinnedTo == "":
+			out[i] = NoLiveHost
 		default:
-			d := Place(p.VM, hosts)
+			candidates := hosts
+			if p.PinnedTo != "" {
+				candidates = all
+				if j := slices.IndexFunc(hosts, func(h Host) bool { return h.Name == p.PinnedTo }); j >= 0 {
+					candidates = hosts[j : j+1] // with the capacity taken in this pass
+				}
+			}
+			d := Place(p.VM, candidates)
 			if d.Host != "" {
 				for j := range hosts {
 					if hosts[j].Name == d.Host {
