@@ -159,21 +159,21 @@ type backupBench struct {
 	// listLoaded is the list floor measured again right before the dump, in
 	// the same process as the manager and its filled cache: the dump's ratio
 	// is taken to it.
-	listLoaded time.Duration
-	dump, readBack, open, seal             time.Duration
-	size                                   int64
-	chunks                                 int
-	dumpMem, restoreMem                    memPeak
-	dumpCPU, restoreCPU                    cpuTimes
-	restore, firstCreated                  time.Duration
-	created                                vpoolv1alpha1.BackupCounts
-	floorSeq, floorPar                     time.Duration
-	settleDumpQuiet, settleRestoreQuiet    bool
-	restoreMsg, restoreProgress            string
-	restoreDone                            bool
-	cpu0                                   cpuTimes // at the start, for the whole run's figures
-	start                                  time.Time
-	stall                                  struct {
+	listLoaded                          time.Duration
+	dump, readBack, open, seal          time.Duration
+	size                                int64
+	chunks                              int
+	dumpMem, restoreMem                 memPeak
+	dumpCPU, restoreCPU                 cpuTimes
+	restore, firstCreated               time.Duration
+	created                             vpoolv1alpha1.BackupCounts
+	floorSeq, floorPar                  time.Duration
+	settleDumpQuiet, settleRestoreQuiet bool
+	restoreMsg, restoreProgress         string
+	restoreDone                         bool
+	cpu0                                cpuTimes // at the start, for the whole run's figures
+	start                               time.Time
+	stall                               struct {
 		pending float64
 		cpu     time.Duration
 		since   time.Time
