@@ -46,9 +46,9 @@ const (
 )
 
 // VMStatus is the status a restore writes on a VM whose restored state is
-// not the one every new VM gets (an empty status, which the VM controller
-// records as Halted on its first visit): a Suspended VM, kept Suspended or
-// Halted, with ConditionRestored saying why.
+// not the one every new VM gets (Halted, which the caller records right
+// after the create, as the VM controller would on its first visit): a
+// Suspended VM, kept Suspended or Halted, with ConditionRestored saying why.
 type VMStatus struct {
 	// PowerState is Suspended or Halted.
 	PowerState vpoolv1alpha1.PowerState
@@ -170,8 +170,8 @@ func (e *Existing) of(kind string) map[string]ExistingObject {
 //   - VirtualDisks name their SR and VMs name their disks, so each object is
 //     created after what it refers to and no controller sees a dangling
 //     reference it would report or act on;
-//   - VMs are created with an empty status, resident nowhere, which every
-//     reader takes as Halted and the VM controller records as Halted, as for
+//   - VMs are created resident nowhere and recorded Halted right after the
+//     create (a create cannot set a status), as the VM controller records
 //     any new VM; the few VMs that need more (VMStatuses: Suspended VMs) get
 //     it written before the first Host exists: a Host may go Live as soon as
 //     its agent heartbeats, and the pool must then find its whole database
@@ -215,8 +215,8 @@ type RestorePlan struct {
 	StorageRepositories []*vpoolv1alpha1.StorageRepository
 	// VirtualDisks to create, without locks.
 	VirtualDisks []*vpoolv1alpha1.VirtualDisk
-	// VirtualMachines to create, with an empty status: resident nowhere and
-	// Halted to every reader, as any new VM.
+	// VirtualMachines to create; the caller records them Halted, resident
+	// nowhere, as any new VM.
 	VirtualMachines []*vpoolv1alpha1.VirtualMachine
 	// VMStatuses is, by VM name, the status to write with the status
 	// subresource on the VMs of the restore (created now or by this restore
@@ -319,7 +319,7 @@ func (p *RestorePlan) Summary() string {
 // names the backup, given the objects already in its namespace. It writes
 // nothing. Every object is re-pointed at target (spec.poolRef.name), keeps
 // its name, labels, annotations and spec, and gets AnnotationRestoredFrom.
-// VDIs come without locks; VMs come Halted (an empty status, as any new VM),
+// VDIs come without locks; VMs come Halted, resident nowhere, as any new VM,
 // except a Suspended VM whose suspend image is on a shared SR of the dump,
 // which stays Suspended (the image survived); one whose image was on a local
 // SR is Halted, as xe vm-reset-powerstate would after pool-restore-database,

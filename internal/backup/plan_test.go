@@ -332,7 +332,7 @@ func TestPlanRestoredObjects(t *testing.T) {
 	g.Expect(vm1.Annotations).To(Equal(map[string]string{"owner": "team-a", backup.AnnotationRestoredFrom: "b1"}))
 	g.Expect(vm1.Status).To(BeZero(), "the status is written apart")
 	// vm1 was Running on h1 and vm2 Halted: both come back as new VMs do,
-	// resident nowhere, with an empty status the VM controller records Halted.
+	// resident nowhere, recorded Halted by the caller; only vm3 needs more.
 	g.Expect(p.VMStatuses).To(Equal(map[string]backup.VMStatus{
 		"vm3": {PowerState: vpoolv1alpha1.PowerSuspended, SuspendVirtualDisk: "vm3-suspend", Reason: backup.ReasonSuspendImageKept,
 			Message: "Suspended in backup b1, restored Suspended: its suspend image VirtualDisk vm3-suspend is on shared SR shared"},
