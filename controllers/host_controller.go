@@ -160,16 +160,9 @@ func poolDecisionInputsChanged() predicate.Funcs {
 	}
 }
 
+// phaseChanged passes a Host's phase changes and deletion.
 func phaseChanged() predicate.Funcs {
-	return predicate.Funcs{
-		CreateFunc:  func(event.CreateEvent) bool { return false },
-		GenericFunc: func(event.GenericEvent) bool { return false },
-		DeleteFunc:  func(event.DeleteEvent) bool { return true },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.(*vpoolv1alpha1.Host), e.ObjectNew.(*vpoolv1alpha1.Host)
-			return o.Status.Phase != n.Status.Phase
-		},
-	}
+	return onChange(func(o, n *vpoolv1alpha1.Host) bool { return o.Status.Phase != n.Status.Phase })
 }
 
 // Reconcile advances one Host through its phases.

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -60,14 +59,9 @@ func (r *VirtualDiskReconciler) SetupWithManager(mgr ctrl.Manager, opts Options)
 // residencyChanged passes the VM events the release rule depends on: where
 // the VM is, whether it runs, whether it exists.
 func residencyChanged() predicate.Funcs {
-	return predicate.Funcs{
-		CreateFunc:  func(event.CreateEvent) bool { return false },
-		GenericFunc: func(event.GenericEvent) bool { return false },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualMachine), e.ObjectNew.(*vpoolv1alpha1.VirtualMachine)
-			return o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
-		},
-	}
+	return onChange(func(o, n *vpoolv1alpha1.VirtualMachine) bool {
+		return o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
+	})
 }
 
 func disksOfVM(_ context.Context, obj client.Object) []reconcile.Request {

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -95,14 +94,9 @@ func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Optio
 
 // lockChanged passes a VDI whose lock changes hands (or goes).
 func lockChanged() predicate.Funcs {
-	return predicate.Funcs{
-		CreateFunc:  func(event.CreateEvent) bool { return false },
-		GenericFunc: func(event.GenericEvent) bool { return false },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualDisk), e.ObjectNew.(*vpoolv1alpha1.VirtualDisk)
-			return !equality.Semantic.DeepEqual(o.Status.Lock, n.Status.Lock)
-		},
-	}
+	return onChange(func(o, n *vpoolv1alpha1.VirtualDisk) bool {
+		return !equality.Semantic.DeepEqual(o.Status.Lock, n.Status.Lock)
+	})
 }
 
 // vmsOnHost wakes the VMs resident on a host.

@@ -68,29 +68,23 @@ func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) erro
 // VM that comes to want a host, a placement or power state that changes
 // (capacity, start order), a spec change, a deletion.
 func placementEvent() predicate.Funcs {
-	return predicate.Funcs{
-		CreateFunc: func(e event.CreateEvent) bool {
-			vm, ok := e.Object.(*vpoolv1alpha1.VirtualMachine)
-			return ok && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning
-		},
-		GenericFunc: func(event.GenericEvent) bool { return false },
-		DeleteFunc:  func(event.DeleteEvent) bool { return true },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualMachine), e.ObjectNew.(*vpoolv1alpha1.VirtualMachine)
-			return o.Generation != n.Generation || o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
-		},
+	p := onChange(func(o, n *vpoolv1alpha1.VirtualMachine) bool {
+		return o.Generation != n.Generation || o.Status.ResidentOn != n.Status.ResidentOn || o.Status.PowerState != n.Status.PowerState
+	})
+	p.CreateFunc = func(e event.CreateEvent) bool {
+		vm, ok := e.Object.(*vpoolv1alpha1.VirtualMachine)
+		return ok && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning
 	}
+	return p
 }
 
-// diskFreed passes a VDI that appears, goes, or loses its lock.
+// diskFreed passes a VDI that appears, goes, changes spec or loses its lock.
 func diskFreed() predicate.Funcs {
-	return predicate.Funcs{
-		GenericFunc: func(event.GenericEvent) bool { return false },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.(*vpoolv1alpha1.VirtualDisk), e.ObjectNew.(*vpoolv1alpha1.VirtualDisk)
-			return o.Status.Lock != nil && n.Status.Lock == nil || o.Generation != n.Generation
-		},
-	}
+	p := onChange(func(o, n *vpoolv1alpha1.VirtualDisk) bool {
+		return o.Status.Lock != nil && n.Status.Lock == nil || o.Generation != n.Generation
+	})
+	p.CreateFunc = func(event.CreateEvent) bool { return true }
+	return p
 }
 
 // waitsForHost: the VM should run but is not placed.
@@ -206,10 +200,13 @@ func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.Vir
 		return p, true, nil
 	}
 	for _, d := range vm.Spec.Disks {
-		pinned, blocked, err := r.disk(ctx, vm, d, phases)
-		if err != nil || blocked != nil {
+		pinned, blocked, releasing, err := r.disk(ctx, vm, d, phases)
+		if err != nil || releasing {
+			return p, false, err
+		}
+		if blocked != nil {
 			p.Blocked = blocked
-			return p, err == nil && blocked != releasing, err
+			return p, true, nil
 		}
 		if pinned != "" {
 			p.PinnedTo = pinned
@@ -218,42 +215,40 @@ func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.Vir
 	return p, true, nil
 }
 
-// releasing stands for a disk whose lock the VM itself holds on a host that
-// no longer runs it: the VDI controller releases it (resetvdis.py), and the
-// VM waits for that without a word, its status already saying so.
-var releasing = &placement.Decision{}
-
 // disk checks that a disk's VDI and SR exist and that no other VM holds
-// its RW lock; it returns the host its SR is local to, if any.
+// its RW lock; it returns the host its SR is local to, if any. releasing is
+// a lock the VM itself holds on a host that no longer runs it: the VDI
+// controller releases it (resetvdis.py), and the VM waits for that without
+// a word, its status already saying so.
 func (r *PlacementReconciler) disk(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk,
-	phases map[string]vpoolv1alpha1.HostPhase) (string, *placement.Decision, error) {
+	phases map[string]vpoolv1alpha1.HostPhase) (pinned string, blocked *placement.Decision, releasing bool, err error) {
 	vdi := &vpoolv1alpha1.VirtualDisk{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "", &placement.Decision{Reason: placement.ReasonDiskUnavailable,
-				Message: fmt.Sprintf("spec.disks[%s]: VirtualDisk %q not found", d.Name, d.VirtualDisk)}, nil
+				Message: fmt.Sprintf("spec.disks[%s]: VirtualDisk %q not found", d.Name, d.VirtualDisk)}, false, nil
 		}
-		return "", nil, err
+		return "", nil, false, err
 	}
 	if l := vdi.Status.Lock; d.Mode != vpoolv1alpha1.DiskRO && l != nil {
 		phase, known := phases[l.Host]
 		if l.VirtualMachine == vm.Name && (!known || phase != vpoolv1alpha1.HostPhaseUnreachable && phase != vpoolv1alpha1.HostPhaseFencing) {
-			return "", releasing, nil
+			return "", nil, true, nil
 		}
-		return "", &placement.Decision{Reason: ReasonDiskLocked, Message: diskLockedMessage(vdi)}, nil
+		return "", &placement.Decision{Reason: ReasonDiskLocked, Message: diskLockedMessage(vdi)}, false, nil
 	}
 	sr := &vpoolv1alpha1.StorageRepository{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vdi.Spec.StorageRepository}, sr, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "", &placement.Decision{Reason: placement.ReasonDiskUnavailable,
-				Message: fmt.Sprintf("VDI %s: StorageRepository %q not found", vdi.Name, vdi.Spec.StorageRepository)}, nil
+				Message: fmt.Sprintf("VDI %s: StorageRepository %q not found", vdi.Name, vdi.Spec.StorageRepository)}, false, nil
 		}
-		return "", nil, err
+		return "", nil, false, err
 	}
 	if !sr.Spec.Shared {
-		return sr.Spec.Host, nil, nil
+		return sr.Spec.Host, nil, false, nil
 	}
-	return "", nil, nil
+	return "", nil, false, nil
 }
 
 // diskLockedMessage is what a VM that cannot have a VDI is told.

@@ -105,18 +105,27 @@ func mainLiveness(args []string) int {
 		err = errors.New("want --hosts >= 1 and 0 <= --kill <= --hosts")
 	case cfg.timeout < time.Second || cfg.steady <= 0:
 		err = errors.New("want --timeout >= 1s and --steady > 0")
-	case cfg.interval <= 0 || cfg.interval > liveness.MaxInterval(cfg.timeout):
-		err = fmt.Errorf("want 0 < --interval <= --timeout/4 (%s), as the agent does", liveness.MaxInterval(cfg.timeout))
+	default:
+		err = checkInterval(cfg.interval, cfg.timeout)
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		return 2
-	}
-	return run(func(ctx context.Context) error { return runLiveness(ctx, cfg) })
+	return run(err, func(ctx context.Context) error { return runLiveness(ctx, cfg) })
 }
 
-// run runs a subcommand until it ends or Ctrl-C, and returns the exit status.
-func run(f func(context.Context) error) int {
+// checkInterval holds the fleet to the agent's own bound on its interval.
+func checkInterval(interval, timeout time.Duration) error {
+	if interval <= 0 || interval > liveness.MaxInterval(timeout) {
+		return fmt.Errorf("want 0 < --interval <= --timeout/4 (%s), as the agent does", liveness.MaxInterval(timeout))
+	}
+	return nil
+}
+
+// run runs a subcommand until it ends or Ctrl-C, and returns the exit
+// status: 2 at once if its flags are wrong (usage).
+func run(usage error, f func(context.Context) error) int {
+	if usage != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", usage)
+		return 2
+	}
 	ctrl.SetLogger(logr.Discard())
 	klog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -64,7 +64,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
-	"github.com/poolkeeper/poolkeeper/internal/liveness"
 	"github.com/poolkeeper/poolkeeper/internal/testutil"
 )
 
@@ -101,14 +100,10 @@ func mainRecovery(args []string) int {
 		err = fmt.Errorf("the %d surviving hosts (%d CPUs each) cannot run %d VMs", cfg.hosts-cfg.dead, hostCPU, cfg.dead*cfg.vmsPerHost)
 	case cfg.timeout < time.Second || cfg.wait <= 0:
 		err = errors.New("want --timeout >= 1s and --wait > 0")
-	case cfg.interval <= 0 || cfg.interval > liveness.MaxInterval(cfg.timeout):
-		err = fmt.Errorf("want 0 < --interval <= --timeout/4 (%s), as the agent does", liveness.MaxInterval(cfg.timeout))
+	default:
+		err = checkInterval(cfg.interval, cfg.timeout)
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		return 2
-	}
-	return run(func(ctx context.Context) error { return runRecovery(ctx, cfg) })
+	return run(err, func(ctx context.Context) error { return runRecovery(ctx, cfg) })
 }
 
 func runRecovery(ctx context.Context, cfg recoveryConfig) (err error) {

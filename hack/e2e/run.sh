@@ -309,33 +309,27 @@ scenario_agent_identity() {
   log "agents run as their own ServiceAccounts (both Live, a VM running); h1's agent may not renew h2's Lease: $denied"
 }
 
+# refused NS FIELD WHAT KIND SPEC: kubectl apply of a KIND named bad with
+# SPEC must fail, naming FIELD.
+refused() {
+  local ns=$1 field=$2 what=$3 kind=$4 spec=$5 out
+  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
+apiVersion: vpool.poolkeeper.io/v1alpha1
+kind: $kind
+metadata: {name: bad}
+spec: $spec
+YAML
+)
+  grep -q "$field" <<<"$out" || die "$what was not refused naming $field: $out"
+}
+
 scenario_invalid_objects() {
-  local ns=e2e-invalid out
+  local ns=e2e-invalid
   kubectl create namespace "$ns" >/dev/null
-  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
-apiVersion: vpool.poolkeeper.io/v1alpha1
-kind: Pool
-metadata: {name: bad}
-spec: {heartbeatTimeout: 0s}
-YAML
-)
-  grep -q "spec.heartbeatTimeout" <<<"$out" || die "a zero heartbeatTimeout was not refused naming the field: $out"
-  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
-apiVersion: vpool.poolkeeper.io/v1alpha1
-kind: StorageRepository
-metadata: {name: bad}
-spec: {poolRef: {name: p}, type: lvm, shared: false}
-YAML
-)
-  grep -q "spec.host" <<<"$out" || die "a local SR without host was not refused naming spec.host: $out"
-  out=$(kubectl apply -n "$ns" -f - 2>&1 <<YAML || true
-apiVersion: vpool.poolkeeper.io/v1alpha1
-kind: VirtualMachine
-metadata: {name: bad}
-spec: {poolRef: {name: p}, disks: [{name: root, virtualDisk: a}, {name: root, virtualDisk: b}]}
-YAML
-)
-  grep -q "spec.disks" <<<"$out" || die "a VM naming one disk twice was not refused naming spec.disks: $out"
+  refused "$ns" spec.heartbeatTimeout "a zero heartbeatTimeout" Pool '{heartbeatTimeout: 0s}'
+  refused "$ns" spec.host "a local SR without host" StorageRepository '{poolRef: {name: p}, type: lvm, shared: false}'
+  refused "$ns" spec.disks "a VM naming one disk twice" VirtualMachine \
+    '{poolRef: {name: p}, disks: [{name: root, virtualDisk: a}, {name: root, virtualDisk: b}]}'
   log "invalid objects refused by kubectl apply with the field named"
 }
 

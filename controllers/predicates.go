@@ -1,0 +1,22 @@
+package controllers
+
+import (
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+)
+
+// onChange passes deletions and the updates for which changed(old, new)
+// holds; creations and generic events do not pass. Callers that care about
+// creations set CreateFunc on the result.
+func onChange[T client.Object](changed func(o, n T) bool) predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, okOld := e.ObjectOld.(T)
+			n, okNew := e.ObjectNew.(T)
+			return okOld && okNew && changed(o, n)
+		},
+	}
+}
