@@ -159,12 +159,20 @@ type backupBench struct {
 	// listLoaded is the list floor measured again right before the dump, in
 	// the same process as the manager and its filled cache: the dump's ratio
 	// is taken to it.
-	listLoaded                          time.Duration
-	dump, readBack, open, seal          time.Duration
-	size                                int64
-	chunks                              int
-	dumpMem, restoreMem                 memPeak
-	dumpCPU, restoreCPU                 cpuTimes
+	listLoaded                 time.Duration
+	dump, readBack, open, seal time.Duration
+	size                       int64
+	chunks                     int
+	dumpMem, restoreMem        memPeak
+	dumpCPU, restoreCPU        cpuTimes
+	// restoreReqs and floorReqs are the API server's requests during the
+	// restore and during the 16-way create floor.
+	restoreReqs, floorReqs apiRequests
+	// afterRestore is how long the manager took to go quiet after Restored,
+	// and afterRestoreReqs what it asked of the API server meanwhile.
+	afterRestore                        time.Duration
+	afterRestoreQuiet                   bool
+	afterRestoreReqs                    apiRequests
 	restore, firstCreated               time.Duration
 	created                             vpoolv1alpha1.BackupCounts
 	floorSeq, floorPar                  time.Duration
@@ -242,6 +250,11 @@ func (bb *backupBench) run() {
 	bb.errs.setPhase("restore")
 	bb.measureRestore(ctx)
 	bb.stopProfile()
+	if bb.restoreDone {
+		reqs0 := readAPIRequests(ctx, restConfig)
+		bb.afterRestore, bb.afterRestoreQuiet = bb.settle(ctx, "after the restore (the work the restore deferred)")
+		bb.afterRestoreReqs = readAPIRequests(ctx, restConfig).since(reqs0)
+	}
 	bb.errs.setPhase("")
 	bb.mgr.Stop()
 	say("manager stopped (the create floors run without it)")
@@ -856,6 +869,7 @@ func (bb *backupBench) measureRestore(ctx context.Context) {
 	runtime.GC()
 	stopMem := sampleMem()
 	cpu0 := readCPU()
+	reqs0 := readAPIRequests(ctx, restConfig)
 	p := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: bb.ns, Name: benchRestored}}
 	p.Spec.HA.HostFailuresToTolerate = 1
 	p.Spec.Fencing.MaxConcurrent, p.Spec.Fencing.MaxUnhealthyPercent = 1, 50
@@ -898,6 +912,7 @@ func (bb *backupBench) measureRestore(ctx context.Context) {
 			bb.restore = time.Since(start)
 			b.StopTimer()
 			bb.restoreCPU = readCPU().sub(cpu0)
+			bb.restoreReqs = readAPIRequests(ctx, restConfig).since(reqs0)
 			bb.restoreMem = stopMem()
 			say("restore NOT complete after %s: %s; condition %+v", secs(bb.restore), bb.restoreProgress, c)
 			bb.diagnose()
@@ -909,6 +924,7 @@ func (bb *backupBench) measureRestore(ctx context.Context) {
 	b.StopTimer()
 	bb.restoreDone = true
 	bb.restoreCPU = readCPU().sub(cpu0)
+	bb.restoreReqs = readAPIRequests(ctx, restConfig).since(reqs0)
 	bb.restoreMem = stopMem()
 	bb.created = p.Status.Restore.Created
 	say("restore: Restored in %s (first object after %s): %s", secs(bb.restore), secs(bb.firstCreated), bb.restoreMsg)
@@ -946,11 +962,15 @@ func (bb *backupBench) createFloor(ctx context.Context, workers int) time.Durati
 	objs := bb.poolObjects(ns, benchPool)
 	runtime.GC()
 	cpu0 := readCPU()
+	reqs0 := readAPIRequests(ctx, restConfig)
 	start := time.Now()
 	if err := createObjects(ctx, c, workers, objs); err != nil {
 		b.Fatal(err)
 	}
 	d := time.Since(start)
+	if workers > 1 {
+		bb.floorReqs = readAPIRequests(ctx, restConfig).since(reqs0)
+	}
 	say("create floor (%d-way, QPS %.0f/Burst %d): %d objects in %s (%.0f/s); other processes used %.2f cores meanwhile",
 		workers, bb.cfg.QPS, bb.cfg.Burst, len(objs), secs(d), float64(len(objs))/d.Seconds(),
 		readCPU().sub(cpu0).foreign().Seconds()/d.Seconds())
@@ -993,6 +1013,7 @@ func (bb *backupBench) report() {
 	b.ReportMetric(restoreRatio, "restore/create-floor")
 	b.ReportMetric(parRatio, "restore/create-floor-par")
 	b.ReportMetric(mib(bb.restoreMem.heapInuse), "restore-peak-heap-MiB")
+	b.ReportMetric(bb.afterRestore.Seconds(), "after-restore-quiet-s")
 
 	var s strings.Builder
 	fmt.Fprintf(&s, "backup benchmark: hosts=%d vms=%d vdis=%d%s\n", bb.hosts, bb.vms, 2*bb.vms, bb.mode())
@@ -1023,7 +1044,7 @@ func (bb *backupBench) report() {
 		secs(bb.settleDump), notQuiet(bb.settleDumpQuiet), secs(bb.settleRestore), notQuiet(bb.settleRestoreQuiet))
 	fmt.Fprintf(&s, "- restore: from creating the Pool with spec.restoreFrom to Restored True; first object (the SR) after %s (preflight: read back, open, plan); created %d hosts, %d SRs, %d VDIs, %d VMs\n",
 		secs(bb.firstCreated), bb.created.Hosts, bb.created.SRs, bb.created.VDIs, bb.created.VMs)
-	fmt.Fprintf(&s, "- the restore (createPlanned) creates each kind with %d workers, SRs, VDIs, VMs then Hosts, a kind complete before the next, reads nothing back and writes the status of no VM here (only VMs that were Suspended get one): %d creates. The floors are the same %d creates in a fresh namespace with the manager stopped, through a client with the manager's QPS %.0f/Burst %d (per kind): one at a time, and %d-way in one stream\n",
+	fmt.Fprintf(&s, "- the restore (createPlanned) creates each kind with %d workers, SRs, VDIs, VMs then Hosts, a kind complete before the next, reads nothing back, and records each VM it creates Halted (one status write per VM, from the create's response): %d creates. The floors are the same %d creates in a fresh namespace with the manager stopped, through a client with the manager's QPS %.0f/Burst %d (per kind): one at a time, and %d-way in one stream\n",
 		controllers.RestoreWorkers, bb.objects(), bb.objects(), bb.cfg.QPS, bb.cfg.Burst, controllers.RestoreWorkers)
 	fmt.Fprintf(&s, "- parallelism: the %d-way create floor is %.1fx the sequential one's speed (%s vs %s; setup, %d-way at QPS 2000, reached %.0f/s)\n",
 		controllers.RestoreWorkers, bb.floorSeq.Seconds()/bb.floorPar.Seconds(), secs(bb.floorPar), secs(bb.floorSeq),
@@ -1032,6 +1053,12 @@ func (bb *backupBench) report() {
 		fmt.Fprintf(&s, "- the restore took %s more than the %d-way floor; meanwhile the test process (the manager, whose other controllers react to every restored object) used %s of CPU and the API server %s\n",
 			secs(bb.restore-bb.floorPar), controllers.RestoreWorkers, secs(bb.restoreCPU.self), secs(bb.restoreCPU.apiserver))
 	}
+	fmt.Fprintf(&s, "- API server requests during the restore (every client: the restore, the other controllers, events, this benchmark's polling): %s\n", bb.restoreReqs)
+	if bb.restoreDone {
+		fmt.Fprintf(&s, "- after Restored, the manager went quiet in %s%s (the last 3 s of it quiet, as it is judged): the VDIs' Ready conditions and the rest of what the other controllers leave to the restore while it runs; API server requests meanwhile: %s\n",
+			secs(bb.afterRestore), notQuiet(bb.afterRestoreQuiet), bb.afterRestoreReqs)
+	}
+	fmt.Fprintf(&s, "- API server requests during the %d-way create floor: %s\n", controllers.RestoreWorkers, bb.floorReqs)
 	fmt.Fprintf(&s, "- peak memory (HeapInuse / Sys of the test process, sampled every 100ms; the manager runs in-process, so it includes the test's own clients and buffers): dump %.0f / %.0f MiB, restore %.0f / %.0f MiB\n",
 		mib(bb.dumpMem.heapInuse), mib(bb.dumpMem.sys), mib(bb.restoreMem.heapInuse), mib(bb.restoreMem.sys))
 	fmt.Fprintf(&s, "- CPU during the dump: test process (manager) %s, kube-apiserver %s, etcd %s, other processes %s; during the restore: %s, %s, %s, other processes %s (%d cores)\n",
