@@ -110,6 +110,13 @@ func TestRestoreRoundTrip(t *testing.T) {
 		g.Expect(getVDI(g, ns, name).Status.Lock).To(BeNil())
 	}
 	g.Expect(getHost(g, ns, "h1").Spec.PoolRef.Name).To(Equal("p2"))
+	// The VDIs' controller left them to the restore; now they have their Ready condition.
+	for i := 0; i < 4; i++ {
+		name := "vm-" + string(rune('0'+i))
+		g.Eventually(func(g Gomega) *metav1.Condition {
+			return meta.FindStatusCondition(getVDI(g, ns, name).Status.Conditions, vpoolv1alpha1.ConditionReady)
+		}, wait, poll).Should(And(Not(BeNil()), HaveField("Status", metav1.ConditionTrue), HaveField("Reason", "Unlocked")))
+	}
 
 	// Hosts rejoin when their agents heartbeat; then the VMs run again.
 	startAgent(t, ns, "h1", interval, nil)
@@ -241,6 +248,11 @@ func TestRestoreResumesAfterCrash(t *testing.T) {
 	g.Expect(k8s.List(ctx, vms, inNS(ns))).To(Succeed())
 	g.Expect(vms.Items).To(HaveLen(6))
 	expectSuspendedVMsRestored(g, ns)
+	// vm-0 had no status when the manager stopped; the restore did not write
+	// it again (it was there already), and the VM controller records it once
+	// the restore is done.
+	g.Eventually(func(g Gomega) vpoolv1alpha1.PowerState { return getVM(g, ns, "vm-0").Status.PowerState }, wait, poll).Should(
+		Equal(vpoolv1alpha1.PowerHalted))
 }
 
 // Preflight failures write nothing and name what failed.

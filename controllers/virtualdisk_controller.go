@@ -46,12 +46,14 @@ type VirtualDiskReconciler struct {
 }
 
 // SetupWithManager registers the reconciler; a VDI wakes on changes of the
-// VMs that attach it and of the host holding its lock.
+// VMs that attach it and of the host holding its lock, and when its pool's
+// restore ends.
 func (r *VirtualDiskReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualDisk{}).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(disksOfVM), builder.WithPredicates(residencyChanged())).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.disksLockedBy)).
+		Watches(&vpoolv1alpha1.Pool{}, membersOfPool(r.Client, func() client.ObjectList { return &vpoolv1alpha1.VirtualDiskList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
@@ -96,6 +98,9 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	lock := vdi.Status.Lock
 	if lock == nil {
+		if poolRestoring(ctx, r.Client, vdi.Namespace, vdi.Spec.PoolRef.Name) {
+			return ctrl.Result{}, nil // its Ready condition once the restore is done
+		}
 		return ctrl.Result{}, r.setReady(ctx, vdi)
 	}
 	release, reason, msg, err := r.mayRelease(ctx, vdi, r.Client)

@@ -78,12 +78,14 @@ type vmScope struct {
 
 // SetupWithManager registers the reconciler, and the placement controller
 // that places the VMs of a pool in one pass. A VM wakes on its host's phase
-// changes and on its disks' lock changes.
+// changes, on its disks' lock changes, and when its pool appears, goes or
+// ends a restore.
 func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualMachine{}).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnHost), builder.WithPredicates(phaseChanged())).
 		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsForDisk), builder.WithPredicates(lockChanged())).
+		Watches(&vpoolv1alpha1.Pool{}, membersOfPool(r.Client, func() client.ObjectList { return &vpoolv1alpha1.VirtualMachineList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
 	if err != nil {
@@ -127,6 +129,9 @@ func (r *VirtualMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	vm := &vpoolv1alpha1.VirtualMachine{}
 	if err := r.Get(ctx, req.NamespacedName, vm); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if vm.Status.PowerState == "" && poolRestoring(ctx, r.Client, vm.Namespace, vm.Spec.PoolRef.Name) {
+		return ctrl.Result{}, nil // the restore that creates it records its status
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("VirtualMachine", klog.KObj(vm)))
 	s := &vmScope{vm: vm, before: vm.DeepCopy()}

@@ -346,3 +346,23 @@ func TestStartOrder(t *testing.T) {
 	g.Expect(c.Reason).To(Equal(placement.ReasonDiskUnavailable))
 	g.Expect(c.Message).To(ContainSubstring(`VirtualDisk "missing" not found`))
 }
+
+// A VM whose pool does not exist says so, and is taken up when the pool
+// appears (GitOps applies a directory in no particular order).
+func TestVMWaitsForItsPool(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createVM(t, ns, "p", "vm", withPowerState(vpoolv1alpha1.DesiredHalted))
+	startManager(t, ns, controllers.Options{})
+	ready := func(g Gomega) *metav1.Condition {
+		return meta.FindStatusCondition(getVM(g, ns, "vm").Status.Conditions, vpoolv1alpha1.ConditionReady)
+	}
+	notFound := And(Not(BeNil()), HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", vpoolv1alpha1.ReasonPoolNotFound), HaveField("Message", `spec.poolRef.name: Pool "p" not found`))
+	g.Eventually(ready, wait, poll).Should(notFound)
+	g.Consistently(ready, time.Second, poll).Should(notFound) // nothing left to do until the pool appears
+
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	g.Eventually(ready, wait, poll).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", controllers.ReasonHalted)))
+}

@@ -53,7 +53,7 @@ func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) erro
 	r.placed = map[types.NamespacedName]map[string]string{}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("placement").
-		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, onChange(restoreEnded)))).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(placementEvent())).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(phaseChanged())).
 		// A disk that appears or is released may unblock a VM.
@@ -102,6 +102,10 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			r.mu.Unlock()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if restoring(pool) {
+		// The restore records its VMs waiting for a Live host; the pass comes when it is done.
+		return ctrl.Result{}, nil
 	}
 	// Read-only views of the cache: a large pool is read on every pass.
 	hosts := &vpoolv1alpha1.HostList{}
