@@ -131,9 +131,9 @@ func (r *PoolReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Po
 		}
 		return nil, nil, nil, "", "", err
 	}
-	data, err = backupStore(r.Client, r.APIReader).Get(ctx, pb)
+	data, err = backupStore(r.Client, r.APIReader, pb).Get(ctx, pb)
 	if err != nil {
-		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) {
+		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) || errors.Is(err, backup.ErrStorageCredentials) {
 			return nil, nil, nil, backup.Reason(err), "preflight: " + err.Error() + "; nothing was written", nil
 		}
 		return nil, nil, nil, "", "", err
@@ -364,6 +364,11 @@ func poolRefOf(obj client.Object) string {
 	return ""
 }
 
-func backupStore(c client.Client, reader client.Reader) backup.Store {
+// backupStore is the store spec.storage of the backup names: Secrets in its
+// namespace (the default) or an S3-compatible bucket.
+func backupStore(c client.Client, reader client.Reader, pb *vpoolv1alpha1.PoolBackup) backup.Store {
+	if pb.Spec.Storage.Type == vpoolv1alpha1.StorageS3 {
+		return &backup.S3Store{Reader: reader}
+	}
 	return &backup.SecretStore{Client: c, Reader: reader}
 }

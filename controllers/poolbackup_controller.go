@@ -36,8 +36,9 @@ const (
 	ReasonBackupFailed    = "BackupFailed"
 	ReasonBackupTaking    = "TakingBackup"
 	ReasonKeyUnavailable  = "KeyUnavailable"
-	// ReasonStorageUnsupported: spec.storage.type names a store this build lacks.
-	ReasonStorageUnsupported = "StorageUnsupported"
+	// ReasonDataNotDeleted: a PoolBackup that recorded no stored data went
+	// without its store confirming the deletion.
+	ReasonDataNotDeleted = "DataNotDeleted"
 )
 
 // snapshotAttempts bounds the retries of a point-in-time read whose revision
@@ -64,11 +65,11 @@ func (r *PoolBackupReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) 
 		Complete(r)
 }
 
-func (r *PoolBackupReconciler) store() backup.Store {
+func (r *PoolBackupReconciler) store(pb *vpoolv1alpha1.PoolBackup) backup.Store {
 	if r.Store != nil {
 		return r.Store
 	}
-	return backupStore(r.Client, r.APIReader)
+	return backupStore(r.Client, r.APIReader, pb)
 }
 
 // Reconcile takes one backup, once.
@@ -111,10 +112,6 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	}
 	pb.Status.Phase = vpoolv1alpha1.BackupInProgress
 	r.setReady(pb, metav1.ConditionFalse, ReasonBackupTaking, "taking the backup")
-	if t := pb.Spec.Storage.Type; t != "" && t != vpoolv1alpha1.StorageSecret && r.Store == nil {
-		return r.fail(pb, ReasonStorageUnsupported, fmt.Sprintf(
-			"spec.storage.type: %s storage is not available in this build; use Secret (the default)", t))
-	}
 
 	key, err := backupKey(ctx, r.APIReader, pb.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
 	if err != nil {
@@ -134,12 +131,17 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	if err != nil {
 		return r.fail(pb, backup.Reason(err), err.Error())
 	}
-	location, err := r.store().Put(ctx, pb, data)
+	location, err := r.store(pb).Put(ctx, pb, data)
+	if errors.Is(err, backup.ErrStorageCredentials) {
+		return r.fail(pb, backup.Reason(err), err.Error())
+	}
 	if err != nil {
+		// Retried with backoff; the condition says why meanwhile.
+		r.setReady(pb, metav1.ConditionFalse, ReasonBackupTaking, fmt.Sprintf("storing the backup failed, retrying: %v", err))
 		return fmt.Errorf("storing PoolBackup %s: %w", klog.KObj(pb), err)
 	}
 	// Read it back: a backup is Completed only once it can be restored.
-	stored, err := r.store().Get(ctx, pb)
+	stored, err := r.store(pb).Get(ctx, pb)
 	if err != nil {
 		return fmt.Errorf("verifying PoolBackup %s: %w", klog.KObj(pb), err)
 	}
@@ -213,8 +215,14 @@ func (r *PoolBackupReconciler) reconcileDelete(ctx context.Context, pb *vpoolv1a
 	if !controllerutil.ContainsFinalizer(pb, vpoolv1alpha1.FinalizerBackupData) {
 		return nil
 	}
-	if err := r.store().Delete(ctx, pb); err != nil {
-		return fmt.Errorf("deleting the data of PoolBackup %s: %w", klog.KObj(pb), err)
+	if err := r.store(pb).Delete(ctx, pb); err != nil {
+		if pb.Status.Location != "" {
+			return fmt.Errorf("deleting the data of PoolBackup %s: %w", klog.KObj(pb), err)
+		}
+		// It never recorded stored data (e.g. its endpoint was wrong): it
+		// does not wait for a store that cannot answer.
+		r.Recorder.Eventf(pb, nil, corev1.EventTypeWarning, ReasonDataNotDeleted, "Delete",
+			"deleted without its store's answer: it had recorded no stored data; anything a failed attempt left stays there: %v", err)
 	}
 	patch := client.MergeFrom(pb.DeepCopy())
 	controllerutil.RemoveFinalizer(pb, vpoolv1alpha1.FinalizerBackupData)

@@ -28,6 +28,9 @@ var (
 	ErrNotCompleted = errors.New("backup not completed")
 	// ErrConflict: a Strict restore is blocked by objects that already exist.
 	ErrConflict = errors.New("restore conflicts")
+	// ErrStorageCredentials: the credentials of the backup's storage are
+	// missing or incomplete.
+	ErrStorageCredentials = errors.New("storage credentials unavailable")
 )
 
 // Condition reasons for the errors above, returned by Reason.
@@ -50,6 +53,8 @@ const (
 	ReasonBackupNotCompleted = "BackupNotCompleted"
 	// ReasonRestoreConflict is the reason for ErrConflict.
 	ReasonRestoreConflict = "RestoreConflict"
+	// ReasonStorageCredentials is the reason for ErrStorageCredentials.
+	ReasonStorageCredentials = "StorageCredentialsUnavailable"
 )
 
 // Reason maps an error of this package to a condition reason (one of the
@@ -77,6 +82,8 @@ func Reason(err error) string {
 		return ReasonBackupNotCompleted
 	case errors.Is(err, ErrConflict):
 		return ReasonRestoreConflict
+	case errors.Is(err, ErrStorageCredentials):
+		return ReasonStorageCredentials
 	}
 	return ""
 }
