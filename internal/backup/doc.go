@@ -34,8 +34,9 @@
 // PoolBackup's namespace, controlled by the PoolBackup (deleting it deletes
 // them), each annotated with its index, the chunk count and the SHA-256 of
 // the whole, so that Get detects a missing chunk (ErrMissingChunk), a torn
-// write or a modified byte (ErrChecksum). An S3 store implements the same
-// interface.
+// write or a modified byte (ErrChecksum). S3Store (spec.storage.type S3)
+// keeps the dump as one object in an S3-compatible bucket, its SHA-256 in
+// the object's metadata, checked the same way.
 //
 // # Restore (Pool controller, spec.restoreFrom)
 //

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path"
 	"strings"
 
@@ -48,8 +47,6 @@ const (
 type S3Store struct {
 	// Reader reads the credentials Secret; give it the manager's API reader.
 	Reader client.Reader
-	// HTTPClient makes the requests; http.DefaultClient's transport when nil.
-	HTTPClient *http.Client
 }
 
 var _ Store = (*S3Store)(nil)
@@ -168,16 +165,11 @@ func (s *S3Store) client(ctx context.Context, b *vpoolv1alpha1.PoolBackup) (*s3.
 	if region == "" {
 		region = S3DefaultRegion
 	}
-	httpClient := s.HTTPClient
-	if httpClient == nil {
-		httpClient = http.DefaultClient
-	}
 	return s3.New(s3.Options{
 		BaseEndpoint: aws.String(spec.Endpoint),
 		Region:       region,
 		Credentials:  credentials.NewStaticCredentialsProvider(id, secret, ""),
 		UsePathStyle: true,
-		HTTPClient:   httpClient,
 		// S3-compatible services do not all take the newer checksum trailers.
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,

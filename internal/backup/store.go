@@ -7,7 +7,7 @@ import (
 )
 
 // Store keeps the sealed bytes of PoolBackups. SecretStore implements it
-// with in-cluster Secrets; an S3 store follows the same contract.
+// with in-cluster Secrets, S3Store with one object in an S3-compatible bucket.
 //
 // Every method is idempotent and safe to repeat after a crash, and never
 // touches data that belongs to another PoolBackup.
