@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-work="$root/bin/e2e"
+work="${E2E_WORK:-$root/bin/e2e}"  # E2E_WORK: another directory, to run two at once
 T=4s            # heartbeat timeout of the scenarios' pools
 INTERVAL=1s     # agents' heartbeat interval (at most T/4)
 WAIT=90s
