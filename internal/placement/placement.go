@@ -13,6 +13,8 @@ const (
 	ReasonWaitingPriority = "WaitingForRestartPriority"
 	ReasonDoNotRestart    = "DoNotRestart"
 	ReasonNoLiveHost      = "NoLiveHost"
+	// ReasonAffinityHostNotFound: placed, but spec.affinity.host names no host of the pool.
+	ReasonAffinityHostNotFound = "AffinityHostNotFound"
 )
 
 // Resources is an amount of CPU (millicores) and memory (bytes).

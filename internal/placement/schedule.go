@@ -90,7 +90,7 @@ func Schedule(pending []Pending, starting []Starting, hosts []Host) []Decision {
 					candidates = hosts[j : j+1] // with the capacity taken in this pass
 				}
 			}
-			d := Place(p.VM, candidates)
+			d := affinityKnown(Place(p.VM, candidates), p.VM, all)
 			if d.Host != "" {
 				for j := range hosts {
 					if hosts[j].Name == d.Host {
@@ -115,4 +115,15 @@ func waitFor(hold, r rank) Decision {
 		return Decision{Reason: ReasonWaitingPriority, Message: "BestEffort: waiting for the pool's other VMs to start first"}
 	}
 	return Decision{Reason: ReasonWaitingForOrder, Message: fmt.Sprintf("waiting for the VMs with startOrder %d to start", hold.startOrder)}
+}
+
+// affinityKnown says on a placement that the VM's preferred host is no host
+// of the pool: the preference is kept, and the VM runs elsewhere meanwhile.
+func affinityKnown(d Decision, vm VM, all []Host) Decision {
+	if d.Host == "" || vm.Affinity == "" || vm.PinnedTo != "" ||
+		slices.ContainsFunc(all, func(h Host) bool { return h.Name == vm.Affinity }) {
+		return d
+	}
+	return Decision{Host: d.Host, Reason: ReasonAffinityHostNotFound, Message: fmt.Sprintf(
+		"spec.affinity.host: %s is not a host of this pool; %s instead", vm.Affinity, d.Message)}
 }
