@@ -80,6 +80,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
 		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
 		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
+		&CSRApproverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: opts.Clock},
 	}
 	for _, r := range reconcilers {
 		if err := r.SetupWithManager(mgr, opts); err != nil {
