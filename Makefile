@@ -10,6 +10,9 @@ CONTROLLER_GEN ?= $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Test flags, e.g. make test TESTFLAGS='-run TestHost -v'.
 TESTFLAGS ?=
+# The release the binaries report with --version.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS ?= -X github.com/poolkeeper/poolkeeper/internal/version.Version=$(VERSION)
 
 .PHONY: all
 all: build
@@ -18,7 +21,7 @@ all: build
 
 .PHONY: help
 help: ## Show the targets.
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-14s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target> [VARIABLE=value]\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-16s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
 
@@ -69,37 +72,54 @@ bench: ## Run the benchmarks and print their figures.
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager and the agent into bin/.
-	$(GO) build -o $(BIN)/poolkeeper .
-	$(GO) build -o $(BIN)/poolkeeper-agent ./cmd/poolkeeper-agent
-	$(GO) build -o $(BIN)/controlplane ./hack/controlplane
+build: manifests generate ## Build bin/poolkeeper (manager), bin/poolkeeper-agent and bin/controlplane (make run's).
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/poolkeeper .
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/poolkeeper-agent ./cmd/poolkeeper-agent
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/controlplane ./hack/controlplane
 
 .PHONY: run
-run: build ## Run the operator (on an embedded control plane when KUBECONFIG is unset).
+run: build ## Run the operator: on an embedded control plane, or with leader election on the cluster of $KUBECONFIG.
 	hack/run.sh $(ARGS)
 
 .PHONY: demo
-demo: build ## Apply config/samples and start one simulated agent per host.
+demo: build ## Apply config/samples, start one simulated agent per host, then back the pool up.
 	hack/demo.sh
 
 .PHONY: demo-agents
 demo-agents: build ## (Re)start one simulated agent per host of the demo's namespace.
 	hack/demo.sh agents
 
+.PHONY: demo-agent
+demo-agent: build ## (Re)start the simulated agent of one host: make demo-agent HOST=xen-2.
+	hack/demo.sh agent $(HOST)
+
 ##@ Deployment
 
 IMG ?= ghcr.io/poolkeeper/poolkeeper:latest
+# make undeploy UNINSTALL_CRDS=true also deletes the CRDs, and with them every
+# Pool, Host, VM, disk and PoolBackup in the cluster.
+UNINSTALL_CRDS ?= false
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator to the cluster of $$KUBECONFIG (config/default, image $$IMG).
+deploy: manifests ## Deploy the operator to the cluster of $KUBECONFIG (config/default, image IMG=...).
 	cd config/manager && kubectl kustomize . >/dev/null
 	kubectl kustomize config/default | sed 's#ghcr.io/poolkeeper/poolkeeper:latest#$(IMG)#' | kubectl apply --server-side -f -
 
 .PHONY: undeploy
-undeploy: ## Remove the operator (and its CRDs) from the cluster of $$KUBECONFIG.
-	kubectl kustomize config/default | kubectl delete --ignore-not-found -f -
+undeploy: ## Remove the operator from the cluster of $KUBECONFIG, keeping the CRDs and every object (UNINSTALL_CRDS=true deletes them).
+ifeq ($(UNINSTALL_CRDS),true)
+	@echo "undeploy: UNINSTALL_CRDS=true deletes the poolkeeper CRDs and with them every object of these kinds in every namespace:"
+	@kubectl get $$(kubectl get crd -o name | sed -n 's#^customresourcedefinition.apiextensions.k8s.io/\(.*\.vpool\.poolkeeper\.io\)$$#\1#p' | paste -sd, -) -A --no-headers 2>/dev/null | awk '{print "  " $$1 "/" $$2}' || true
+	@echo "undeploy: deleting them in 10s (Ctrl-C to keep them)"; sleep 10
+# The CRDs go first, while the operator still runs to finish its objects' finalizers.
+	kubectl delete --ignore-not-found -f config/crd/bases
+endif
+	kubectl kustomize config/default/operator | kubectl delete --ignore-not-found -f -
 
 ##@ Tools
+
+.PHONY: tools
+tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Install controller-gen and golangci-lint (pinned versions) into bin/.
 
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

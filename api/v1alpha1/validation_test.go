@@ -64,12 +64,16 @@ func fromYAML(t *testing.T, ns, doc string) *unstructured.Unstructured {
 	return u
 }
 
-// TestSamplesAccepted applies every object of config/samples/.
+// TestSamplesAccepted applies every object of config/samples/ and of its
+// backup/ directory.
 func TestSamplesAccepted(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	files, err := filepath.Glob(filepath.Join(testutil.RepoRoot(), "config", "samples", "*.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
+	backup, err := filepath.Glob(filepath.Join(testutil.RepoRoot(), "config", "samples", "backup", "*.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	files = append(files, backup...)
 	g.Expect(files).NotTo(BeEmpty())
 	kinds := map[string]int{}
 	for _, f := range files {
