@@ -4,72 +4,168 @@
 // renew the Lease before its watchdog deadline.
 //
 //	poolkeeper-agent --kubeconfig K --namespace NS --host NAME --driver sim
+//	poolkeeper-agent --bootstrap-kubeconfig B --cert-dir DIR --namespace NS --host NAME --driver sim
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/poolkeeper/poolkeeper/internal/agent"
+	"github.com/poolkeeper/poolkeeper/internal/version"
 )
 
-// exitSelfFenced is the exit status after a watchdog self-fence; a supervisor
-// restarting the agent gives it a new boot ID, as a host reboot would.
-const exitSelfFenced = 3
+// Exit statuses.
+const (
+	exitOK = 0
+	// exitError: the agent could not start or run (API server unreachable,
+	// Host missing, credentials refused).
+	exitError = 1
+	// exitUsage: a wrong flag.
+	exitUsage = 2
+	// exitSelfFenced is the exit status after a watchdog self-fence; a
+	// supervisor restarting the agent gives it a new boot ID, as a host
+	// reboot would.
+	exitSelfFenced = 3
+)
 
-func main() {
+const usageHeader = `poolkeeper-agent is the host agent of a poolkeeper pool. On a hypervisor host
+it renews the Host's heartbeat Lease, reports the host's boot ID, networks and
+VMs, runs the VMs the operator places on it, and self-fences (stops every VM
+and exits with status 3) when it cannot renew the Lease before its watchdog
+deadline.
+
+Usage:
+  poolkeeper-agent --kubeconfig K --namespace NS --host NAME [--driver sim]
+  poolkeeper-agent --bootstrap-kubeconfig B --cert-dir DIR --namespace NS --host NAME [--driver sim]
+
+Credentials: --kubeconfig (or $KUBECONFIG, or the in-cluster configuration)
+is used as is. With --bootstrap-kubeconfig the agent instead authenticates
+with a client certificate for poolkeeper:agent:<namespace>:<host>, kept in
+--cert-dir and renewed before it expires (the recommended setup on hypervisor
+hosts; see the README, "Running the agent on a hypervisor host").
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM (VMs keep running)
+  1  could not start or run (API server unreachable, Host missing, credentials refused)
+  2  wrong flags
+  3  self-fenced: the Lease could not be renewed before the watchdog deadline and
+     every VM was stopped; restart it (a new boot) to rejoin the pool
+
+Flags:
+`
+
+func main() { os.Exit(run()) }
+
+func run() int {
 	var (
 		namespace, host, driver, bootID string
+		bootstrapKubeconfig, certDir    string
+		showVersion                     bool
 		interval                        = agent.DefaultHeartbeatInterval
 	)
 	// --kubeconfig is registered by controller-runtime's config loader:
 	// the flag, else $KUBECONFIG, else the in-cluster configuration.
+	if f := flag.Lookup("kubeconfig"); f != nil {
+		f.Usage = "Path to the kubeconfig the agent uses as is. Default: $KUBECONFIG, else the in-cluster configuration. " +
+			"Not with --bootstrap-kubeconfig."
+	}
 	flag.StringVar(&namespace, "namespace", "", "Namespace of the pool and of this host's Host object (required).")
 	flag.StringVar(&host, "host", "", "Name of this host's Host object (required).")
 	flag.StringVar(&driver, "driver", "sim", "VM driver: sim (VMs kept in memory).")
 	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: a new random one on every start.")
 	flag.DurationVar(&interval, "heartbeat-interval", interval,
 		"Time between two heartbeat Lease renewals; at most a quarter of the pool's heartbeat timeout.")
+	flag.StringVar(&bootstrapKubeconfig, "bootstrap-kubeconfig", "",
+		"Path to a kubeconfig with a bootstrap credential (a bootstrap token or a ServiceAccount token) allowed only to "+
+			"send CertificateSigningRequests. With it the agent authenticates with a client certificate, requested with "+
+			"that credential, kept in --cert-dir and renewed with itself before it expires; the kubeconfig's server and CA are used.")
+	flag.StringVar(&certDir, "cert-dir", "/var/lib/poolkeeper-agent/pki",
+		"Directory of the agent's private key and client certificates ("+agent.CertificatePairPrefix+"-current.pem), "+
+			"with --bootstrap-kubeconfig.")
+	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), usageHeader)
+		flag.PrintDefaults()
+	}
 	flag.Parse()
+	if showVersion {
+		fmt.Println("poolkeeper-agent", version.String())
+		return exitOK
+	}
 	log := zap.New(zap.UseFlagOptions(&opts))
 	ctrl.SetLogger(log)
+	klog.SetLogger(log) // client-go's certificate manager logs through klog
 
 	if namespace == "" || host == "" {
-		fmt.Fprintln(os.Stderr, "poolkeeper-agent: --namespace and --host are required")
-		flag.Usage()
-		os.Exit(2)
+		return usageError("--namespace and --host are required")
+	}
+	if bootstrapKubeconfig != "" && flag.Lookup("kubeconfig").Value.String() != "" {
+		return usageError("--kubeconfig and --bootstrap-kubeconfig exclude each other")
 	}
 	var d agent.Driver
 	switch driver {
 	case "sim":
 		d = agent.NewSimDriver()
 	default:
-		fmt.Fprintf(os.Stderr, "poolkeeper-agent: unknown --driver %q (available: sim)\n", driver)
-		os.Exit(2)
+		return usageError(fmt.Sprintf("unknown --driver %q (available: sim)", driver))
 	}
-	cfg, err := ctrl.GetConfig()
+	ctx := ctrl.SetupSignalHandler()
+	cfg, err := restConfig(ctx, bootstrapKubeconfig, certDir, namespace, host)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "poolkeeper-agent: loading kubeconfig: %v\n", err)
-		os.Exit(1)
+		fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
+		return exitError
 	}
 	a, err := agent.New(agent.Config{RESTConfig: cfg, Namespace: namespace, Host: host, Interval: interval,
 		Driver: d, BootID: bootID, Log: log})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
-		os.Exit(2)
+		return usageError(err.Error())
 	}
-	if err := a.Run(ctrl.SetupSignalHandler()); err != nil {
+	if err := a.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
 		if errors.Is(err, agent.ErrSelfFenced) {
-			os.Exit(exitSelfFenced)
+			return exitSelfFenced
 		}
-		os.Exit(1)
+		return exitError
 	}
+	return exitOK
+}
+
+// restConfig is the kubeconfig as is, or, with a bootstrap kubeconfig, the
+// self-renewing client certificate (waiting for the first one).
+func restConfig(ctx context.Context, bootstrapKubeconfig, certDir, namespace, host string) (*rest.Config, error) {
+	if bootstrapKubeconfig == "" {
+		cfg, err := ctrl.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig: %w", err)
+		}
+		return cfg, nil
+	}
+	bootstrap, err := clientcmd.BuildConfigFromFlags("", bootstrapKubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading --bootstrap-kubeconfig: %w", err)
+	}
+	certs, err := agent.StartCertificates(ctx, agent.CertificateOptions{Bootstrap: bootstrap, Dir: certDir,
+		Namespace: namespace, Host: host, Log: ctrl.Log})
+	if err != nil {
+		return nil, err
+	}
+	return certs.RESTConfig(), nil
+}
+
+func usageError(msg string) int {
+	fmt.Fprintf(os.Stderr, "poolkeeper-agent: %s\n", msg)
+	flag.Usage()
+	return exitUsage
 }
