@@ -30,3 +30,26 @@ func Overcommitted(live []Resources, demand Resources, failuresToTolerate int) (
 	return false, fmt.Sprintf("the Live hosts (%s) can run every Restart VM (%s) and tolerate %d host failures",
 		total, demand, failuresToTolerate)
 }
+
+// ReasonNoHostFits is why a running VM's new size waits: no host of the pool
+// has the capacity for it.
+const ReasonNoHostFits = "NoHostFits"
+
+// Resized decides about a running VM whose spec asks for need: nil when some
+// host of the pool, empty, could run it at that size; else a decision saying
+// that the VM runs on at the size it booted with and that its next boot,
+// which takes the new size, fits no host.
+func Resized(need Resources, hosts []Host) *Decision {
+	var largest Resources
+	for _, h := range hosts {
+		if h.Capacity.Fits(need) {
+			return nil
+		}
+		if h.Capacity.Memory > largest.Memory {
+			largest = h.Capacity
+		}
+	}
+	return &Decision{Reason: ReasonNoHostFits, Message: fmt.Sprintf(
+		"spec.resources (%s) fit no host of the pool (the largest offers %s): the VM runs on at the size it booted with; "+
+			"the new size takes effect at its next boot, which no host can take", need, largest)}
+}

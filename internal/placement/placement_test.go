@@ -166,3 +166,32 @@ func TestOvercommitted(t *testing.T) {
 		})
 	}
 }
+
+func TestResized(t *testing.T) {
+	hosts := []Host{{Name: "h1", Capacity: res(8, 32)}, {Name: "h2", Capacity: res(16, 16)}}
+	cases := map[string]struct {
+		need    Resources
+		fits    bool
+		largest string
+	}{
+		"fits the largest by memory":               {res(8, 32), true, ""},
+		"fits one host by cpu":                     {res(16, 8), true, ""},
+		"too much cpu for the one with the memory": {res(16, 32), false, "cpu 8000m, memory 32768Mi"},
+		"fits nowhere":                             {res(64, 1024), false, "cpu 8000m, memory 32768Mi"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			d := Resized(tc.need, hosts)
+			if tc.fits {
+				g.Expect(d).To(BeNil())
+				return
+			}
+			g.Expect(d).NotTo(BeNil())
+			g.Expect(d.Reason).To(Equal(ReasonNoHostFits))
+			g.Expect(d.Message).To(And(ContainSubstring("spec.resources ("+tc.need.String()+")"), ContainSubstring("the largest offers "+tc.largest),
+				ContainSubstring("takes effect at its next boot")))
+		})
+	}
+	NewWithT(t).Expect(Resized(res(1, 1), nil)).NotTo(BeNil(), "a pool without hosts fits nothing")
+}
