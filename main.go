@@ -27,6 +27,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/version"
 )
 
 var scheme = runtime.NewScheme()
@@ -41,6 +42,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "poolkeeper: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+func usage() {
+	fmt.Fprint(flag.CommandLine.Output(), `poolkeeper is the manager of the poolkeeper operator: the controllers that run
+XenServer-style virtualization pools (group vpool.poolkeeper.io) as custom
+resources and recover them from host failures: heartbeat staleness, fencing,
+host-forget, VM restarts and disk lock release, master election, pool backup
+and restore. It talks to the cluster of --kubeconfig, $KUBECONFIG or its
+in-cluster ServiceAccount.
+
+Usage: poolkeeper [flags]
+
+`)
+	flag.PrintDefaults()
 }
 
 func run() error {
@@ -74,9 +89,15 @@ func run() error {
 	flag.DurationVar(&gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second,
 		"How long running reconciles may take to finish on shutdown.")
 	flag.IntVar(&maxConcurrentReconcs, "max-concurrent-reconciles", 4, "Parallel reconciles per controller.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
+	flag.Usage = usage
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("poolkeeper", version.String())
+		return nil
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
@@ -127,7 +148,7 @@ func run() error {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
-	log.Info("Starting manager", "leaderElection", leaderElect, "namespace", watchNamespace)
+	log.Info("Starting manager", "version", version.String(), "leaderElection", leaderElect, "namespace", watchNamespace)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running manager: %w", err)
 	}
