@@ -68,6 +68,8 @@ type hostScope struct {
 	timeout time.Duration
 	now     time.Time
 	events  []pendingEvent
+	// settings are the pool's settings in force (Pool.Effective).
+	settings vpoolv1alpha1.EffectiveSettings
 }
 
 // pendingEvent is announced, and its metric observed, once the change it
@@ -229,7 +231,8 @@ func (r *HostReconciler) reconcile(ctx context.Context, s *hostScope) (ctrl.Resu
 
 func (r *HostReconciler) fillScope(_ context.Context, s *hostScope, pool *vpoolv1alpha1.Pool) error {
 	s.pool = pool
-	s.timeout = liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+	s.settings = pool.Effective()
+	s.timeout = s.settings.HeartbeatTimeout
 	return nil
 }
 
@@ -283,11 +286,11 @@ func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
 	}
 	forget := h.Spec.State == vpoolv1alpha1.HostForgotten || !h.DeletionTimestamp.IsZero()
 	return fencing.HostInput{
-		Now: s.now, Phase: h.Status.Phase, Method: method, HAEnabled: s.pool.Spec.HA.Enabled, Forget: forget,
+		Now: s.now, Phase: h.Status.Phase, Method: method, HAEnabled: s.settings.HA.Enabled, Forget: forget,
 		Timeout: s.timeout, Heartbeat: r.Tracker.Get(client.ObjectKeyFromObject(h)), Fencing: h.Status.Fencing,
 		Guard: fencing.MayFence(fencing.Request{
-			Automatic: s.pool.Spec.HA.Enabled && !forget, Method: method, Tally: s.tally,
-			MaxUnhealthyPercent: s.pool.Spec.Fencing.MaxUnhealthyPercent, MaxConcurrent: max(s.pool.Spec.Fencing.MaxConcurrent, 1),
+			Automatic: s.settings.HA.Enabled && !forget, Method: method, Tally: s.tally,
+			MaxUnhealthyPercent: s.settings.Fencing.MaxUnhealthyPercent, MaxConcurrent: s.settings.Fencing.MaxConcurrent,
 			InFencing: s.fencing,
 		}),
 		PowerOff: powerOff, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
@@ -313,7 +316,7 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	}
 	var d fencing.Decision
 	for step := 0; step < 6; step++ {
-		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.pool.Spec.HA.Enabled || r.input(s, false).Forget) {
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.settings.HA.Enabled || r.input(s, false).Forget) {
 			if err := r.tallyPool(ctx, s); err != nil {
 				return 0, err
 			}

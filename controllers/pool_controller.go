@@ -51,6 +51,9 @@ const (
 	ReasonHADisabled         = "HADisabled"
 	ReasonOvercommitted      = "Overcommitted"
 	ReasonCapacitySufficient = "CapacitySufficient"
+	// ReasonHeartbeatTimeoutChanged is the event of a change of
+	// status.effectiveHeartbeatTimeout.
+	ReasonHeartbeatTimeoutChanged = "HeartbeatTimeoutChanged"
 )
 
 // PoolReconciler keeps a Pool's status: host counts, the heartbeat timeout in
@@ -120,7 +123,8 @@ func (r *PoolReconciler) poolsOfBackup(ctx context.Context, obj client.Object) [
 	return reqs
 }
 
-// Reconcile brings one Pool's status up to date.
+// Reconcile brings one Pool's status up to date; a deleted Pool waits for
+// its hosts to be forgotten, then deletes its objects (see pool_delete.go).
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pool := &vpoolv1alpha1.Pool{}
 	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
@@ -128,6 +132,9 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("Pool", klog.KObj(pool)))
 	if done, err := r.reconcileDRTestCleanup(ctx, pool); done || err != nil {
+		return ctrl.Result{}, err
+	}
+	if patched, err := r.ensureMembersFinalizer(ctx, pool); patched || err != nil {
 		return ctrl.Result{}, err
 	}
 	before := pool.DeepCopy()
@@ -143,8 +150,27 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		if pool.Status.Epoch != before.Status.Epoch && pool.Status.Master != before.Status.Master {
 			metrics.MasterChanges.WithLabelValues(r.masterChange).Inc()
 		}
+		r.announce(before, pool)
+	}
+	if err == nil {
+		err = r.reconcileDelete(ctx, pool)
 	}
 	return ctrl.Result{RequeueAfter: requeue}, err
+}
+
+// announce emits, once the status that says so is written, the events of
+// what changed in it: the heartbeat timeout in force, a deletion that waits.
+func (r *PoolReconciler) announce(before, pool *vpoolv1alpha1.Pool) {
+	if old, now := before.Status.EffectiveHeartbeatTimeout, pool.Status.EffectiveHeartbeatTimeout; old != nil && now != nil &&
+		old.Duration != now.Duration {
+		kind, msg := timeoutChange(pool, old.Duration, now.Duration)
+		r.Recorder.Eventf(pool, nil, kind, ReasonHeartbeatTimeoutChanged, "ChangeHeartbeatTimeout", "%s", msg)
+	}
+	was := meta.FindStatusCondition(before.Status.Conditions, vpoolv1alpha1.ConditionReady)
+	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.ConditionReady); c != nil &&
+		c.Reason == ReasonDeletionWaiting && (was == nil || was.Reason != ReasonDeletionWaiting) {
+		r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonDeletionWaiting, "Delete", "%s", c.Message)
+	}
 }
 
 // reconcileDRTestCleanup keeps a finalizer on a DR-test Pool and, when the
@@ -155,7 +181,7 @@ func (r *PoolReconciler) reconcileDRTestCleanup(ctx context.Context, pool *vpool
 	switch {
 	case !pool.DeletionTimestamp.IsZero():
 		if !controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup) {
-			return true, nil
+			return false, nil // on to FinalizerPoolMembers
 		}
 		if err := r.cleanupDRTest(ctx, pool); err != nil {
 			return true, err
@@ -214,38 +240,40 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 		return 0, fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
 	}
 	sort.Slice(hosts.Items, func(i, j int) bool { return hosts.Items[i].Name < hosts.Items[j].Name })
-	timeout := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
-	tally := tallyHosts(hosts.Items, r.Tracker, r.Clock.Now(), timeout)
+	settings := pool.Effective()
+	tally := tallyHosts(hosts.Items, r.Tracker, r.Clock.Now(), settings.HeartbeatTimeout)
 	pool.Status.Hosts = vpoolv1alpha1.HostCounts{
 		Total: int32(tally.Total - tally.Forgotten), Live: int32(tally.Live),
 		Unreachable: int32(tally.Unreachable + tally.Fencing), Fenced: int32(tally.Fenced),
 	}
-	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: timeout}
-	if pool.Spec.HA.Enabled {
-		c := fencing.StormGuard(tally, pool.Spec.Fencing.MaxUnhealthyPercent)
+	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: settings.HeartbeatTimeout}
+	if settings.HA.Enabled {
+		c := fencing.StormGuard(tally, settings.Fencing.MaxUnhealthyPercent)
 		set(vpoolv1alpha1.PoolFencingAllowed, boolStatus(c.Allowed), c.Reason, c.Message)
 	} else {
 		set(vpoolv1alpha1.PoolFencingAllowed, metav1.ConditionTrue, ReasonHADisabled,
 			"HA is off: a host is fenced only when a person forgets it (spec.state: Forgotten)")
 	}
 
-	d := r.reconcileMaster(ctx, pool, hosts.Items)
-	r.masterConditions(pool, hosts.Items, d, set)
-	if err := r.defaultSRCondition(ctx, pool, set); err != nil {
+	d := r.reconcileMaster(ctx, pool, &settings, hosts.Items)
+	r.masterConditions(pool, &settings, hosts.Items, d, set)
+	if err := r.defaultSRCondition(ctx, pool, settings.DefaultStorageRepository, set); err != nil {
 		return 0, err
 	}
-	if err := r.overcommitted(ctx, pool, hosts.Items, set); err != nil {
+	if err := r.overcommitted(ctx, pool, int(settings.HA.HostFailuresToTolerate), hosts.Items, set); err != nil {
 		return 0, err
 	}
 	ma := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolMasterAvailable)
 	set(vpoolv1alpha1.ConditionReady, ma.Status, ma.Reason, ma.Message)
+	deletionReady(pool, hosts.Items, set)
 	return requeue, nil
 }
 
 // reconcileMaster records the master the election decides; a change bumps
 // the epoch in the same write, so there is at most one master per epoch.
-func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host) election.Decision {
-	in := election.Input{HAEnabled: pool.Spec.HA.Enabled, Current: pool.Status.Master, Requested: pool.Spec.Master,
+func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha1.Pool, settings *vpoolv1alpha1.EffectiveSettings,
+	hosts []vpoolv1alpha1.Host) election.Decision {
+	in := election.Input{HAEnabled: settings.HA.Enabled, Current: pool.Status.Master, Requested: settings.Master,
 		Epoch: pool.Status.Epoch}
 	for i := range hosts {
 		in.Hosts = append(in.Hosts, election.Host{Name: hosts[i].Name, Phase: hosts[i].Status.Phase, Epoch: hosts[i].Status.MasterEpoch})
@@ -263,7 +291,8 @@ func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha
 	return d
 }
 
-func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, d election.Decision,
+func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, settings *vpoolv1alpha1.EffectiveSettings,
+	hosts []vpoolv1alpha1.Host, d election.Decision,
 	set func(string, metav1.ConditionStatus, string, string)) {
 	masterLive := false
 	var behind []string
@@ -277,8 +306,8 @@ func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoo
 		}
 	}
 	msg := d.Message
-	if req := pool.Spec.Master; req != "" && !slices.ContainsFunc(hosts, func(h vpoolv1alpha1.Host) bool { return h.Name == req }) {
-		msg += fmt.Sprintf("; spec.master: Host %q not found in this pool", req)
+	if req := settings.Master; req != "" && !slices.ContainsFunc(hosts, func(h vpoolv1alpha1.Host) bool { return h.Name == req }) {
+		msg += fmt.Sprintf("; %s: Host %q not found in this pool", settingField(pool.Spec.Master != "", "master"), req)
 	}
 	if masterLive {
 		set(vpoolv1alpha1.PoolMasterAvailable, metav1.ConditionTrue, d.Reason, fmt.Sprintf("%s (epoch %d)", msg, pool.Status.Epoch))
@@ -294,9 +323,9 @@ func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, hosts []vpoo
 	}
 }
 
-func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1alpha1.Pool,
+func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1alpha1.Pool, name string,
 	set func(string, metav1.ConditionStatus, string, string)) error {
-	name := pool.Spec.DefaultStorageRepository
+	field := settingField(pool.Spec.DefaultStorageRepository != "", "defaultStorageRepository")
 	if name == "" {
 		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotSet,
 			"spec.defaultStorageRepository is not set")
@@ -308,26 +337,44 @@ func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1al
 			return err
 		}
 		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotFound,
-			fmt.Sprintf("spec.defaultStorageRepository: StorageRepository %q not found", name))
+			fmt.Sprintf("%s: StorageRepository %q not found", field, name))
 		return nil
 	}
-	switch {
-	case sr.Spec.PoolRef.Name != pool.Name:
-		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotFound,
-			fmt.Sprintf("spec.defaultStorageRepository: StorageRepository %q belongs to pool %q", name, sr.Spec.PoolRef.Name))
-	case !sr.Spec.Shared && sr.Spec.Host != pool.Status.Master:
-		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotUsable,
-			fmt.Sprintf("spec.defaultStorageRepository: %q is local to host %s, not to the master %s", name, sr.Spec.Host, pool.Status.Master))
-	default:
-		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionTrue, ReasonDefaultSRValid,
-			fmt.Sprintf("StorageRepository %q is usable from the master", name))
-	}
+	st, reason, msg := defaultSRVerdict(sr, pool.Name, pool.Status.Master)
+	set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, st, reason, field+": "+msg)
 	return nil
+}
+
+// defaultSRVerdict says whether the default SR sr is usable: from every
+// host when shared, else from the master it is local to.
+func defaultSRVerdict(sr *vpoolv1alpha1.StorageRepository, pool, master string) (metav1.ConditionStatus, string, string) {
+	switch {
+	case sr.Spec.PoolRef.Name != pool:
+		return metav1.ConditionFalse, ReasonDefaultSRNotFound,
+			fmt.Sprintf("StorageRepository %q belongs to pool %q", sr.Name, sr.Spec.PoolRef.Name)
+	case sr.Spec.Shared:
+		return metav1.ConditionTrue, ReasonDefaultSRValid, fmt.Sprintf("StorageRepository %q is shared: usable from every host", sr.Name)
+	case master == "":
+		return metav1.ConditionFalse, ReasonDefaultSRNotUsable,
+			fmt.Sprintf("%q is local to host %s and the pool has no master yet", sr.Name, sr.Spec.Host)
+	case sr.Spec.Host != master:
+		return metav1.ConditionFalse, ReasonDefaultSRNotUsable,
+			fmt.Sprintf("%q is local to host %s, not to the master %s", sr.Name, sr.Spec.Host, master)
+	}
+	return metav1.ConditionTrue, ReasonDefaultSRValid, fmt.Sprintf("StorageRepository %q is local to the master %s", sr.Name, master)
+}
+
+// settingField names where a setting in force comes from, for a message.
+func settingField(inSpec bool, name string) string {
+	if inSpec {
+		return "spec." + name
+	}
+	return "status.restoredSettings." + name
 }
 
 // overcommitted sets the Overcommitted condition: can the Live hosts run
 // every Restart VM, and still after losing hostFailuresToTolerate of them?
-func (r *PoolReconciler) overcommitted(ctx context.Context, pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host,
+func (r *PoolReconciler) overcommitted(ctx context.Context, pool *vpoolv1alpha1.Pool, tolerate int, hosts []vpoolv1alpha1.Host,
 	set func(string, metav1.ConditionStatus, string, string)) error {
 	vms := &vpoolv1alpha1.VirtualMachineList{}
 	if err := r.List(ctx, vms, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name},
@@ -347,13 +394,32 @@ func (r *PoolReconciler) overcommitted(ctx context.Context, pool *vpoolv1alpha1.
 			live = append(live, hostCapacity(&hosts[i]))
 		}
 	}
-	over, msg := placement.Overcommitted(live, demand, int(pool.Spec.HA.HostFailuresToTolerate))
+	over, msg := placement.Overcommitted(live, demand, tolerate)
 	if over {
 		set(vpoolv1alpha1.PoolOvercommitted, metav1.ConditionTrue, ReasonOvercommitted, msg)
 	} else {
 		set(vpoolv1alpha1.PoolOvercommitted, metav1.ConditionFalse, ReasonCapacitySufficient, msg)
 	}
 	return nil
+}
+
+// timeoutChange words a change of the heartbeat timeout in force: a shorter
+// one is a Warning, since every agent must then renew more often.
+func timeoutChange(pool *vpoolv1alpha1.Pool, from, to time.Duration) (eventType, msg string) {
+	source := fmt.Sprintf("the default with spec.ha.enabled %t", pool.Effective().HA.Enabled)
+	switch {
+	case pool.Spec.HeartbeatTimeout != nil && pool.Spec.HeartbeatTimeout.Duration > 0:
+		source = "spec.heartbeatTimeout"
+	case pool.Status.RestoredSettings != nil && pool.Status.RestoredSettings.HeartbeatTimeout != nil:
+		source = "status.restoredSettings.heartbeatTimeout"
+	}
+	if to > from {
+		return corev1.EventTypeNormal, fmt.Sprintf("the heartbeat timeout in force went up from %s to %s (%s): "+
+			"a host is Unreachable after %s without a heartbeat", from, to, source, to)
+	}
+	return corev1.EventTypeWarning, fmt.Sprintf("the heartbeat timeout in force went down from %s to %s (%s): every agent "+
+		"must now renew its heartbeat at least every %s (a quarter of it); running agents adapt at their next renewal, "+
+		"and a host silent for %s is Unreachable", from, to, source, liveness.MaxInterval(to), to)
 }
 
 func boolStatus(b bool) metav1.ConditionStatus {

@@ -44,8 +44,8 @@ const (
 // on to its usual work (the restore is done).
 func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alpha1.Pool,
 	set func(string, metav1.ConditionStatus, string, string)) (bool, error) {
-	if pool.Spec.RestoreFrom == nil {
-		return true, nil
+	if pool.Spec.RestoreFrom == nil || !pool.DeletionTimestamp.IsZero() {
+		return true, nil // a deleted Pool starts no restore
 	}
 	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored); c != nil && c.Status == metav1.ConditionTrue {
 		return true, nil
@@ -91,7 +91,8 @@ func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alph
 	pool.Status.Restore.Created = vpoolv1alpha1.BackupCounts{
 		Hosts: int32(len(plan.Hosts)) + done[backup.KindHost], SRs: int32(len(plan.StorageRepositories)) + done[backup.KindStorageRepository],
 		VDIs: int32(len(plan.VirtualDisks)) + done[backup.KindVirtualDisk], VMs: int32(len(plan.VirtualMachines)) + done[backup.KindVirtualMachine]}
-	reason, msg = ReasonRestored, "restored: "+plan.Summary()
+	pool.Status.RestoredSettings = plan.Settings
+	reason, msg = ReasonRestored, "restored: "+plan.Summary()+"; "+settingsTaken(plan.Settings)
 	if plan.DryRun {
 		reason, msg = ReasonDRTestReady, "DR test failover: "+plan.Summary()+
 			"; no VM is started; delete the Pool or annotate it "+vpoolv1alpha1.AnnotationDRTestFinished+"=true to clean up"
@@ -139,6 +140,14 @@ func (r *PoolReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Po
 		return nil, nil, nil, "", "", err
 	}
 	return pb, key, data, "", "", nil
+}
+
+// settingsTaken says which pool settings the restore took from the backup.
+func settingsTaken(s *vpoolv1alpha1.PoolSettings) string {
+	if s == nil {
+		return "no pool setting taken from the backup (the spec sets them, or the backup has none)"
+	}
+	return "pool settings taken from the backup, where spec leaves them unset (status.restoredSettings): " + s.String()
 }
 
 func orUnknown(s string) string {

@@ -19,6 +19,8 @@ import (
 const (
 	ReasonScheduleValid   = "Scheduled"
 	ReasonScheduleInvalid = "InvalidSchedule"
+	// ReasonScheduleSuspended: the pool is being deleted.
+	ReasonScheduleSuspended = "Suspended"
 )
 
 // scheduleDecision is what the backup schedule asks for now.
@@ -49,7 +51,7 @@ func decideSchedule(sched cron.Schedule, last, now time.Time) scheduleDecision {
 // next backup is due.
 func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alpha1.Pool,
 	set func(string, metav1.ConditionStatus, string, string)) (time.Duration, error) {
-	spec := pool.Spec.Backup
+	spec := pool.Effective().Backup
 	if spec == nil {
 		pool.Status.Backup = nil
 		return 0, nil
@@ -57,7 +59,7 @@ func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alp
 	sched, err := cron.ParseStandard(spec.Schedule)
 	if err != nil {
 		set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionFalse, ReasonScheduleInvalid,
-			fmt.Sprintf("spec.backup.schedule: %q is not a cron schedule: %v", spec.Schedule, err))
+			fmt.Sprintf("%s.schedule: %q is not a cron schedule: %v", settingField(pool.Spec.Backup != nil, "backup"), spec.Schedule, err))
 		return 0, nil
 	}
 	if pool.Status.Backup == nil {
@@ -70,8 +72,13 @@ func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alp
 		last = st.LastScheduleTime.Time
 	}
 	d := decideSchedule(sched, last, now)
+	if !pool.DeletionTimestamp.IsZero() {
+		set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionFalse, ReasonScheduleSuspended,
+			"the pool is being deleted: no new backup is taken")
+		return 0, nil
+	}
 	if !d.Due.IsZero() {
-		name, err := r.createScheduledBackup(ctx, pool, d.Due)
+		name, err := r.createScheduledBackup(ctx, pool, spec, d.Due)
 		if err != nil {
 			return 0, err
 		}
@@ -79,7 +86,7 @@ func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alp
 		st.LastBackup = name
 	}
 	st.NextScheduleTime = &metav1.Time{Time: d.Next}
-	if err := r.pruneBackups(ctx, pool); err != nil {
+	if err := r.pruneBackups(ctx, pool, int(spec.Retain)); err != nil {
 		return 0, err
 	}
 	set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionTrue, ReasonScheduleValid,
@@ -89,15 +96,16 @@ func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alp
 
 // createScheduledBackup creates the PoolBackup of one scheduled time. Its
 // name is derived from that time, so a retry never creates a second one.
-func (r *PoolReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv1alpha1.Pool, at time.Time) (string, error) {
+func (r *PoolReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv1alpha1.Pool, spec *vpoolv1alpha1.BackupSchedule,
+	at time.Time) (string, error) {
 	pb := &vpoolv1alpha1.PoolBackup{ObjectMeta: metav1.ObjectMeta{
 		Namespace: pool.Namespace,
 		Name:      fmt.Sprintf("%s-%s", pool.Name, at.UTC().Format("20060102-150405")),
 		Labels:    map[string]string{vpoolv1alpha1.LabelPool: pool.Name, vpoolv1alpha1.LabelScheduled: "true"},
 	}}
 	pb.Spec.PoolRef.Name = pool.Name
-	pb.Spec.Storage = pool.Spec.Backup.Storage
-	pb.Spec.Encryption = pool.Spec.Backup.Encryption
+	pb.Spec.Storage = spec.Storage
+	pb.Spec.Encryption = spec.Encryption
 	if err := r.Create(ctx, pb); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating scheduled PoolBackup %s: %w", pb.Name, err)
 	}
@@ -108,7 +116,7 @@ func (r *PoolReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv
 // pruneBackups deletes the scheduled backups beyond spec.backup.retain:
 // the oldest completed ones, and failed ones beyond the same count. A failed
 // backup never blocks the next; backups created by hand are never pruned.
-func (r *PoolReconciler) pruneBackups(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
+func (r *PoolReconciler) pruneBackups(ctx context.Context, pool *vpoolv1alpha1.Pool, retain int) error {
 	list := &vpoolv1alpha1.PoolBackupList{}
 	if err := r.List(ctx, list, client.InNamespace(pool.Namespace),
 		client.MatchingLabels{vpoolv1alpha1.LabelPool: pool.Name, vpoolv1alpha1.LabelScheduled: "true"}); err != nil {
@@ -120,7 +128,6 @@ func (r *PoolReconciler) pruneBackups(ctx context.Context, pool *vpoolv1alpha1.P
 			byPhase[b.Status.Phase] = append(byPhase[b.Status.Phase], b)
 		}
 	}
-	retain := int(pool.Spec.Backup.Retain)
 	for _, phase := range []vpoolv1alpha1.PoolBackupPhase{vpoolv1alpha1.BackupCompleted, vpoolv1alpha1.BackupFailed} {
 		items := byPhase[phase]
 		if len(items) <= retain {

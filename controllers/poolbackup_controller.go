@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -152,7 +153,7 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	done := metav1.NewTime(r.Clock.Now())
 	pb.Status.Phase = vpoolv1alpha1.BackupCompleted
 	pb.Status.CompletedAt = &done
-	pb.Status.PoolEpoch = snap.pool.Status.Epoch
+	pb.Status.PoolEpoch = ptr.To(snap.pool.Status.Epoch)
 	pb.Status.Counts = &counts
 	pb.Status.SizeBytes = int64(len(data))
 	pb.Status.SHA256 = backup.Checksum(data)

@@ -28,11 +28,12 @@ import (
 // changed.
 
 // restoring reports whether the pool's restore (spec.restoreFrom) is under
-// way: not begun yet or recreating objects. A restore that stopped in its
+// way: not begun yet or recreating objects, in a Pool not being deleted
+// (a deleted Pool starts no restore and stops one). A restore that stopped in its
 // preflight (Restored False for another reason) writes nothing, and holds
 // nothing back.
 func restoring(pool *vpoolv1alpha1.Pool) bool {
-	if pool.Spec.RestoreFrom == nil {
+	if pool.Spec.RestoreFrom == nil || !pool.DeletionTimestamp.IsZero() {
 		return false
 	}
 	c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored)

@@ -14,8 +14,11 @@ type PoolSpec struct {
 	HA HASpec `json:"ha,omitempty"`
 
 	// heartbeatTimeout is how long a host may go without renewing its heartbeat
-	// Lease before it is considered Unreachable. Unset: 600s without HA, 60s with
-	// HA. status.effectiveHeartbeatTimeout shows the value in force.
+	// Lease before it is considered Unreachable: a duration between 1s and 24h.
+	// Unset: the value a restore took from its backup, else 600s without HA,
+	// 60s with HA. status.effectiveHeartbeatTimeout shows the value in force.
+	// Agents heartbeat at most every quarter of it: a running agent adapts at
+	// its next renewal.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="heartbeatTimeout must be a duration of at least 1s"
@@ -148,6 +151,30 @@ type RestoreSource struct {
 	DryRun bool `json:"dryRun,omitempty"`
 }
 
+// PoolSettings are a pool's own settings a restore can bring back: the
+// fields of PoolSpec of the same names, each set only when taken.
+type PoolSettings struct {
+	// heartbeatTimeout as in spec.heartbeatTimeout.
+	// +optional
+	HeartbeatTimeout *metav1.Duration `json:"heartbeatTimeout,omitempty"`
+	// ha as in spec.ha.
+	// +optional
+	HA *HASpec `json:"ha,omitempty"`
+	// master as in spec.master: the backup's requested master, else the
+	// master at the backup's point in time (a preference for the first master).
+	// +optional
+	Master string `json:"master,omitempty"`
+	// defaultStorageRepository as in spec.defaultStorageRepository.
+	// +optional
+	DefaultStorageRepository string `json:"defaultStorageRepository,omitempty"`
+	// fencing as in spec.fencing.
+	// +optional
+	Fencing *PoolFencingSpec `json:"fencing,omitempty"`
+	// backup as in spec.backup.
+	// +optional
+	Backup *BackupSchedule `json:"backup,omitempty"`
+}
+
 // HostCounts counts a pool's hosts by state.
 type HostCounts struct {
 	// total is the number of Hosts of the pool, forgotten ones excluded.
@@ -179,9 +206,18 @@ type PoolStatus struct {
 	// +optional
 	Epoch int64 `json:"epoch,omitempty"`
 
-	// effectiveHeartbeatTimeout is the heartbeat timeout in force.
+	// effectiveHeartbeatTimeout is the heartbeat timeout in force: spec.heartbeatTimeout,
+	// else restoredSettings.heartbeatTimeout, else the default for spec.ha.enabled
+	// (see Pool.Effective).
 	// +optional
 	EffectiveHeartbeatTimeout *metav1.Duration `json:"effectiveHeartbeatTimeout,omitempty"`
+
+	// restoredSettings are the pool settings a restore (spec.restoreFrom) took
+	// from its backup because this Pool's spec left them unset, as
+	// pool-restore-database brings back the pool database. Each is in force
+	// while the spec leaves it unset; a value set in spec wins.
+	// +optional
+	RestoredSettings *PoolSettings `json:"restoredSettings,omitempty"`
 
 	// hosts counts the pool's hosts by state.
 	// +optional
@@ -245,6 +281,11 @@ const AnnotationDRTestFinished = "vpool.poolkeeper.io/dr-test-finished"
 
 // FinalizerDRTestCleanup holds a DR-test Pool until its objects are removed.
 const FinalizerDRTestCleanup = "vpool.poolkeeper.io/dr-test-cleanup"
+
+// FinalizerPoolMembers holds a deleted Pool while it still has Hosts; once
+// none is left it deletes the pool's VirtualMachines, VirtualDisks and
+// StorageRepositories (never its PoolBackups) and lets the Pool go.
+const FinalizerPoolMembers = "vpool.poolkeeper.io/pool-members"
 
 // Pool condition types.
 const (

@@ -100,13 +100,17 @@ const (
 // BackupCounts counts the objects in a dump.
 type BackupCounts struct {
 	// hosts is the number of Hosts.
-	Hosts int32 `json:"hosts,omitempty"`
+	// +optional
+	Hosts int32 `json:"hosts"`
 	// srs is the number of StorageRepositories.
-	SRs int32 `json:"srs,omitempty"`
+	// +optional
+	SRs int32 `json:"srs"`
 	// vdis is the number of VirtualDisks.
-	VDIs int32 `json:"vdis,omitempty"`
+	// +optional
+	VDIs int32 `json:"vdis"`
 	// vms is the number of VirtualMachines.
-	VMs int32 `json:"vms,omitempty"`
+	// +optional
+	VMs int32 `json:"vms"`
 }
 
 // PoolBackupStatus is the observed state of a pool backup.
@@ -123,9 +127,10 @@ type PoolBackupStatus struct {
 	// completedAt is when the dump was stored and verified.
 	// +optional
 	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
-	// poolEpoch is the pool's epoch at the dump's point in time.
+	// poolEpoch is the pool's epoch at the dump's point in time (0: the pool
+	// never had a master). Set with counts, once the dump is taken.
 	// +optional
-	PoolEpoch int64 `json:"poolEpoch,omitempty"`
+	PoolEpoch *int64 `json:"poolEpoch,omitempty"`
 	// counts of the objects in the dump.
 	// +optional
 	Counts *BackupCounts `json:"counts,omitempty"`
@@ -153,6 +158,10 @@ type PoolBackupStatus struct {
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.poolRef.name`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.poolEpoch`
+// +kubebuilder:printcolumn:name="Hosts",type=integer,JSONPath=`.status.counts.hosts`
+// +kubebuilder:printcolumn:name="SRs",type=integer,JSONPath=`.status.counts.srs`,priority=1
+// +kubebuilder:printcolumn:name="VDIs",type=integer,JSONPath=`.status.counts.vdis`,priority=1
+// +kubebuilder:printcolumn:name="VMs",type=integer,JSONPath=`.status.counts.vms`
 // +kubebuilder:printcolumn:name="Size",type=integer,JSONPath=`.status.sizeBytes`
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -202,6 +202,10 @@ type RestorePlan struct {
 	// SourceMaster is the master at the dump's point in time: a hint for the
 	// restored pool's first master.
 	SourceMaster string
+	// Settings are the pool settings the target takes from the dump: those
+	// its spec leaves unset (see Settings); nil when none. The caller records
+	// them in status.restoredSettings.
+	Settings *vpoolv1alpha1.PoolSettings
 	// MinEpoch is the lowest epoch the restored pool may use: one above the
 	// dump's, so that any agent still following the old pool learns it is
 	// out of date.
@@ -362,6 +366,7 @@ func Plan(d *Dump, target *vpoolv1alpha1.Pool, existing Existing, mode vpoolv1al
 			Backup: rf.BackupName, Mode: mode, DryRun: rf.DryRun,
 			SourceNamespace: d.Namespace, SourcePool: d.Pool.Metadata.Name, TakenAt: d.TakenAt,
 			SourceMaster: d.Pool.Status.Master, MinEpoch: d.Pool.Status.Epoch + 1,
+			Settings:   Settings(d, &target.Spec),
 			VMStatuses: map[string]VMStatus{},
 		},
 		restored: map[string]map[string]bool{},

@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
@@ -19,7 +20,7 @@ func completed(d *backup.Dump, data []byte) *vpoolv1alpha1.PoolBackup {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "dr", Name: "b1"},
 		Spec:       vpoolv1alpha1.PoolBackupSpec{PoolRef: vpoolv1alpha1.PoolReference{Name: "p"}},
 		Status: vpoolv1alpha1.PoolBackupStatus{Phase: vpoolv1alpha1.BackupCompleted, SHA256: backup.Checksum(data),
-			Counts: &counts, SizeBytes: int64(len(data)), PoolEpoch: d.Pool.Status.Epoch},
+			Counts: &counts, SizeBytes: int64(len(data)), PoolEpoch: ptr.To(d.Pool.Status.Epoch)},
 	}
 }
 

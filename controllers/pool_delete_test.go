@@ -1,0 +1,52 @@
+package controllers_test
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/controllers"
+)
+
+// kubectl delete vpool: while the pool has hosts the deletion waits and says
+// why; once the hosts are forgotten (kubectl delete vhost), the Pool goes
+// with its VMs, VDIs and SRs, and its PoolBackups stay.
+func TestDeletePoolWaitsForItsHosts(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	completedBackup(t, g, ns)
+	g.Eventually(func(g Gomega) []string { return getPool(g, ns, "p").Finalizers }, wait, poll).Should(
+		ContainElement(vpoolv1alpha1.FinalizerPoolMembers))
+
+	g.Expect(k8s.Delete(ctx, getPool(g, ns, "p"))).To(Succeed())
+	g.Eventually(poolCondition(ns, vpoolv1alpha1.ConditionReady), wait, poll).Should(And(
+		HaveField("Status", metav1.ConditionFalse), HaveField("Reason", controllers.ReasonDeletionWaiting),
+		HaveField("Message", "deletion waits: the pool still has hosts h1, h2 (2 in all); forget them first "+
+			"(kubectl delete vhost ...: each is forgotten once it is down)")))
+	g.Eventually(eventsOf(ns, "p"), wait, poll).Should(ContainElement(controllers.ReasonDeletionWaiting))
+	g.Expect(getVM(g, ns, "vm-0").DeletionTimestamp).To(BeNil(), "nothing is deleted while the pool has hosts")
+
+	g.Expect(k8s.DeleteAllOf(ctx, &vpoolv1alpha1.Host{}, inNS(ns))).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, key(ns, "p"), &vpoolv1alpha1.Pool{}))
+	}, wait, poll).Should(BeTrue())
+	for _, l := range []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualDiskList{},
+		&vpoolv1alpha1.StorageRepositoryList{}, &vpoolv1alpha1.HostList{}} {
+		g.Expect(k8s.List(ctx, l, inNS(ns))).To(Succeed())
+		g.Expect(l).To(HaveField("Items", BeEmpty()), "%T", l)
+	}
+	g.Expect(getBackup(g, ns, "b").DeletionTimestamp).To(BeNil(), "a PoolBackup outlives its pool")
+	g.Eventually(eventsOf(ns, "p"), wait, poll).Should(ContainElement(controllers.ReasonMembersDeleted))
+	g.Expect(eventMessages(g, ns, "p", controllers.ReasonMembersDeleted)).To(ConsistOf(
+		"Normal: the pool has no host left: deleted 4 VirtualMachines, 4 VirtualDisks, 2 StorageRepositories; its 1 PoolBackups are kept"))
+}
