@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/controllers"
 	"github.com/poolkeeper/poolkeeper/internal/election"
 )
 
@@ -116,4 +117,33 @@ func TestForgetMasterWaitsForNewMaster(t *testing.T) {
 	g.Expect(k8s.Patch(context.Background(), pool, ppatch)).To(Succeed())
 	g.Eventually(phaseOf(f.ns, "h1"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseForgotten))
 	g.Expect(masterAndEpoch(f.ns)(g)).To(Equal([]interface{}{"h2", int64(2)}))
+}
+
+// The Pool's conditions say what they mean: a local default SR waits for a
+// master, a shared one is usable from every host, and the pool tolerates
+// "1 host failure".
+func TestPoolConditionsWording(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	f := newPoolFixture(t, poolOpts{ha: true, timeout: timeout}, "h1", "h2")
+	g.Eventually(poolCondition(f.ns, vpoolv1alpha1.PoolOvercommitted), wait, poll).Should(And(
+		HaveField("Status", metav1.ConditionFalse), HaveField("Message", HaveSuffix("and tolerate 1 host failure"))))
+	p := getPool(g, f.ns, "p")
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Spec.DefaultStorageRepository = "nfs"
+	g.Expect(k8s.Patch(ctx, p, patch)).To(Succeed())
+	g.Eventually(poolCondition(f.ns, vpoolv1alpha1.PoolDefaultStorageRepositoryValid), wait, poll).Should(And(
+		HaveField("Status", metav1.ConditionTrue),
+		HaveField("Message", `spec.defaultStorageRepository: StorageRepository "nfs" is shared: usable from every host`)))
+
+	// A pool with no host has no master: its local default SR is not usable yet.
+	q := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "q"}}
+	q.Spec.DefaultStorageRepository = "x-local"
+	g.Expect(k8s.Create(ctx, q)).To(Succeed())
+	createSR(t, f.ns, "q", "x-local", "x")
+	g.Eventually(func(g Gomega) *metav1.Condition {
+		return meta.FindStatusCondition(getPool(g, f.ns, "q").Status.Conditions, vpoolv1alpha1.PoolDefaultStorageRepositoryValid)
+	}, wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", controllers.ReasonDefaultSRNotUsable),
+		HaveField("Message", `spec.defaultStorageRepository: "x-local" is local to host x and the pool has no master yet`)))
 }

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -183,4 +185,33 @@ func TestBackupIsConsistentUnderWrites(t *testing.T) {
 		g.Expect(host).To(BeNumerically(">", 0), "the writer was running")
 		g.Expect(host-vm).To(BeElementOf(0, 1), "host counter %d, VM counter %d: not one point in time", host, vm)
 	}
+}
+
+// kubectl get pbak shows what a backup holds, an empty one too: HOSTS, VMS
+// and EPOCH read 0, not blank.
+func TestBackupOfAnEmptyPoolShowsItsCounts(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPool(t, ns, "p", poolOpts{})
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	createBackup(t, ns, "b1", "k")
+	g.Eventually(func(g Gomega) vpoolv1alpha1.PoolBackupPhase { return getBackup(g, ns, "b1").Status.Phase }, wait, poll).Should(
+		Equal(vpoolv1alpha1.BackupCompleted))
+
+	cs, err := kubernetes.NewForConfig(restConfig)
+	g.Expect(err).NotTo(HaveOccurred())
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/apis", vpoolv1alpha1.GroupVersion.Group, vpoolv1alpha1.GroupVersion.Version,
+		"namespaces", ns, "poolbackups").SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	table := &metav1.Table{}
+	g.Expect(json.Unmarshal(raw, table)).To(Succeed())
+	g.Expect(table.Rows).To(HaveLen(1))
+	shown := map[string]any{}
+	for i, c := range table.ColumnDefinitions {
+		shown[c.Name] = table.Rows[0].Cells[i]
+	}
+	g.Expect(shown).To(And(HaveKeyWithValue("Phase", "Completed"), HaveKeyWithValue("Epoch", BeEquivalentTo(0)),
+		HaveKeyWithValue("Hosts", BeEquivalentTo(0)), HaveKeyWithValue("VMs", BeEquivalentTo(0))))
 }

@@ -27,8 +27,12 @@ func Overcommitted(live []Resources, demand Resources, failuresToTolerate int) (
 		return true, fmt.Sprintf("after losing %d of the largest Live hosts the rest (%s) could not run every Restart VM (%s)",
 			failuresToTolerate, left, demand)
 	}
-	return false, fmt.Sprintf("the Live hosts (%s) can run every Restart VM (%s) and tolerate %d host failures",
-		total, demand, failuresToTolerate)
+	failures := "host failures"
+	if failuresToTolerate == 1 {
+		failures = "host failure"
+	}
+	return false, fmt.Sprintf("the Live hosts (%s) can run every Restart VM (%s) and tolerate %d %s",
+		total, demand, failuresToTolerate, failures)
 }
 
 // ReasonNoHostFits is why a running VM's new size waits: no host of the pool
