@@ -5,6 +5,11 @@
 // stops everything when that command exits or on SIGINT/SIGTERM.
 //
 //	controlplane --assets DIR --crds config/crd/bases --dir bin/embedded -- bin/poolkeeper [flags]
+//
+// It records itself, etcd, kube-apiserver and the command in pid files in
+// --dir. A run killed with SIGKILL (or whose parent was) leaves processes
+// behind; the next run of the same --dir stops exactly those — each pid is
+// checked to still be that binary with that directory — and starts afresh.
 package main
 
 import (
@@ -16,13 +21,15 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/poolkeeper/poolkeeper/internal/version"
 )
+
+const defaultDir = "bin/embedded"
 
 func main() {
 	code, err := run()
@@ -35,94 +42,171 @@ func main() {
 	os.Exit(code)
 }
 
-func run() (int, error) {
-	assets := flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory holding the etcd and kube-apiserver binaries.")
-	crds := flag.String("crds", "config/crd/bases", "Directory of CRD manifests to install.")
-	dir := flag.String("dir", "bin/embedded", "Directory for the kubeconfig and the etcd data (wiped on every start).")
-	stopTimeout := flag.Duration("stop-timeout", 40*time.Second, "How long the command may take to exit after SIGTERM.")
+type options struct {
+	assets, crds, dir string
+	stopTimeout       time.Duration
+	command           []string
+}
+
+func parseFlags() (options, bool) {
+	var o options
+	flag.StringVar(&o.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory holding the etcd and kube-apiserver binaries.")
+	flag.StringVar(&o.crds, "crds", "config/crd/bases", "Directory of CRD manifests to install.")
+	flag.StringVar(&o.dir, "dir", defaultDir,
+		"Directory for the kubeconfig, the pid files, the certificates and the etcd data (wiped on every start).")
+	flag.DurationVar(&o.stopTimeout, "stop-timeout", 40*time.Second, "How long the command may take to exit after SIGTERM.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
+	flag.Usage = func() {
+		out := flag.CommandLine.Output()
+		fmt.Fprintf(out, `controlplane runs etcd and kube-apiserver for development (make run), installs
+the CRDs, writes an admin kubeconfig to DIR/kubeconfig and runs COMMAND with
+KUBECONFIG set to it until COMMAND exits or SIGINT/SIGTERM arrives; then it
+stops COMMAND, kube-apiserver and etcd. Without COMMAND it serves until then.
+Processes an earlier run of the same --dir left behind (after a SIGKILL) are
+stopped first.
+
+Usage: controlplane [flags] [-- COMMAND [ARGS...]]
+
+`)
+		flag.PrintDefaults()
+	}
 	flag.Parse()
-	if *assets == "" {
+	if *showVersion {
+		fmt.Println("controlplane", version.String())
+		return o, false
+	}
+	o.command = flag.Args()
+	return o, true
+}
+
+func run() (int, error) {
+	o, ok := parseFlags()
+	if !ok {
+		return 0, nil
+	}
+	if o.assets == "" {
 		return 2, errors.New("--assets (or KUBEBUILDER_ASSETS) is required")
 	}
-	absDir, err := filepath.Abs(*dir)
+	dir, err := filepath.Abs(o.dir)
 	if err != nil {
 		return 1, err
 	}
-	dataDir := filepath.Join(absDir, "etcd")
-	// A previous run killed with SIGKILL may have left etcd or kube-apiserver
-	// behind; they are recognised by the data directory on their command line.
-	killStale(absDir)
-	if err := os.RemoveAll(dataDir); err != nil {
-		return 1, fmt.Errorf("removing old etcd data: %w", err)
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if err := prepareDir(dir, o.stopTimeout); err != nil {
 		return 1, err
 	}
-	defer func() { _ = os.RemoveAll(dataDir) }()
+	defer removeState(dir)
 
 	env := &envtest.Environment{
-		BinaryAssetsDirectory: *assets,
-		CRDDirectoryPaths:     []string{*crds},
+		BinaryAssetsDirectory: o.assets,
+		CRDDirectoryPaths:     []string{o.crds},
 		ErrorIfCRDPathMissing: true,
 	}
-	// Fixed directories (rather than envtest's random ones) let killStale find
-	// processes orphaned by an earlier run.
-	certDir := filepath.Join(absDir, "apiserver")
-	if err := os.MkdirAll(certDir, 0o700); err != nil {
-		return 1, err
-	}
-	defer func() { _ = os.RemoveAll(certDir) }()
-	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: dataDir}
-	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
+	// Fixed directories (rather than envtest's random ones) let a later run
+	// recognise the etcd and kube-apiserver of this one.
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(dir, "etcd")}
+	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: filepath.Join(dir, "apiserver")}
 	fmt.Fprintln(os.Stderr, "controlplane: starting etcd and kube-apiserver")
-	if _, err := env.Start(); err != nil {
-		_ = env.Stop()
-		return 1, fmt.Errorf("starting the control plane: %w", err)
-	}
+	_, err = env.Start()
+	// Recorded even after a failed start, so that nothing is left unnamed.
+	recordErr := recordChildren(dir)
 	defer func() {
 		fmt.Fprintln(os.Stderr, "controlplane: stopping etcd and kube-apiserver")
 		if err := env.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "controlplane: stopping: %v\n", err)
 		}
 	}()
-
-	admin, err := env.AddUser(envtest.User{Name: "poolkeeper-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return 1, fmt.Errorf("creating the admin user: %w", err)
+		return 1, fmt.Errorf("starting the control plane: %w", err)
 	}
-	kubeconfig, err := admin.KubeConfig()
+	if recordErr != nil {
+		return 1, fmt.Errorf("recording the control plane's pids: %w", recordErr)
+	}
+	kubeconfig, err := writeKubeconfig(env, dir)
 	if err != nil {
-		return 1, fmt.Errorf("rendering the kubeconfig: %w", err)
+		return 1, err
 	}
-	kubeconfigPath := filepath.Join(absDir, "kubeconfig")
-	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
-		return 1, fmt.Errorf("writing the kubeconfig: %w", err)
-	}
-	defer func() { _ = os.Remove(kubeconfigPath) }()
-	fmt.Fprintf(os.Stderr, "controlplane: API server at %s\ncontrolplane: kubectl --kubeconfig %s get poolkeeper -A\n",
-		env.Config.Host, kubeconfigPath)
+	fmt.Fprintf(os.Stderr, "controlplane: API server at %s\ncontrolplane: kubectl --kubeconfig %s get pools,hosts -A\n",
+		env.Config.Host, kubeconfig)
 
 	// Losing the terminal must not stop us before the control plane is stopped.
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if flag.NArg() == 0 {
+	if len(o.command) == 0 {
 		<-ctx.Done()
 		return 0, nil
 	}
-	return runCommand(ctx, flag.Args(), kubeconfigPath, *stopTimeout)
+	return runCommand(ctx, o.command, dir, o.stopTimeout)
+}
+
+// stateFiles are what a run leaves in its directory besides the etcd data:
+// a stale kubeconfig would point kubectl at a dead server, and old
+// certificates make envtest skip making a CA (and then panic).
+func stateFiles(dir string) []string {
+	files := []string{filepath.Join(dir, "etcd"), filepath.Join(dir, "apiserver"), filepath.Join(dir, "kubeconfig")}
+	for _, r := range roles(0) {
+		files = append(files, pidFile(dir, r.name))
+	}
+	return files
+}
+
+// prepareDir stops what an earlier run of dir left running, wipes its state
+// and records this process as dir's control plane.
+func prepareDir(dir string, stopTimeout time.Duration) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := stopLeftovers(dir, stopTimeout); err != nil {
+		return fmt.Errorf("stopping what an earlier run left: %w", err)
+	}
+	for _, f := range stateFiles(dir) {
+		if err := os.RemoveAll(f); err != nil {
+			return fmt.Errorf("removing %s of an earlier run: %w", f, err)
+		}
+	}
+	for _, d := range []string{"etcd", "apiserver"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	return writePidFile(dir, "controlplane", os.Getpid())
+}
+
+func removeState(dir string) {
+	for _, f := range stateFiles(dir) {
+		_ = os.RemoveAll(f)
+	}
+}
+
+func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
+	admin, err := env.AddUser(envtest.User{Name: "poolkeeper-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("creating the admin user: %w", err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("rendering the kubeconfig: %w", err)
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return "", fmt.Errorf("writing the kubeconfig: %w", err)
+	}
+	return path, nil
 }
 
 // runCommand runs args with KUBECONFIG set until it exits or ctx is done, in
 // which case it gets SIGTERM and, after timeout, SIGKILL.
-func runCommand(ctx context.Context, args []string, kubeconfig string, timeout time.Duration) (int, error) {
+func runCommand(ctx context.Context, args []string, dir string, timeout time.Duration) (int, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"), dirEnv+"="+dir)
 	// The command dies with us even if we are killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return 1, fmt.Errorf("starting %s: %w", args[0], err)
+	}
+	if err := writePidFile(dir, "manager", cmd.Process.Pid); err != nil {
+		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -156,24 +240,4 @@ func exitCode(err error) int {
 		return 1
 	}
 	return 0
-}
-
-// killStale kills processes whose command line mentions dir.
-func killStale(dir string) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), dir+"/") {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "controlplane: killing process %d left by an earlier run\n", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
 }
