@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -52,6 +54,9 @@ type HostReconciler struct {
 	Recorder  events.EventRecorder
 	// BMC opens a Redfish client; tests may replace it.
 	BMC BMCFactory
+
+	// poolLocks holds a *sync.Mutex per pool ("namespace/name"): see startFencing.
+	poolLocks sync.Map
 }
 
 type workqueueInterface = workqueue.TypedRateLimitingInterface[reconcile.Request]
@@ -68,6 +73,8 @@ type hostScope struct {
 	timeout time.Duration
 	now     time.Time
 	events  []pendingEvent
+	// agentConflict says why the host is not Ready while two agents claim it.
+	agentConflict string
 	// settings are the pool's settings in force (Pool.Effective).
 	settings vpoolv1alpha1.EffectiveSettings
 }
@@ -91,7 +98,12 @@ func (r *HostReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 				r.leaseEvent(ctx, e.ObjectNew, q)
 			},
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueueInterface) {
-				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
+				key := client.ObjectKeyFromObject(e.Object)
+				if host, ok := standbyHost(e.Object); ok {
+					r.Tracker.Forget(key)
+					key = host
+				}
+				q.Add(reconcile.Request{NamespacedName: key})
 			},
 		}).
 		Watches(&vpoolv1alpha1.Pool{}, handler.EnqueueRequestsFromMapFunc(r.hostsOfPool),
@@ -107,6 +119,14 @@ func (r *HostReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 func (r *HostReconciler) leaseEvent(ctx context.Context, obj client.Object, q workqueueInterface) {
 	key := client.ObjectKeyFromObject(obj)
 	renewed := r.Tracker.Observe(key, obj.GetResourceVersion(), declaredDeadline(obj))
+	if host, ok := standbyHost(obj); ok {
+		// A second agent: its first sighting wakes the host; its renewals
+		// need nothing (the host looks again when it would be gone).
+		if !renewed {
+			q.Add(reconcile.Request{NamespacedName: host})
+		}
+		return
+	}
 	host := &vpoolv1alpha1.Host{}
 	if err := r.Get(ctx, key, host); err != nil {
 		return
@@ -214,10 +234,14 @@ func (r *HostReconciler) reconcile(ctx context.Context, s *hostScope) (ctrl.Resu
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, false, err
 		}
-		r.setPoolMissing(host)
-		// Without its pool nothing of the host can be reset or moved: a deleted
-		// Host may go.
-		return ctrl.Result{}, true, nil
+		if !forgetIntent(host) {
+			r.setPoolMissing(host)
+			return ctrl.Result{}, false, nil
+		}
+		// A host is never forgotten while its agent heartbeats, with or
+		// without its pool: without one, it is forgotten as in a pool with
+		// HA off once it is down (orphanPool).
+		pool = orphanPool(host, r.Tracker.Get(client.ObjectKeyFromObject(host)))
 	}
 	if err := r.fillScope(ctx, s, pool); err != nil {
 		return ctrl.Result{}, false, err
@@ -229,6 +253,27 @@ func (r *HostReconciler) reconcile(ctx context.Context, s *hostScope) (ctrl.Resu
 	return ctrl.Result{RequeueAfter: requeue}, host.Status.Phase == vpoolv1alpha1.HostPhaseForgotten, nil
 }
 
+// forgetIntent reports whether a person asked for the host to be forgotten:
+// spec.state Forgotten, or the Host deleted.
+func forgetIntent(h *vpoolv1alpha1.Host) bool {
+	return h.Spec.State == vpoolv1alpha1.HostForgotten || !h.DeletionTimestamp.IsZero()
+}
+
+// orphanPool stands in for the missing pool of a host being forgotten: HA
+// off, and the heartbeat timeout the agent last declared in its Lease (the
+// HA default if it never did), so that a heartbeating host is refused and a
+// silent one is forgotten once its agent has certainly self-fenced.
+func orphanPool(h *vpoolv1alpha1.Host, hb liveness.Observation) *vpoolv1alpha1.Pool {
+	timeout := hb.Declared
+	if timeout <= 0 {
+		timeout = liveness.DefaultHATimeout
+	}
+	p := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: h.Namespace, Name: h.Spec.PoolRef.Name}}
+	p.Spec.HeartbeatTimeout = &metav1.Duration{Duration: timeout}
+	p.Spec.Fencing.MaxConcurrent = 1
+	return p
+}
+
 func (r *HostReconciler) fillScope(_ context.Context, s *hostScope, pool *vpoolv1alpha1.Pool) error {
 	s.pool = pool
 	s.settings = pool.Effective()
@@ -236,27 +281,76 @@ func (r *HostReconciler) fillScope(_ context.Context, s *hostScope, pool *vpoolv
 	return nil
 }
 
-// tallyPool counts the pool's hosts for the fencing chain. Only a host that
-// may be fenced needs it: a Live host's reconcile stays O(1).
+// tallyPool counts the pool's hosts for the fencing chain, from the cache.
+// Only a host that may be fenced needs it: a Live host's reconcile stays O(1).
 func (r *HostReconciler) tallyPool(ctx context.Context, s *hostScope) error {
 	if s.tallied {
 		return nil
 	}
-	host := s.host
 	hosts := &vpoolv1alpha1.HostList{}
-	if err := r.List(ctx, hosts, client.InNamespace(host.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
+	if err := r.List(ctx, hosts, client.InNamespace(s.host.Namespace), client.MatchingFields{IndexPoolRef: s.pool.Name}); err != nil {
 		return fmt.Errorf("listing hosts of pool %s: %w", s.pool.Name, err)
 	}
-	s.tallied = true
-	for i := range hosts.Items {
-		h := &hosts.Items[i]
-		if h.Name == host.Name {
-			hosts.Items[i] = *host // this reconcile's view of itself
+	s.setTally(hosts.Items, r.Tracker)
+	return nil
+}
+
+// setTally counts hosts, taking this reconcile's view of its own host.
+func (s *hostScope) setTally(hosts []vpoolv1alpha1.Host, tracker *liveness.Tracker) {
+	s.tallied, s.fencing = true, 0
+	for i := range hosts {
+		h := &hosts[i]
+		if h.Name == s.host.Name {
+			hosts[i] = *s.host
 		} else if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
 			s.fencing++
 		}
 	}
-	s.tally = tallyHosts(hosts.Items, r.Tracker, s.now, s.timeout)
+	s.tally = tallyHosts(hosts, tracker, s.now, s.timeout)
+}
+
+// startFencing moves an Unreachable host to Fencing if the fencing chain
+// still allows it. The hosts of one pool start fencing one at a time, under
+// the pool's lock: the budget (spec.fencing.maxConcurrent) is counted from a
+// quorum read of the API server, since the cache may not yet show a sibling
+// that has just started, and the Fencing phase is written before the lock is
+// released. Parallel reconciles, and an operator restarted at any point, so
+// never see more hosts in Fencing than the budget.
+func (r *HostReconciler) startFencing(ctx context.Context, s *hostScope) (fencing.Decision, error) {
+	unlock := r.lockPool(s.host.Namespace, s.pool.Name)
+	defer unlock()
+	all := &vpoolv1alpha1.HostList{}
+	if err := r.APIReader.List(ctx, all, client.InNamespace(s.host.Namespace)); err != nil {
+		return fencing.Decision{}, fmt.Errorf("listing hosts of pool %s: %w", s.pool.Name, err)
+	}
+	hosts := slices.DeleteFunc(all.Items, func(h vpoolv1alpha1.Host) bool { return h.Spec.PoolRef.Name != s.pool.Name })
+	s.setTally(hosts, r.Tracker)
+	d := fencing.Next(r.input(s, false))
+	if d.Phase != vpoolv1alpha1.HostPhaseFencing {
+		return d, nil
+	}
+	r.transition(ctx, s, d)
+	if err := r.writeStatus(ctx, s); err != nil {
+		return d, fmt.Errorf("recording that host %s is fencing: %w", s.host.Name, err)
+	}
+	return d, nil
+}
+
+// lockPool serialises the start of fencing within one pool; it returns the unlock.
+func (r *HostReconciler) lockPool(namespace, pool string) func() {
+	m, _ := r.poolLocks.LoadOrStore(namespace+"/"+pool, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+// writeStatus records the status now (a step that must be recorded before
+// what it allows is done), with optimistic locking against what was read.
+func (r *HostReconciler) writeStatus(ctx context.Context, s *hostScope) error {
+	if err := r.Status().Patch(ctx, s.host, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	s.before = s.host.DeepCopy()
 	return nil
 }
 
@@ -284,7 +378,7 @@ func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
 	if method == "" {
 		method = vpoolv1alpha1.FencingAgent
 	}
-	forget := h.Spec.State == vpoolv1alpha1.HostForgotten || !h.DeletionTimestamp.IsZero()
+	forget := forgetIntent(h)
 	return fencing.HostInput{
 		Now: s.now, Phase: h.Status.Phase, Method: method, HAEnabled: s.settings.HA.Enabled, Forget: forget,
 		Timeout: s.timeout, Heartbeat: r.Tracker.Get(client.ObjectKeyFromObject(h)), Fencing: h.Status.Fencing,
@@ -293,7 +387,8 @@ func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
 			MaxUnhealthyPercent: s.settings.Fencing.MaxUnhealthyPercent, MaxConcurrent: s.settings.Fencing.MaxConcurrent,
 			InFencing: s.fencing,
 		}),
-		PowerOff: powerOff, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
+		Withdrawable: h.Spec.State == vpoolv1alpha1.HostForgotten && h.DeletionTimestamp.IsZero() && h.Status.ForgetStartedAt == nil,
+		PowerOff:     powerOff, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
 		MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
 	}
 }
@@ -334,6 +429,18 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 		if d.Phase == h.Status.Phase {
 			break
 		}
+		if d.Phase == vpoolv1alpha1.HostPhaseFencing && h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+			// The fencing budget is decided and spent under the pool's lock,
+			// against the API server: see startFencing.
+			var err error
+			if d, err = r.startFencing(ctx, s); err != nil {
+				return 0, err
+			}
+			if h.Status.Phase != vpoolv1alpha1.HostPhaseFencing {
+				break
+			}
+			continue
+		}
 		r.transition(ctx, s, d)
 		if d.Phase == vpoolv1alpha1.HostPhaseUnreachable {
 			// Recorded on its own, so everyone sees Unreachable before anything
@@ -341,12 +448,28 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 			break
 		}
 	}
+	agentsRecheck, err := r.checkAgents(ctx, s)
+	if err != nil {
+		return 0, err
+	}
 	r.setConditions(s, d)
 	r.announceReadyChange(s)
+	requeue := d.RequeueAfter
 	if bmcRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
-		return bmcRequeue, nil
+		requeue = bmcRequeue
 	}
-	return d.RequeueAfter, nil
+	return earliest(requeue, agentsRecheck), nil
+}
+
+// earliest is the shortest of the non-zero durations (zero if none).
+func earliest(ds ...time.Duration) time.Duration {
+	var out time.Duration
+	for _, d := range ds {
+		if d > 0 && (out == 0 || d < out) {
+			out = d
+		}
+	}
+	return out
 }
 
 // transition records a phase change in status (written before anything the
@@ -356,6 +479,9 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 	from := h.Status.Phase
 	now := metav1.NewTime(s.now)
 	hb := r.Tracker.Get(client.ObjectKeyFromObject(h))
+	if d.BeginsForget(from, forgetIntent(h)) && h.Status.ForgetStartedAt == nil {
+		h.Status.ForgetStartedAt = &now
+	}
 	h.Status.Phase = d.Phase
 	if !hb.LastRenewal.IsZero() {
 		h.Status.LastHeartbeatTime = &metav1.Time{Time: hb.LastRenewal}
@@ -429,9 +555,12 @@ func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
 	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen})
 	}
-	if h.Status.Phase == vpoolv1alpha1.HostPhaseLive {
+	switch {
+	case h.Status.Phase == vpoolv1alpha1.HostPhaseLive && s.agentConflict != "":
+		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDuplicateAgent, s.agentConflict)
+	case h.Status.Phase == vpoolv1alpha1.HostPhaseLive:
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, d.Reason, d.Message)
-	} else {
+	default:
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
 	}
 	hb := r.Tracker.Get(client.ObjectKeyFromObject(h))

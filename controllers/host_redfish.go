@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
@@ -83,10 +82,9 @@ func (r *HostReconciler) fenceRedfish(ctx context.Context, s *hostScope) (bool, 
 	}
 	// Record the request before sending it, so a restarted operator knows.
 	f.PowerOffRequestedAt = &metav1.Time{Time: s.now}
-	if err := r.Status().Patch(ctx, h, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := r.writeStatus(ctx, s); err != nil {
 		return false, 0, fmt.Errorf("recording the power-off request of host %s: %w", h.Name, err)
 	}
-	s.before = h.DeepCopy()
 	if err := bmc.ForceOff(ctx); err != nil {
 		return fail(ReasonFencingFailed, fmt.Errorf("sending ForceOff: %w", err))
 	}

@@ -52,6 +52,11 @@ const CategoryPoolkeeper = "poolkeeper"
 // watches only Leases that carry it.
 const LabelHost = "vpool.poolkeeper.io/host"
 
+// LabelStandby marks the standby Lease of an agent that waits to run a host
+// whose heartbeat Lease another boot holds ("<host>.<suffix>"; the value is
+// "true"). The operator reports such a second agent on the Host.
+const LabelStandby = "vpool.poolkeeper.io/standby"
+
 // FinalizerHostForget holds a Host until it is forgotten (made safe and removed
 // from the pool) after it is deleted.
 const FinalizerHostForget = "vpool.poolkeeper.io/host-forget"

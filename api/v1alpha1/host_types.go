@@ -37,13 +37,16 @@ const (
 
 // HostCapacity is what a host offers to VMs.
 type HostCapacity struct {
-	// cpu is the number of CPUs available to VMs.
+	// cpu is the number of CPUs available to VMs: 1 to 4096.
 	// +required
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="cpu must be greater than zero"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1')) >= 0",messageExpression="string(self) + ' CPUs: a host offers at least 1'"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('4096')) <= 0",messageExpression="string(self) + ' CPUs: a host offers at most 4096'"
 	CPU resource.Quantity `json:"cpu"`
-	// memory is the memory available to VMs.
+	// memory is the memory available to VMs: 64Mi to 64Ti. A number without
+	// a unit is bytes.
 	// +required
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="memory must be greater than zero"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('64Mi')) >= 0",messageExpression="string(self).matches('^[0-9]+$') ? string(self) + ' is ' + string(self) + ' bytes, below the 64Mi minimum: give a unit, such as ' + string(self) + 'Gi' : string(self) + ' is below the 64Mi minimum'"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('64Ti')) <= 0",messageExpression="string(self) + ' is above the 64Ti maximum'"
 	Memory resource.Quantity `json:"memory"`
 }
 
@@ -109,11 +112,12 @@ type HostSpec struct {
 	// +kubebuilder:default={}
 	Fencing HostFencing `json:"fencing,omitempty"`
 
-	// state is Active, or Forgotten for xe host-forget. A forgotten host cannot
-	// become Active again: add it as a new Host.
+	// state is Active, or Forgotten for xe host-forget. The intent can be
+	// withdrawn (set back to Active) until the operator begins the forget,
+	// which it records in status.forgetStartedAt; from then on the host
+	// cannot become Active again: add it as a new Host.
 	// +optional
 	// +kubebuilder:default=Active
-	// +kubebuilder:validation:XValidation:rule="oldSelf != 'Forgotten' || self == 'Forgotten'",message="a Forgotten host cannot be made Active again; add it as a new Host"
 	State HostState `json:"state,omitempty"`
 }
 
@@ -216,11 +220,23 @@ type HostStatus struct {
 	// +listType=set
 	RunningVMs []string `json:"runningVMs,omitempty"`
 
+	// heartbeatInterval is the interval the agent renews its Lease at
+	// (reported by the agent): its --heartbeat-interval, or less when the
+	// pool's heartbeat timeout needs it (at most a quarter of the timeout).
+	// +optional
+	HeartbeatInterval *metav1.Duration `json:"heartbeatInterval,omitempty"`
+
 	// fencing records the current or last fence.
 	// +optional
 	Fencing *FencingStatus `json:"fencing,omitempty"`
 
-	// conditions: Ready, Heartbeat, Fenced.
+	// forgetStartedAt is when the operator began to forget the host
+	// (spec.state Forgotten, or the Host deleted): from then on the forget
+	// cannot be withdrawn.
+	// +optional
+	ForgetStartedAt *metav1.Time `json:"forgetStartedAt,omitempty"`
+
+	// conditions: Ready, Heartbeat, Fenced, AgentConflict.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -235,12 +251,18 @@ const (
 	HostHeartbeat = "Heartbeat"
 	// HostFencedCondition is True once the host is known to be down.
 	HostFencedCondition = "Fenced"
+	// HostAgentConflict is True while a second agent (another boot) claims
+	// the host: a cloned host, or a host's identity reused while the
+	// original still runs. The host is not Ready and gets no new VMs until
+	// one of the two is gone.
+	HostAgentConflict = "AgentConflict"
 )
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=vhost,categories=poolkeeper
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name of a Host must be a DNS label (lower-case letters, digits and '-', at most 63 characters): it names the host's heartbeat Lease and is used as a host name"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec.state) || oldSelf.spec.state != 'Forgotten' || (has(self.spec.state) && self.spec.state == 'Forgotten') || !has(oldSelf.status) || !has(oldSelf.status.forgetStartedAt)",message="the forget of this host has begun (status.forgetStartedAt is set): it cannot be withdrawn; add the host again as a new Host",fieldPath=".spec.state"
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.poolRef.name`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.status.role`

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -59,9 +61,26 @@ type Agent struct {
 	client client.Client
 	cache  cache.Cache
 	lease  *coordinationv1.Lease
+	// holding is true while this boot holds the heartbeat Lease: only then
+	// does it run VMs and report (see liveness.DecideClaim).
+	holding bool
+	// seenRV is the Lease's resourceVersion as last read while another boot
+	// held it, first read at seenAt on this agent's clock.
+	seenRV string
+	seenAt time.Time
+	// standby is this boot's standby Lease while it waits.
+	standby *coordinationv1.Lease
+	// waitMsg is the last wait announced in the log, so each is said once.
+	waitMsg string
 	// lastOK is the start of the last successful renewal; deadline = lastOK + T.
 	lastOK  time.Time
 	timeout time.Duration
+	// interval is the heartbeat interval in force: cfg.Interval, or a
+	// quarter of the pool's timeout when that is shorter.
+	interval time.Duration
+	// pendingTimeout is a longer pool timeout not yet declared in the Lease;
+	// declared is the timeout the last successful renewal declared.
+	pendingTimeout, declared time.Duration
 
 	mu     sync.Mutex
 	frozen time.Duration
@@ -124,11 +143,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating the API client: %w", err)
 	}
-	a.timeout = a.poolTimeout(ctx, host.Spec.PoolRef.Name)
-	if err := a.checkInterval(); err != nil {
-		return err
-	}
-	log.Info("Agent started", "interval", a.cfg.Interval, "heartbeatTimeout", a.timeout,
+	a.setTimeout(log, a.poolTimeout(ctx, host.Spec.PoolRef.Name))
+	log.Info("Agent started", "interval", a.interval, "heartbeatTimeout", a.timeout,
 		"selfFenceAfter", liveness.SelfFenceAfter(a.timeout))
 
 	a.lastOK = a.cfg.Clock.Now()
@@ -138,12 +154,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err := a.beat(ctx, log); err != nil {
 				return err
 			}
-			next = a.cfg.Clock.Now().Add(a.cfg.Interval)
+			next = a.cfg.Clock.Now().Add(a.interval)
 		} else if err := a.sync(ctx, log); err != nil {
 			return err
 		}
 		wait := next.Sub(a.cfg.Clock.Now())
-		if untilDeadline := a.deadline().Sub(a.cfg.Clock.Now()); untilDeadline < wait {
+		if untilDeadline := a.deadline().Sub(a.cfg.Clock.Now()); a.holding && untilDeadline < wait {
 			wait = max(untilDeadline, 0)
 		}
 		select {
@@ -156,7 +172,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // sync drives VMs between heartbeats, unless the watchdog deadline passed.
+// An agent that does not hold the Lease runs nothing.
 func (a *Agent) sync(ctx context.Context, log logr.Logger) error {
+	if !a.holding {
+		return nil
+	}
 	if !a.cfg.Clock.Now().Before(a.deadline()) {
 		return a.selfFence(ctx, log)
 	}
@@ -177,17 +197,33 @@ func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	if !a.cfg.Clock.Now().Before(a.deadline()) {
+	if a.holding && !a.cfg.Clock.Now().Before(a.deadline()) {
 		return a.selfFence(ctx, log)
 	}
 	start := a.cfg.Clock.Now()
 	// A renewal that completes after the deadline does not count: by then the
 	// operator may already have started to count this host as fenced.
-	rctx, cancel := context.WithDeadline(ctx, a.deadline())
-	err := a.renew(rctx)
+	rctx, cancel := context.WithTimeout(ctx, a.interval+liveness.SelfFenceAfter(a.timeout))
+	if a.holding {
+		rctx, cancel = context.WithDeadline(ctx, a.deadline())
+	}
+	wasHolding := a.holding
+	err := a.renew(rctx, log)
 	cancel()
-	if err == nil && a.cfg.Clock.Now().Before(a.deadline()) {
+	if errors.Is(err, errDisplaced) {
+		return a.stepDown(ctx, log, err)
+	}
+	if err == nil && !a.holding {
+		return nil // waiting for another boot to go: nothing runs here
+	}
+	if err == nil && (!wasHolding || a.cfg.Clock.Now().Before(a.deadline())) {
 		a.lastOK = start
+		if a.pendingTimeout > 0 && a.declared == a.pendingTimeout {
+			// Declared by the renewal that started at lastOK: the longer
+			// deadline runs from there.
+			a.timeout, a.pendingTimeout = a.declared, 0
+			a.adaptInterval(log)
+		}
 	} else if err != nil && ctx.Err() == nil {
 		log.Info("Heartbeat renewal failed", "error", err.Error(), "selfFenceIn", a.deadline().Sub(a.cfg.Clock.Now()))
 	}
@@ -226,12 +262,24 @@ func (a *Agent) selfFence(ctx context.Context, log logr.Logger) error {
 	return ErrSelfFenced
 }
 
+// errDisplaced is returned by renew when another boot took the Lease from
+// this one.
+var errDisplaced = errors.New("another boot took over this host's heartbeat Lease")
+
 // renew writes the Lease: exactly one API write per heartbeat in the steady
-// state (an update from the last response; a conflict costs a read).
-func (a *Agent) renew(ctx context.Context) error {
+// state (an update from the last response; a conflict costs a read). It
+// takes the Lease only as liveness.DecideClaim allows; while another boot
+// holds it, renew renews this boot's standby Lease instead and a.holding is
+// false.
+func (a *Agent) renew(ctx context.Context, log logr.Logger) error {
 	now := metav1.NewMicroTime(a.cfg.Clock.Now())
-	holder := a.cfg.Host + "/" + a.cfg.BootID
-	duration := ptr.To(int32(math.Ceil(liveness.SelfFenceAfter(a.timeout).Seconds())))
+	holder := a.holder()
+	// A longer timeout is declared first, and applies once declared.
+	declare := a.timeout
+	if a.pendingTimeout > 0 {
+		declare = a.pendingTimeout
+	}
+	duration := ptr.To(int32(math.Ceil(liveness.SelfFenceAfter(declare).Seconds())))
 	if a.lease == nil {
 		lease := &coordinationv1.Lease{}
 		err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, lease)
@@ -245,7 +293,8 @@ func (a *Agent) renew(ctx context.Context) error {
 			if err := a.client.Create(ctx, lease); err != nil {
 				return fmt.Errorf("creating heartbeat Lease: %w", err)
 			}
-			a.lease = lease
+			a.lease, a.declared = lease, declare
+			a.acquired(ctx, log, "created the heartbeat Lease")
 			return nil
 		case err != nil:
 			return fmt.Errorf("reading heartbeat Lease: %w", err)
@@ -253,15 +302,34 @@ func (a *Agent) renew(ctx context.Context) error {
 		a.lease = lease
 	}
 	lease := a.lease.DeepCopy()
-	if lease.Labels == nil {
-		lease.Labels = map[string]string{}
-	}
-	lease.Labels[vpoolv1alpha1.LabelHost] = a.cfg.Host
-	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != holder {
+	if current := ptr.Deref(lease.Spec.HolderIdentity, ""); current != holder {
+		if a.holding {
+			a.lease = nil
+			return fmt.Errorf("%w (%s)", errDisplaced, current)
+		}
+		if lease.ResourceVersion != a.seenRV {
+			a.seenRV, a.seenAt = lease.ResourceVersion, a.cfg.Clock.Now()
+		}
+		c := liveness.DecideClaim(liveness.ClaimInput{Now: a.cfg.Clock.Now(), Mine: holder, Holder: current, Since: a.seenAt,
+			Declared: time.Duration(ptr.Deref(lease.Spec.LeaseDurationSeconds, 0)) * time.Second, Timeout: a.timeout,
+			HolderFenced: a.holderFenced(ctx, liveness.BootOf(current))})
+		if !c.Take {
+			a.lease = nil // read it again at the next heartbeat
+			if c.Message != a.waitMsg {
+				log.Info("Waiting: another agent runs this host", "holder", current, "why", c.Message)
+				a.waitMsg = c.Message
+			}
+			return a.renewStandby(ctx, now)
+		}
+		log.Info("Taking over the heartbeat Lease", "from", current, "why", c.Message)
 		lease.Spec.HolderIdentity = &holder
 		lease.Spec.AcquireTime = &now
 		lease.Spec.LeaseTransitions = ptr.To(ptr.Deref(lease.Spec.LeaseTransitions, 0) + 1)
 	}
+	if lease.Labels == nil {
+		lease.Labels = map[string]string{}
+	}
+	lease.Labels[vpoolv1alpha1.LabelHost] = a.cfg.Host
 	lease.Spec.LeaseDurationSeconds = duration
 	lease.Spec.RenewTime = &now
 	if err := a.client.Update(ctx, lease); err != nil {
@@ -270,8 +338,85 @@ func (a *Agent) renew(ctx context.Context) error {
 		}
 		return fmt.Errorf("renewing heartbeat Lease: %w", err)
 	}
-	a.lease = lease
+	a.lease, a.declared = lease, declare
+	if !a.holding {
+		a.acquired(ctx, log, "holds the heartbeat Lease")
+	}
 	return nil
+}
+
+func (a *Agent) holder() string { return a.cfg.Host + "/" + a.cfg.BootID }
+
+// acquired records that this boot holds the Lease and drops its standby Lease.
+func (a *Agent) acquired(ctx context.Context, log logr.Logger, what string) {
+	a.holding, a.waitMsg = true, ""
+	log.Info("This boot "+what+"; it runs the host's VMs", "holder", a.holder())
+	if a.standby != nil {
+		if err := a.client.Delete(ctx, a.standby); err != nil && !apierrors.IsNotFound(err) {
+			log.Info("Deleting the standby Lease failed; the operator removes it once stale", "error", err.Error())
+		}
+		a.standby = nil
+	}
+}
+
+// holderFenced reports whether the Host records boot as fenced: the
+// operator has counted it down.
+func (a *Agent) holderFenced(ctx context.Context, boot string) bool {
+	host := &vpoolv1alpha1.Host{}
+	if boot == "" || a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host) != nil {
+		return false
+	}
+	f := host.Status.Fencing
+	return f != nil && f.BootID == boot && f.CompletedAt != nil &&
+		(host.Status.Phase == vpoolv1alpha1.HostPhaseFenced || host.Status.Phase == vpoolv1alpha1.HostPhaseForgotten)
+}
+
+// renewStandby renews this boot's standby Lease, which tells the operator
+// that a second agent waits to run the host.
+func (a *Agent) renewStandby(ctx context.Context, now metav1.MicroTime) error {
+	holder := a.holder()
+	if a.standby == nil {
+		a.standby = &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: a.cfg.Namespace, Name: StandbyLeaseName(a.cfg.Host, a.cfg.BootID),
+				Labels: map[string]string{vpoolv1alpha1.LabelHost: a.cfg.Host, vpoolv1alpha1.LabelStandby: "true"}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now, RenewTime: &now},
+		}
+		if err := a.client.Create(ctx, a.standby); err != nil {
+			a.standby = nil
+			if apierrors.IsAlreadyExists(err) {
+				return nil // renewed at the next heartbeat, after a read
+			}
+			return fmt.Errorf("creating the standby Lease: %w", err)
+		}
+		return nil
+	}
+	a.standby.Spec.RenewTime = &now
+	if err := a.client.Update(ctx, a.standby); err != nil {
+		a.standby = nil
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) || apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return fmt.Errorf("renewing the standby Lease: %w", err)
+	}
+	return nil
+}
+
+// StandbyLeaseName names the standby Lease of boot on host: the host name (a
+// DNS label, so without dots), a dot, and a digest of the boot ID.
+func StandbyLeaseName(host, boot string) string {
+	sum := sha256.Sum256([]byte(boot))
+	return host + "." + hex.EncodeToString(sum[:8])
+}
+
+// stepDown stops every VM after another boot took the Lease: two agents
+// never run one host's VMs.
+func (a *Agent) stepDown(ctx context.Context, log logr.Logger, cause error) error {
+	log.Info("Another boot holds the heartbeat Lease now; stopping every VM", "error", cause.Error())
+	a.holding = false
+	if err := a.cfg.Driver.StopAll(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("stepping down: stopping VMs: %w (%w)", err, ErrSelfFenced)
+	}
+	return fmt.Errorf("%w: %w", ErrSelfFenced, cause)
 }
 
 // report writes the agent-owned Host status fields when they changed.
@@ -282,23 +427,55 @@ func (a *Agent) report(ctx context.Context) error {
 	}
 	pool := &vpoolv1alpha1.Pool{}
 	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: host.Spec.PoolRef.Name}, pool); err == nil {
-		if t := liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled); t != a.timeout {
-			a.timeout = min(t, a.timeout) // a shorter timeout applies at once; a longer one after a restart
-		}
+		a.setTimeout(a.cfg.Log, liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled))
 	}
 	running, err := a.cfg.Driver.Running(ctx)
 	if err != nil {
 		return fmt.Errorf("listing VMs: %w", err)
 	}
 	epoch := pool.Status.Epoch
-	if host.Status.BootID == a.cfg.BootID && host.Status.MasterEpoch == epoch && slices.Equal(host.Status.RunningVMs, running) {
+	interval := &metav1.Duration{Duration: a.interval}
+	if host.Status.BootID == a.cfg.BootID && host.Status.MasterEpoch == epoch && slices.Equal(host.Status.RunningVMs, running) &&
+		ptr.Equal(host.Status.HeartbeatInterval, interval) {
 		return nil
 	}
 	patch := client.MergeFrom(host.DeepCopy())
 	host.Status.BootID = a.cfg.BootID
 	host.Status.MasterEpoch = epoch
 	host.Status.RunningVMs = running
+	host.Status.HeartbeatInterval = interval
 	return a.client.Status().Patch(ctx, host, patch)
+}
+
+// setTimeout adopts the pool's heartbeat timeout t and the interval it
+// allows: at most a quarter of t. A shorter timeout applies at once: the
+// watchdog deadline shrinks before the next renewal. A longer one is
+// declared in the Lease at the next renewal (leaseDurationSeconds) and the
+// deadline grows only from that renewal on (renew computes it from the
+// timeout that renewal declared), so the operator never counts this host
+// down on a deadline shorter than the one the agent runs on.
+func (a *Agent) setTimeout(log logr.Logger, t time.Duration) {
+	switch {
+	case a.timeout == 0 || t < a.timeout:
+		a.timeout, a.pendingTimeout = t, 0
+	case t > a.timeout:
+		a.pendingTimeout = t
+	default:
+		a.pendingTimeout = 0
+	}
+	a.adaptInterval(log)
+}
+
+// adaptInterval sets the heartbeat interval for the timeout in force.
+func (a *Agent) adaptInterval(log logr.Logger) {
+	interval := min(a.cfg.Interval, liveness.MaxInterval(a.timeout))
+	if interval != a.interval {
+		if a.interval != 0 || interval != a.cfg.Interval {
+			log.Info("Heartbeat interval adapted to the pool's heartbeat timeout", "interval", interval,
+				"requested", a.cfg.Interval, "heartbeatTimeout", a.timeout, "maxInterval", liveness.MaxInterval(a.timeout))
+		}
+		a.interval = interval
+	}
 }
 
 func (a *Agent) poolTimeout(ctx context.Context, poolName string) time.Duration {
@@ -307,14 +484,6 @@ func (a *Agent) poolTimeout(ctx context.Context, poolName string) time.Duration 
 		return liveness.DefaultHATimeout // the shorter default: safe either way
 	}
 	return liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
-}
-
-func (a *Agent) checkInterval() error {
-	if maxInterval := liveness.MaxInterval(a.timeout); a.cfg.Interval > maxInterval {
-		return fmt.Errorf("heartbeat interval %s is too long for the pool's heartbeat timeout %s: at most %s (a quarter)",
-			a.cfg.Interval, a.timeout, maxInterval)
-	}
-	return nil
 }
 
 func (a *Agent) startCache(ctx context.Context, poolName string) error {

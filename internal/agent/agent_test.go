@@ -241,13 +241,102 @@ func TestWatchdogSelfFencesWhenCutOff(t *testing.T) {
 	g.Expect(errors.Is(runErr, agent.ErrSelfFenced)).To(BeTrue(), "Run returns ErrSelfFenced, got %v", runErr)
 }
 
-// An interval longer than a quarter of the heartbeat timeout is refused.
-func TestIntervalTooLongIsRefused(t *testing.T) {
+// An interval longer than a quarter of the pool's heartbeat timeout is
+// shortened to that quarter, and follows the timeout while the agent runs:
+// a shorter timeout at once, a longer one once declared in the Lease.
+func TestIntervalFollowsTheTimeout(t *testing.T) {
 	g := NewWithT(t)
 	ns := setup(t, 2*time.Second)
-	a, err := agent.New(agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: time.Second, Driver: agent.NewSimDriver()})
-	g.Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	g.Expect(a.Run(ctx)).To(MatchError(ContainSubstring("too long")))
+	runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: time.Second, Driver: agent.NewSimDriver()})
+	reported := func(g Gomega) (time.Duration, int32) {
+		host := &vpoolv1alpha1.Host{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
+		lease := &coordinationv1.Lease{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, lease)).To(Succeed())
+		g.Expect(host.Status.HeartbeatInterval).NotTo(BeNil())
+		return host.Status.HeartbeatInterval.Duration, *lease.Spec.LeaseDurationSeconds
+	}
+	expect := func(interval time.Duration, declared int32) {
+		t.Helper()
+		g.Eventually(func(g Gomega) {
+			i, d := reported(g)
+			g.Expect(i).To(Equal(interval))
+			g.Expect(d).To(Equal(declared))
+		}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	}
+	expect(500*time.Millisecond, 2)
+
+	setTimeout := func(d time.Duration) {
+		pool := &vpoolv1alpha1.Pool{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "p"}, pool)).To(Succeed())
+		pool.Spec.HeartbeatTimeout = &metav1.Duration{Duration: d}
+		g.Expect(k8s.Update(context.Background(), pool)).To(Succeed())
+	}
+	setTimeout(time.Second)
+	expect(250*time.Millisecond, 1)
+	setTimeout(8 * time.Second)
+	expect(time.Second, 8)
+}
+
+// A second agent for a host whose agent runs (another boot: a cloned host,
+// or a second process) runs no VM while the first one renews the Lease, says
+// so in a standby Lease, and takes over only once the first has stopped
+// renewing for its self-fence deadline and a margin. At no moment do both
+// run the VM.
+func TestSecondAgentWaitsForTheFirst(t *testing.T) {
+	g := NewWithT(t)
+	const timeout = 2 * time.Second
+	ns := setup(t, timeout)
+	placeVM(t, ns, "vm-a")
+	first, second := agent.NewSimDriver(), agent.NewSimDriver()
+	running := func(d *agent.SimDriver) []string { r, _ := d.Running(context.Background()); return r }
+	stopFirst := runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: first, BootID: "boot-1"})
+	g.Eventually(func() []string { return running(first) }, 20*time.Second, 20*time.Millisecond).Should(Equal([]string{"vm-a"}))
+
+	both := make(chan string, 1)
+	watching, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	go func() {
+		for watching.Err() == nil {
+			if a, b := running(first), running(second); len(a) > 0 && len(b) > 0 {
+				both <- fmt.Sprintf("first runs %v while second runs %v", a, b)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: second, BootID: "boot-2"})
+	standby := &coordinationv1.Lease{}
+	g.Eventually(func() error {
+		return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: agent.StandbyLeaseName("h1", "boot-2")}, standby)
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed(), "the waiting agent announces itself")
+	g.Expect(standby.Labels).To(HaveKeyWithValue(vpoolv1alpha1.LabelStandby, "true"))
+	g.Expect(*standby.Spec.HolderIdentity).To(Equal("h1/boot-2"))
+	g.Consistently(func(g Gomega) {
+		g.Expect(running(second)).To(BeEmpty())
+		g.Expect(running(first)).To(Equal([]string{"vm-a"}))
+		lease := &coordinationv1.Lease{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, lease)).To(Succeed())
+		g.Expect(*lease.Spec.HolderIdentity).To(Equal("h1/boot-1"))
+		host := &vpoolv1alpha1.Host{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
+		g.Expect(host.Status.BootID).To(Equal("boot-1"), "the waiting agent reports nothing")
+	}, 2*timeout, 100*time.Millisecond).Should(Succeed())
+
+	g.Expect(stopFirst()).To(Succeed())
+	_ = first.StopAll(context.Background()) // its VMs die with it
+	stopped := time.Now()
+	g.Eventually(func() []string { return running(second) }, 20*time.Second, 20*time.Millisecond).Should(Equal([]string{"vm-a"}))
+	g.Expect(time.Since(stopped)).To(BeNumerically(">=", timeout), "the second waits out the first's deadline")
+	g.Eventually(func() error {
+		return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: agent.StandbyLeaseName("h1", "boot-2")}, standby)
+	}, 20*time.Second, 50*time.Millisecond).Should(MatchError(ContainSubstring("not found")), "the standby Lease goes once it holds")
+	stopWatching()
+	select {
+	case msg := <-both:
+		t.Fatal(msg)
+	default:
+	}
 }

@@ -35,9 +35,12 @@ type HostInput struct {
 	Method    vpoolv1alpha1.FencingMethod
 	HAEnabled bool
 	// Forget is the person's intent: spec.state Forgotten or the Host deleted.
-	Forget    bool
-	Timeout   time.Duration
-	Heartbeat liveness.Observation
+	Forget bool
+	// Withdrawable is true when the intent is spec.state Forgotten (not a
+	// deletion) and the forget has not begun: it can still be set back to Active.
+	Withdrawable bool
+	Timeout      time.Duration
+	Heartbeat    liveness.Observation
 	// Fencing is the recorded fence, if any.
 	Fencing *vpoolv1alpha1.FencingStatus
 	// Guard is the fencing chain's verdict for this host (MayFence).
@@ -60,6 +63,14 @@ type Decision struct {
 	Reason       string
 	Message      string
 	RequeueAfter time.Duration
+}
+
+// BeginsForget reports whether taking d from phase "from" with a forget
+// intent begins the forget: the step the operator records in
+// status.forgetStartedAt, after which the intent cannot be withdrawn.
+func (d Decision) BeginsForget(from vpoolv1alpha1.HostPhase, forget bool) bool {
+	return forget && d.Phase != from && (d.Phase == vpoolv1alpha1.HostPhaseFencing || d.Phase == vpoolv1alpha1.HostPhaseFenced ||
+		d.Phase == vpoolv1alpha1.HostPhaseForgotten)
 }
 
 // Destructive reports whether moving from phase "from" to d.Phase is a step the
@@ -113,6 +124,9 @@ func nextLive(in HostInput) Decision {
 		d.Message = fmt.Sprintf("refusing to forget a host that is still heartbeating (last renewal observed %s ago): "+
 			"shut it down first; it is forgotten once no heartbeat is seen for %s",
 			in.Now.Sub(in.Heartbeat.LastSeen).Round(time.Second), in.Timeout)
+		if in.Withdrawable {
+			d.Message += "; to withdraw the intent, set spec.state: Active"
+		}
 	}
 	return d
 }
