@@ -163,6 +163,8 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		// then patched with create (a merge patch), to test update rules.
 		base, create string
 		field        string
+		// says, when set, is also in the error.
+		says string
 	}{
 		{name: "zero heartbeat timeout", create: "kind: Pool\nmetadata: {name: p}\nspec: {heartbeatTimeout: 0s}", field: "spec.heartbeatTimeout"},
 		{name: "negative heartbeat timeout", create: "kind: Pool\nmetadata: {name: p}\nspec: {heartbeatTimeout: -5s}", field: "spec.heartbeatTimeout"},
@@ -179,6 +181,11 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		{name: "host without poolRef", create: "kind: Host\nmetadata: {name: h}\nspec: {address: a, capacity: {cpu: 1, memory: 1Gi}}", field: "spec.poolRef"},
 		{name: "host poolRef changed", base: validHost, create: "spec: {poolRef: {name: q}}", field: "spec.poolRef"},
 		{name: "host with zero memory", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 0}}", field: "spec.capacity.memory"},
+		{name: "host memory without a unit", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: '128'}}", field: "spec.capacity.memory", says: "128 is 128 bytes, below the 64Mi minimum: give a unit, such as 128Gi"},
+		{name: "host memory a bare integer", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 128}}", field: "spec.capacity.memory", says: "128 bytes"},
+		{name: "host memory 16Ei", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 16Ei}}", field: "spec.capacity.memory", says: "above the 64Ti maximum"},
+		{name: "host with half a CPU", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 500m, memory: 1Gi}}", field: "spec.capacity.cpu", says: "at least 1"},
+		{name: "host with a million CPUs", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1M, memory: 1Gi}}", field: "spec.capacity.cpu", says: "at most 4096"},
 		{name: "host without capacity", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a}", field: "spec.capacity"},
 		{name: "host name not a DNS label", create: "kind: Host\nmetadata: {name: xen.1}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 1Gi}}", field: "metadata.name"},
 		{name: "unknown fencing method", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 1Gi}, fencing: {method: IPMI}}", field: "spec.fencing.method"},
@@ -196,6 +203,10 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		{name: "VM attaches one VDI twice", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, disks: [{name: root, virtualDisk: a}, {name: data, virtualDisk: a}]}", field: "spec.disks"},
 		{name: "unknown restart priority", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, ha: {restartPriority: Always}}", field: "spec.ha.restartPriority"},
 		{name: "negative start order", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, startOrder: -1}", field: "spec.startOrder"},
+		{name: "VM memory without a unit", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, resources: {cpu: 1, memory: '512'}}", field: "spec.resources.memory", says: "512 is 512 bytes, below the 16Mi minimum: give a unit, such as 512Mi"},
+		{name: "VM memory 16Ei", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, resources: {memory: 16Ei}}", field: "spec.resources.memory", says: "above the 64Ti maximum"},
+		{name: "VM with zero CPUs", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, resources: {cpu: 0}}", field: "spec.resources.cpu", says: "at least 1"},
+		{name: "VM with 5000 CPUs", create: "kind: VirtualMachine\nmetadata: {name: v}\nspec: {poolRef: {name: p}, resources: {cpu: 5000}}", field: "spec.resources.cpu", says: "at most 4096"},
 		{name: "VM poolRef changed", base: validVM, create: "spec: {poolRef: {name: q}}", field: "spec.poolRef"},
 		{name: "backup without encryption", create: "kind: PoolBackup\nmetadata: {name: b}\nspec: {poolRef: {name: p}}", field: "spec.encryption"},
 		{name: "S3 storage without s3", create: "kind: PoolBackup\nmetadata: {name: b}\nspec: {poolRef: {name: p}, storage: {type: S3}, encryption: {keySecretRef: {name: k}}}", field: "spec.storage.s3"},
@@ -219,6 +230,7 @@ func TestInvalidObjectsRefused(t *testing.T) {
 			}
 			g.Expect(err).To(HaveOccurred(), "the API server accepted a bad object")
 			g.Expect(err.Error()).To(ContainSubstring(tc.field), "the error should name the field")
+			g.Expect(err.Error()).To(ContainSubstring(tc.says))
 		})
 	}
 	if len(cases) < 15 {

@@ -48,11 +48,15 @@ const (
 
 // VMResources is what a VM needs from its host.
 type VMResources struct {
-	// cpu is the number of virtual CPUs.
+	// cpu is the number of virtual CPUs: 1 to 4096.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1')) >= 0",messageExpression="string(self) + ' virtual CPUs: a VM has at least 1'"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('4096')) <= 0",messageExpression="string(self) + ' virtual CPUs: a VM has at most 4096'"
 	CPU *resource.Quantity `json:"cpu,omitempty"`
-	// memory is the VM's memory.
+	// memory is the VM's memory: 16Mi to 64Ti. A number without a unit is bytes.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('16Mi')) >= 0",messageExpression="string(self).matches('^[0-9]+$') ? string(self) + ' is ' + string(self) + ' bytes, below the 16Mi minimum: give a unit, such as ' + string(self) + 'Mi' : string(self) + ' is below the 16Mi minimum'"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('64Ti')) <= 0",messageExpression="string(self) + ' is above the 64Ti maximum'"
 	Memory *resource.Quantity `json:"memory,omitempty"`
 }
 
@@ -161,8 +165,9 @@ type VirtualMachineStatus struct {
 	// +optional
 	LastReset *VMReset `json:"lastReset,omitempty"`
 
-	// conditions: Ready, Scheduled, DisksLocked, and Restored on a VM a
-	// restore had to change (a Suspended VM whose image was lost is Halted).
+	// conditions: Ready, Scheduled, DisksLocked, Restored on a VM a
+	// restore had to change (a Suspended VM whose image was lost is Halted),
+	// and ResourcesPending while a running VM's spec.resources fit no host.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -175,8 +180,12 @@ type VirtualMachineStatus struct {
 type VMReset struct {
 	// host the VM was resident on.
 	Host string `json:"host"`
-	// at is when the VM was reset to Halted.
+	// at is when the VM was reset to Halted, to the second.
 	At metav1.Time `json:"at"`
+	// preciseAt is the same instant to the microsecond: recovery times are
+	// measured from it. Absent on resets recorded before it existed.
+	// +optional
+	PreciseAt *metav1.MicroTime `json:"preciseAt,omitempty"`
 	// generation is the VM's metadata.generation at the reset. A DoNotRestart
 	// VM is started again only after its spec changes.
 	Generation int64 `json:"generation"`
@@ -188,6 +197,9 @@ const (
 	VMScheduled = "Scheduled"
 	// VMDisksLocked is True once every RW disk is locked for the VM's host.
 	VMDisksLocked = "DisksLocked"
+	// VMResourcesPending is True while a running VM's spec.resources, which
+	// take effect at its next boot, fit no host of the pool. Absent otherwise.
+	VMResourcesPending = "ResourcesPending"
 )
 
 // +kubebuilder:object:root=true
