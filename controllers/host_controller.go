@@ -57,6 +57,8 @@ type HostReconciler struct {
 
 	// poolLocks holds a *sync.Mutex per pool ("namespace/name"): see startFencing.
 	poolLocks sync.Map
+	// bmcChecks holds the last bmcCheck of each Redfish Host, by name.
+	bmcChecks sync.Map
 }
 
 type workqueueInterface = workqueue.TypedRateLimitingInterface[reconcile.Request]
@@ -193,6 +195,7 @@ func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err := r.Get(ctx, req.NamespacedName, host); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Tracker.Forget(req.NamespacedName)
+			r.bmcChecks.Delete(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -453,12 +456,13 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 		return 0, err
 	}
 	r.setConditions(s, d)
+	fencingRecheck := r.checkFencing(ctx, s)
 	r.announceReadyChange(s)
 	requeue := d.RequeueAfter
 	if bmcRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
 		requeue = bmcRequeue
 	}
-	return earliest(requeue, agentsRecheck), nil
+	return earliest(requeue, agentsRecheck, fencingRecheck), nil
 }
 
 // earliest is the shortest of the non-zero durations (zero if none).

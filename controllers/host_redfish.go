@@ -2,13 +2,16 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
@@ -28,12 +31,112 @@ type BMCFactory func(cfg redfish.Config) (BMC, error)
 // DefaultBMCFactory opens a real Redfish client.
 func DefaultBMCFactory(cfg redfish.Config) (BMC, error) { return redfish.New(cfg) }
 
-// Reasons of Redfish fencing events.
+// Reasons of Redfish fencing events and of the FencingReady condition.
 const (
 	ReasonFencingFailed      = "FencingFailed"
 	ReasonPowerOffRequested  = "PowerOffRequested"
 	ReasonCredentialsMissing = "BMCCredentialsMissing"
+	// ReasonBMCUnauthorized: the BMC refuses the credentials (401 or 403).
+	ReasonBMCUnauthorized = "BMCUnauthorized"
+	// ReasonBMCUnreachable: the BMC does not answer, or answers with an error.
+	ReasonBMCUnreachable = "BMCUnreachable"
+	// ReasonBMCAnswers: the BMC answers with the configured credentials.
+	ReasonBMCAnswers = "BMCAnswers"
+	// ReasonAgentWatchdogReady, ReasonManualOnly: FencingReady of the other methods.
+	ReasonAgentWatchdogReady = "AgentWatchdog"
+	ReasonManualOnly         = "ManualFencing"
 )
+
+// How often a host's Redfish configuration is checked again: after a
+// failure (the Secret may come later, the BMC may come back), and while it
+// works (credentials get rotated). A change of the Host's spec checks at once.
+const (
+	bmcRecheckFailed = 30 * time.Second
+	bmcRecheckOK     = time.Hour
+	bmcCheckTimeout  = 10 * time.Second
+)
+
+// bmcCheck is the last check of one Host's Redfish configuration.
+type bmcCheck struct {
+	generation int64
+	at         time.Time
+	ok         bool
+}
+
+// checkFencing sets the FencingReady condition. A Redfish host's credentials
+// Secret is read and its BMC asked for the power state as soon as the spec
+// is written, so a missing Secret, a missing password or a BMC that refuses
+// the credentials is said on the first day, not on the day the host must be
+// fenced. It returns when to check again (zero: on the next spec change).
+func (r *HostReconciler) checkFencing(ctx context.Context, s *hostScope) time.Duration {
+	h := s.host
+	set := func(st metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.HostFencingReady, Status: st,
+			Reason: reason, Message: msg, ObservedGeneration: h.Generation})
+	}
+	switch h.Spec.Fencing.Method {
+	case vpoolv1alpha1.FencingManual:
+		set(metav1.ConditionTrue, ReasonManualOnly, "fencing method is Manual: nobody can fence this host; a person confirms it is down (spec.state: Forgotten)")
+		return 0
+	case vpoolv1alpha1.FencingRedfish:
+	default:
+		set(metav1.ConditionTrue, ReasonAgentWatchdogReady, "the host's agent self-fences when it cannot renew its heartbeat")
+		return 0
+	}
+	if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
+		return 0 // the fence itself talks to the BMC and says how it goes
+	}
+	last, _ := r.bmcChecks.Load(client.ObjectKeyFromObject(h))
+	if c, ok := last.(bmcCheck); ok && c.generation == h.Generation {
+		next := c.at.Add(bmcRecheckFailed)
+		if c.ok {
+			next = c.at.Add(bmcRecheckOK)
+		}
+		if s.now.Before(next) {
+			return next.Sub(s.now)
+		}
+	}
+	ok := r.probeBMC(ctx, s, set)
+	r.announceFencingReady(s)
+	r.bmcChecks.Store(client.ObjectKeyFromObject(h), bmcCheck{generation: h.Generation, at: s.now, ok: ok})
+	if ok {
+		return bmcRecheckOK
+	}
+	return bmcRecheckFailed
+}
+
+// probeBMC opens the host's BMC with its credentials and reads the power
+// state, setting FencingReady from the outcome.
+func (r *HostReconciler) probeBMC(ctx context.Context, s *hostScope, set func(metav1.ConditionStatus, string, string)) bool {
+	h := s.host
+	rf := h.Spec.Fencing.Redfish
+	if rf == nil {
+		set(metav1.ConditionFalse, ReasonCredentialsMissing, "spec.fencing.redfish is not set")
+		return false
+	}
+	bmc, err := r.openBMC(ctx, h)
+	if err != nil {
+		set(metav1.ConditionFalse, ReasonCredentialsMissing, err.Error()+": the host cannot be fenced until it is fixed")
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, bmcCheckTimeout)
+	defer cancel()
+	state, err := bmc.PowerState(pctx)
+	switch {
+	case errors.Is(err, redfish.ErrUnauthorized):
+		set(metav1.ConditionFalse, ReasonBMCUnauthorized, fmt.Sprintf("the BMC at %s refuses the credentials of Secret %s "+
+			"(spec.fencing.redfish.credentialsSecretRef): %v; the host cannot be fenced until they are fixed",
+			rf.Endpoint, rf.CredentialsSecretRef.Name, err))
+		return false
+	case err != nil:
+		set(metav1.ConditionFalse, ReasonBMCUnreachable, fmt.Sprintf("the BMC at %s (spec.fencing.redfish.endpoint) does not answer: %v; "+
+			"checked again in %s", rf.Endpoint, err, bmcRecheckFailed))
+		return false
+	}
+	set(metav1.ConditionTrue, ReasonBMCAnswers, fmt.Sprintf("the BMC at %s answers for system %s with the credentials of Secret %s (PowerState %s)",
+		rf.Endpoint, rf.SystemID, rf.CredentialsSecretRef.Name, state))
+	return true
+}
 
 // fenceRedfish drives one step of a Redfish fence of a host whose Fencing
 // phase is already recorded: read the power state and, if the host is not
@@ -115,4 +218,19 @@ func (r *HostReconciler) openBMC(ctx context.Context, h *vpoolv1alpha1.Host) (BM
 	}
 	return factory(redfish.Config{Endpoint: rf.Endpoint, SystemID: rf.SystemID, Username: user, Password: pass,
 		InsecureSkipVerify: rf.InsecureSkipVerify})
+}
+
+// announceFencingReady emits an event when the FencingReady reason changed:
+// a Warning when the host can no longer be fenced, Normal when it can again.
+func (r *HostReconciler) announceFencingReady(s *hostScope) {
+	old := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.HostFencingReady)
+	cur := meta.FindStatusCondition(s.host.Status.Conditions, vpoolv1alpha1.HostFencingReady)
+	if cur == nil || (old != nil && old.Reason == cur.Reason) || (old == nil && cur.Status == metav1.ConditionTrue) {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if cur.Status != metav1.ConditionTrue {
+		eventType = corev1.EventTypeWarning
+	}
+	s.events = append(s.events, pendingEvent{eventType: eventType, reason: cur.Reason, action: "CheckFencing", note: cur.Message})
 }

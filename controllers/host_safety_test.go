@@ -15,6 +15,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/controllers"
 	"github.com/poolkeeper/poolkeeper/internal/agent"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
+	"github.com/poolkeeper/poolkeeper/internal/testutil/bmcsim"
 )
 
 // A second agent started for a live host (a cloned host, or a host's
@@ -163,4 +164,50 @@ func TestForgetIntentCanBeWithdrawn(t *testing.T) {
 	g.Expect(err).To(MatchError(ContainSubstring("status.forgetStartedAt")))
 	g.Expect(err).To(MatchError(ContainSubstring("spec.state")))
 	g.Eventually(phaseOf(ns, "h3"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseForgotten))
+}
+
+// A Redfish host's fencing configuration is checked as soon as it is
+// written, not on the day the host must be fenced: a missing credentials
+// Secret, one without a password, and credentials the BMC refuses each turn
+// FencingReady False naming the field; fixed, it turns True.
+func TestRedfishConfigurationCheckedAtOnce(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	bmc := bmcsim.New(t, bmcsim.WithSystem("h1", bmcsim.PowerOn))
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	createHost(t, ns, "p", "h1", redfishHost(bmc, "h1"))
+	startManager(t, ns, controllers.Options{})
+	ready := func(g Gomega) *metav1.Condition {
+		return meta.FindStatusCondition(getHost(g, ns, "h1").Status.Conditions, vpoolv1alpha1.HostFencingReady)
+	}
+	g.Eventually(ready, wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", controllers.ReasonCredentialsMissing),
+		HaveField("Message", ContainSubstring("spec.fencing.redfish.credentialsSecretRef"))))
+	g.Eventually(eventsOf(ns, "h1"), wait, poll).Should(ContainElement(controllers.ReasonCredentialsMissing))
+
+	// A Secret without a password: the next spec change checks at once.
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bmc"}, Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": bmcsim.DefaultUsername}}
+	g.Expect(k8s.Create(context.Background(), secret)).To(Succeed())
+	touch := func(address string) {
+		h := getHost(g, ns, "h1")
+		patch := client.MergeFrom(h.DeepCopy())
+		h.Spec.Address = address
+		g.Expect(k8s.Patch(context.Background(), h, patch)).To(Succeed())
+	}
+	touch("h1-a.example")
+	g.Eventually(ready, wait, poll).Should(HaveField("Message", ContainSubstring(`"password"`)))
+
+	secret.StringData = map[string]string{"username": bmcsim.DefaultUsername, "password": "wrong"}
+	g.Expect(k8s.Update(context.Background(), secret)).To(Succeed())
+	touch("h1-b.example")
+	g.Eventually(ready, wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", controllers.ReasonBMCUnauthorized), HaveField("Message", ContainSubstring("credentialsSecretRef"))))
+
+	secret.StringData = map[string]string{"username": bmcsim.DefaultUsername, "password": bmcsim.DefaultPassword}
+	g.Expect(k8s.Update(context.Background(), secret)).To(Succeed())
+	touch("h1-c.example")
+	g.Eventually(ready, wait, poll).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", controllers.ReasonBMCAnswers)))
+	g.Expect(bmc.ForceOffCount("h1")).To(BeZero(), "checking never powers anything off")
 }

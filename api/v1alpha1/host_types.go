@@ -236,7 +236,7 @@ type HostStatus struct {
 	// +optional
 	ForgetStartedAt *metav1.Time `json:"forgetStartedAt,omitempty"`
 
-	// conditions: Ready, Heartbeat, Fenced, AgentConflict.
+	// conditions: Ready, Heartbeat, Fenced, FencingReady, AgentConflict.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -256,6 +256,10 @@ const (
 	// original still runs. The host is not Ready and gets no new VMs until
 	// one of the two is gone.
 	HostAgentConflict = "AgentConflict"
+	// HostFencingReady says whether the host can be fenced with its method,
+	// checked as soon as the fencing configuration is written: for Redfish,
+	// the credentials Secret and the BMC's answer to them.
+	HostFencingReady = "FencingReady"
 )
 
 // +kubebuilder:object:root=true

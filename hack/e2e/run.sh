@@ -309,6 +309,59 @@ scenario_agent_identity() {
   log "agents run as their own ServiceAccounts (both Live, a VM running); h1's agent may not renew h2's Lease: $denied"
 }
 
+# A second agent for a live host (another boot with the host's identity: a
+# cloned host) runs none of its VMs while the first one runs; the Host says
+# so, naming both boots. Once the first is gone (killed: its VMs die with
+# it), the host is fenced, its VMs run elsewhere, and the second takes over.
+scenario_second_agent() {
+  local ns=e2e-second kc first second transitions
+  kubectl apply -k config/agent >/dev/null
+  sleep 2 # the policy takes effect asynchronously
+  AGENT_IDENTITY=1 pool "$ns" true h1 h1 h2
+  vm "$ns" a h2
+  vm "$ns" b h2
+  for v in a b; do
+    kubectl wait -n "$ns" vmachine/$v --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  done
+  [[ "$(running_on "$ns" a) $(running_on "$ns" b)" == "Running/h2 Running/h2" ]] || die "a and b do not run on h2"
+  first=$(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.bootID}')
+  transitions=$(kubectl get -n "$ns" lease h2 -o jsonpath='{.spec.leaseTransitions}')
+  kc="$work/$ns-h2.kubeconfig"
+  (KUBECONFIG="$kc" bin/poolkeeper-agent --namespace "$ns" --host h2 --driver sim --heartbeat-interval "$INTERVAL" \
+    >>"$work/$ns-h2-second.log" 2>&1 & echo $! >"$work/$ns-h2-second.pid")
+  pids+=("$(cat "$work/$ns-h2-second.pid")")
+  kubectl wait -n "$ns" vhost/h2 --for=condition=AgentConflict --timeout=$WAIT >/dev/null ||
+    die "the Host does not say that two agents claim it"
+  second=$(sed -n 's/.*"bootID":"\([^"]*\)".*/\1/p' "$work/$ns-h2-second.log" | head -1)
+  [[ -n "$second" && "$second" != "$first" ]] || die "the second agent's boot ID is not in its log"
+  [[ "$(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}')" == DuplicateAgent ]] ||
+    die "h2 is Ready although two agents claim it"
+  local msg
+  for _ in $(seq 1 20); do
+    msg=$(kubectl get -n "$ns" events --field-selector involvedObject.name=h2,reason=DuplicateAgent -o jsonpath='{.items[*].message}')
+    [[ -n "$msg" ]] && break; sleep 0.5
+  done
+  [[ "$msg" == *"$first"* && "$msg" == *"$second"* ]] || die "no Warning event naming both boots: $msg"
+  sleep 8 # two heartbeat timeouts: the second agent still runs nothing
+  grep -q '"Started VM"' "$work/$ns-h2-second.log" && die "the second agent started a VM while the first ran"
+  [[ "$(running_on "$ns" a) $(running_on "$ns" b)" == "Running/h2 Running/h2" ]] || die "the VMs moved while h2's first agent ran"
+  [[ "$(kubectl get -n "$ns" lease h2 -o jsonpath='{.spec.leaseTransitions}')" == "$transitions" ]] ||
+    die "the Lease holder flipped between the two agents"
+  [[ "$(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.bootID}')" == "$first" ]] || die "the second agent reported over the first"
+
+  local t0; t0=$(now)
+  kill -9 "$(agent_pid "$ns" h2)" # the first host's power fails: its VMs die with it
+  for v in a b; do
+    kubectl wait -n "$ns" vmachine/$v --for=jsonpath='{.status.residentOn}'=h1 --timeout=$WAIT >/dev/null
+    kubectl wait -n "$ns" vmachine/$v --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  done
+  kubectl wait -n "$ns" lease/h2 --for=jsonpath='{.spec.holderIdentity}'="h2/$second" --timeout=$WAIT >/dev/null ||
+    die "the second agent did not take over once the first was fenced"
+  kubectl wait -n "$ns" vhost/h2 --for=jsonpath='{.status.phase}'=Live --timeout=$WAIT >/dev/null
+  kubectl wait -n "$ns" vhost/h2 --for=condition=AgentConflict=false --timeout=$WAIT >/dev/null
+  log "second agent for live h2: waited and ran nothing (AgentConflict, Warning naming $first and $second); first killed: VMs on h1 and the second agent took over $(since "$t0") later"
+}
+
 # refused NS FIELD WHAT KIND SPEC: kubectl apply of a KIND named bad with
 # SPEC must fail, naming FIELD.
 refused() {
@@ -333,7 +386,7 @@ scenario_invalid_objects() {
   log "invalid objects refused by kubectl apply with the field named"
 }
 
-all=(invalid_objects short_pause member_dies_ha master_dies_ha_off delete_dead_host backup_restore agent_identity)
+all=(invalid_objects short_pause member_dies_ha master_dies_ha_off delete_dead_host backup_restore agent_identity second_agent)
 selected=("$@")
 [[ ${#selected[@]} -gt 0 ]] || selected=("${all[@]}")
 start_control_plane
