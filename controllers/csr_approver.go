@@ -52,7 +52,7 @@ func (r *CSRApproverReconciler) SetupWithManager(mgr ctrl.Manager, opts Options)
 			return ok && csr.Spec.SignerName == certificatesv1.KubeAPIServerClientSignerName && !csrDecided(csr)
 		}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 // Reconcile reviews one pending request that claims an agent identity and

@@ -113,7 +113,7 @@ func (r *HostReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.waitingSiblings),
 			builder.WithPredicates(phaseChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 // leaseEvent records a Lease observation. A renewal of a Live host needs no
