@@ -83,7 +83,7 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 		Watches(&vpoolv1alpha1.PoolBackup{}, handler.EnqueueRequestsFromMapFunc(r.poolsOfBackup)).
 		// One worker: pools are few, and masterChange is per reconcile.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 // poolOf maps any pool-scoped object to its Pool.
@@ -276,7 +276,9 @@ func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha
 	in := election.Input{HAEnabled: settings.HA.Enabled, Current: pool.Status.Master, Requested: settings.Master,
 		Epoch: pool.Status.Epoch}
 	for i := range hosts {
-		in.Hosts = append(in.Hosts, election.Host{Name: hosts[i].Name, Phase: hosts[i].Status.Phase, Epoch: hosts[i].Status.MasterEpoch})
+		h := &hosts[i]
+		in.Hosts = append(in.Hosts, election.Host{Name: h.Name, Phase: h.Status.Phase, Epoch: h.Status.MasterEpoch,
+			Forgetting: !h.DeletionTimestamp.IsZero() || h.Spec.State == vpoolv1alpha1.HostForgotten})
 	}
 	d := election.Decide(in)
 	if !d.Changed {

@@ -11,6 +11,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/election"
 )
 
 // kubectl delete vpool: while the pool has hosts the deletion waits and says
@@ -49,4 +50,23 @@ func TestDeletePoolWaitsForItsHosts(t *testing.T) {
 	g.Eventually(eventsOf(ns, "p"), wait, poll).Should(ContainElement(controllers.ReasonMembersDeleted))
 	g.Expect(eventMessages(g, ns, "p", controllers.ReasonMembersDeleted)).To(ConsistOf(
 		"Normal: the pool has no host left: deleted 4 VirtualMachines, 4 VirtualDisks, 2 StorageRepositories; its 1 PoolBackups are kept"))
+}
+
+// The pool is lost with its master: agents killed, hosts deleted. The master
+// is forgotten last, once it is fenced and alone (nobody is left to take
+// over), and then the Pool goes.
+func TestDeletePoolAfterItsMasterDied(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	f := newPoolFixture(t, poolOpts{ha: true, timeout: timeout, master: "h1"}, "h1", "h2")
+	g.Eventually(masterAndEpoch(f.ns), wait, poll).Should(Equal([]interface{}{"h1", int64(1)}))
+	f.agents["h1"].Kill()
+	f.agents["h2"].Kill()
+	g.Expect(k8s.Delete(ctx, getPool(g, f.ns, "p"))).To(Succeed())
+	g.Expect(k8s.DeleteAllOf(ctx, &vpoolv1alpha1.Host{}, inNS(f.ns))).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, key(f.ns, "p"), &vpoolv1alpha1.Pool{}))
+	}, wait, poll).Should(BeTrue())
+	g.Expect(eventReasons(g, f.ns, "p")).To(ContainElement(election.ReasonReleased))
 }

@@ -272,11 +272,14 @@ YAML
   local t0; t0=$(now)
   kubectl wait -n "$ns" pbak/b1 --for=jsonpath='{.status.phase}'=Completed --timeout=$WAIT >/dev/null
   local took; took=$(since "$t0")
-  # The whole pool is lost: agents killed, every pool object deleted.
+  # The whole pool is lost: agents killed, every pool object deleted, the
+  # Pool last: it waits for its hosts, which are forgotten once down.
   kill -9 "$(agent_pid "$ns" h1)" "$(agent_pid "$ns" h2)"
-  kubectl delete -n "$ns" vpool,vmachine,vdi,sr --all --wait=true >/dev/null
+  kubectl delete -n "$ns" vmachine,vdi,sr --all --wait=true >/dev/null
   kubectl delete -n "$ns" vhost --all --wait=true --timeout=$WAIT >/dev/null
+  kubectl delete -n "$ns" vpool/p --wait=true --timeout=$WAIT >/dev/null
   t0=$(now)
+  # The restored pool names neither master nor default SR: it takes them from the backup.
   kubectl apply -n "$ns" -f - >/dev/null <<YAML
 apiVersion: vpool.poolkeeper.io/v1alpha1
 kind: Pool
@@ -285,9 +288,13 @@ spec: {ha: {enabled: true}, heartbeatTimeout: $T, restoreFrom: {backupName: b1}}
 YAML
   kubectl wait -n "$ns" vpool/restored --for=condition=Restored --timeout=$WAIT >/dev/null
   local restored; restored=$(since "$t0")
+  local settings
+  settings=$(kubectl get -n "$ns" vpool/restored -o jsonpath='{.status.restoredSettings.master} {.status.restoredSettings.defaultStorageRepository}')
+  [[ $settings == "h1 nfs" ]] || die "the restore did not bring back master h1 and default SR nfs: restoredSettings '$settings'"
   agent "$ns" h1; agent "$ns" h2
   kubectl wait -n "$ns" vmachine/a vmachine/b --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
-  log "backup in $took; pool lost and restored in $restored; VMs running again after $(since "$t0")"
+  kubectl wait -n "$ns" vpool/restored --for=jsonpath='{.status.master}'=h1 --timeout=$WAIT >/dev/null
+  log "backup in $took; pool lost and restored (master h1, default SR nfs from the backup) in $restored; VMs running again after $(since "$t0")"
 }
 
 scenario_agent_identity() {

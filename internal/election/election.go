@@ -22,6 +22,7 @@ const (
 	ReasonWaitFence     = "MasterUnreachable"
 	ReasonWaitPerson    = "MasterDown"
 	ReasonNoCandidate   = "NoMaster"
+	ReasonReleased      = "MasterReleased"
 )
 
 // Host is a host as the election sees it.
@@ -30,6 +31,9 @@ type Host struct {
 	Phase vpoolv1alpha1.HostPhase
 	// Epoch is the pool epoch the host's agent follows.
 	Epoch int64
+	// Forgetting is true once a person asked to forget the host (the Host
+	// is deleted, or spec.state is Forgotten).
+	Forgetting bool
 }
 
 // Input is the pool as the election sees it.
@@ -80,6 +84,9 @@ func Decide(in Input) Decision {
 		return changed(req, ReasonHandOver, fmt.Sprintf("planned hand-over from %s to %s (pool-designate-new-master)", cur, req))
 	case in.live(cur):
 		return Decision{Master: cur, Reason: ReasonKeep, Message: fmt.Sprintf("host %s is master", cur)}
+	case in.down(cur) && in.forgetting(cur) && in.alone(cur):
+		return changed("", ReasonReleased, fmt.Sprintf(
+			"master %s is %s and being forgotten, and the pool has no other host: no master until a host is Live", cur, in.phase(cur)))
 	case !in.HAEnabled && req != "" && req != cur && in.live(req):
 		return changed(req, ReasonEmergency, fmt.Sprintf(
 			"master %s is not Live: %s took over at a person's request (pool-emergency-transition-to-master)", cur, req))
@@ -94,6 +101,24 @@ func Decide(in Input) Decision {
 		return changed(c, ReasonHAReplacement, fmt.Sprintf("master %s is %s: HA elected %s", cur, in.phase(cur), c))
 	}
 	return Decision{Master: cur, Reason: ReasonNoCandidate, Message: fmt.Sprintf("master %s is %s and no host is Live to replace it", cur, in.phase(cur))}
+}
+
+// forgetting reports whether a person asked to forget the host; a host
+// that is gone is forgotten.
+func (in Input) forgetting(name string) bool {
+	h := in.find(name)
+	return h == nil || h.Forgetting || h.Phase == vpoolv1alpha1.HostPhaseForgotten
+}
+
+// alone reports whether every host but name is forgotten: nobody is left
+// who could take over from it.
+func (in Input) alone(name string) bool {
+	for _, h := range in.Hosts {
+		if h.Name != name && h.Phase != vpoolv1alpha1.HostPhaseForgotten {
+			return false
+		}
+	}
+	return true
 }
 
 func (in Input) phase(name string) string {

@@ -43,7 +43,12 @@ func TestDecide(t *testing.T) {
 			map[string]int64{"b": 2, "c": 3})}, "c", true, ReasonHAReplacement},
 		"HA on, master fenced: spec.master preferred": {Input{HAEnabled: true, Current: "a", Requested: "c", Epoch: 3, Hosts: hosts(map[string]vpoolv1alpha1.HostPhase{"a": fenced, "b": live, "c": live},
 			map[string]int64{"b": 3, "c": 2})}, "c", true, ReasonHAReplacement},
-		"HA on, master gone, nobody live": {Input{HAEnabled: true, Current: "a", Epoch: 3, Hosts: hosts(map[string]vpoolv1alpha1.HostPhase{"b": unreach}, nil)}, "a", false, ReasonNoCandidate},
+		"last host, a fenced master being forgotten: released": {Input{Current: "a", Epoch: 3,
+			Hosts: []Host{{Name: "a", Phase: fenced, Forgetting: true}, {Name: "b", Phase: vpoolv1alpha1.HostPhaseForgotten}}}, "", true, ReasonReleased},
+		"HA on, a fenced master being forgotten is released only when alone": {Input{HAEnabled: true, Current: "a", Epoch: 3,
+			Hosts: []Host{{Name: "a", Phase: fenced, Forgetting: true}, {Name: "b", Phase: unreach}}}, "a", false, ReasonNoCandidate},
+		"a fenced master nobody forgets is kept": {Input{Current: "a", Epoch: 3, Hosts: []Host{{Name: "a", Phase: fenced}}}, "a", false, ReasonWaitPerson},
+		"HA on, master gone, nobody live":        {Input{HAEnabled: true, Current: "a", Epoch: 3, Hosts: hosts(map[string]vpoolv1alpha1.HostPhase{"b": unreach}, nil)}, "a", false, ReasonNoCandidate},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
