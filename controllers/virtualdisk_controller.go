@@ -27,8 +27,13 @@ import (
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks/status,verbs=get;update;patch
 
-// IndexLockHost indexes VDIs by the host holding their RW lock.
-const IndexLockHost = ".status.lock.host"
+// Field indexes of the VDI controller.
+const (
+	// IndexLockHost indexes VDIs by the host holding their RW lock.
+	IndexLockHost = ".status.lock.host"
+	// IndexStorageRepository indexes VDIs by the SR they name.
+	IndexStorageRepository = ".spec.storageRepository"
+)
 
 // ReasonLockReleased is the event of a released VDI lock.
 const ReasonLockReleased = "VDILockReleased"
@@ -46,16 +51,22 @@ type VirtualDiskReconciler struct {
 }
 
 // SetupWithManager registers the reconciler; a VDI wakes on changes of the
-// VMs that attach it and of the host holding its lock, and when its pool's
-// restore ends.
+// VMs that attach it, of the host holding its lock and of the SR it names,
+// and when its pool's restore ends.
 func (r *VirtualDiskReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &vpoolv1alpha1.VirtualDisk{}, IndexStorageRepository,
+		func(o client.Object) []string { return []string{o.(*vpoolv1alpha1.VirtualDisk).Spec.StorageRepository} }); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualDisk{}).
+		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(r.disksOnSR),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(disksOfVM), builder.WithPredicates(residencyChanged())).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.disksLockedBy)).
 		Watches(&vpoolv1alpha1.Pool{}, membersOfPool(r.Client, func() client.ObjectList { return &vpoolv1alpha1.VirtualDiskList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 // residencyChanged passes the VM events the release rule depends on: where
@@ -79,8 +90,19 @@ func disksOfVM(_ context.Context, obj client.Object) []reconcile.Request {
 }
 
 func (r *VirtualDiskReconciler) disksLockedBy(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.disksMatching(ctx, obj, IndexLockHost)
+}
+
+// disksOnSR wakes the VDIs that name an SR, whichever pool either is of.
+func (r *VirtualDiskReconciler) disksOnSR(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.disksMatching(ctx, obj, IndexStorageRepository)
+}
+
+// disksMatching wakes the VDIs whose index value is obj's name.
+func (r *VirtualDiskReconciler) disksMatching(ctx context.Context, obj client.Object, index string) []reconcile.Request {
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
-	if err := r.List(ctx, vdis, client.InNamespace(obj.GetNamespace()), client.MatchingFields{IndexLockHost: obj.GetName()}); err != nil {
+	if err := r.List(ctx, vdis, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(vdis.Items))
@@ -97,16 +119,20 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	lock := vdi.Status.Lock
+	if lock == nil && poolRestoring(ctx, r.Client, vdi.Namespace, vdi.Spec.PoolRef.Name) {
+		return ctrl.Result{}, nil // its Ready condition once the restore is done
+	}
+	refused, err := r.checkSR(ctx, vdi)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if lock == nil {
-		if poolRestoring(ctx, r.Client, vdi.Namespace, vdi.Spec.PoolRef.Name) {
-			return ctrl.Result{}, nil // its Ready condition once the restore is done
-		}
-		return ctrl.Result{}, r.setReady(ctx, vdi)
+		return ctrl.Result{}, r.setReady(ctx, vdi, refused)
 	}
 	release, reason, msg, err := r.mayRelease(ctx, vdi, r.Client)
 	if err != nil || !release {
 		if err == nil {
-			err = r.setReady(ctx, vdi)
+			err = r.setReady(ctx, vdi, refused)
 		}
 		return ctrl.Result{}, err
 	}
@@ -119,7 +145,7 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 	vdi.Status.Lock = nil
-	setDiskReady(vdi)
+	setDiskReady(vdi, refused)
 	// Update carries the resourceVersion read: a lock taken meanwhile is never released.
 	if err := r.Status().Update(ctx, vdi); err != nil {
 		return ctrl.Result{}, fmt.Errorf("releasing the lock of VDI %s: %w", klog.KObj(vdi), err)
@@ -160,25 +186,43 @@ func (r *VirtualDiskReconciler) mayRelease(ctx context.Context, vdi *vpoolv1alph
 	return release, reason, msg, nil
 }
 
+// checkSR checks the VDI's spec.storageRepository against the cache: why
+// the VDI cannot be used (placement.StorageRef), or nil.
+func (r *VirtualDiskReconciler) checkSR(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk) (*placement.Decision, error) {
+	sr := &vpoolv1alpha1.StorageRepository{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: vdi.Spec.StorageRepository}, sr, client.UnsafeDisableDeepCopy)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("reading SR %s of VDI %s: %w", vdi.Spec.StorageRepository, klog.KObj(vdi), err)
+	}
+	return placement.StorageRef(vdi.Spec.PoolRef.Name, vdi.Spec.StorageRepository, err == nil, sr.Spec.PoolRef.Name), nil
+}
+
 // setReady writes the Ready condition if the lock's writer has not: the
 // writes that take and release a lock carry it (setDiskReady).
-func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk) error {
+func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk, refused *placement.Decision) error {
 	before := vdi.DeepCopy()
-	if !setDiskReady(vdi) {
+	if !setDiskReady(vdi, refused) {
 		return nil
 	}
 	return client.IgnoreNotFound(r.Status().Patch(ctx, vdi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
 }
 
-// setDiskReady sets a VDI's Ready condition from its lock and reports
-// whether its status changed.
-func setDiskReady(vdi *vpoolv1alpha1.VirtualDisk) bool {
-	reason, msg := "Unlocked", "not attached RW by any host"
-	if l := vdi.Status.Lock; l != nil {
+// setDiskReady sets a VDI's Ready condition from its lock, or from refused
+// (why its SR reference cannot be used, nil if it can), and reports whether
+// its status changed.
+func setDiskReady(vdi *vpoolv1alpha1.VirtualDisk, refused *placement.Decision) bool {
+	status, reason, msg := metav1.ConditionTrue, "Unlocked", "not attached RW by any host"
+	switch l := vdi.Status.Lock; {
+	case refused != nil:
+		status, reason, msg = metav1.ConditionFalse, refused.Reason, refused.Message
+		if l != nil {
+			msg += fmt.Sprintf("; attached RW by %s for VM %s", l.Host, l.VirtualMachine)
+		}
+	case l != nil:
 		reason, msg = "Locked", fmt.Sprintf("attached RW by %s for VM %s", l.Host, l.VirtualMachine)
 	}
 	changed := vdi.Status.ObservedGeneration != vdi.Generation
 	vdi.Status.ObservedGeneration = vdi.Generation
 	return meta.SetStatusCondition(&vdi.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady,
-		Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: vdi.Generation}) || changed
+		Status: status, Reason: reason, Message: msg, ObservedGeneration: vdi.Generation}) || changed
 }

@@ -25,6 +25,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines,verbs=get;list;watch;update;patch
@@ -186,6 +187,12 @@ func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) er
 	if done, err := r.handleHostFailure(ctx, s); done || err != nil {
 		return err
 	}
+	// Only a running VM can have a size pending for its next boot.
+	defer func() {
+		if vm.Status.PowerState != vpoolv1alpha1.PowerRunning {
+			meta.RemoveStatusCondition(&vm.Status.Conditions, vpoolv1alpha1.VMResourcesPending)
+		}
+	}()
 	if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
 		return r.reconcileRunning(ctx, s)
 	}
@@ -240,8 +247,9 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 			return true, err
 		}
 	}
-	from := vm.Status.ResidentOn
-	vm.Status.LastReset = &vpoolv1alpha1.VMReset{Host: from, At: metav1.NewTime(r.Clock.Now()), Generation: vm.Generation}
+	from, now := vm.Status.ResidentOn, r.Clock.Now()
+	vm.Status.LastReset = &vpoolv1alpha1.VMReset{Host: from, At: metav1.NewTime(now), PreciseAt: &metav1.MicroTime{Time: now},
+		Generation: vm.Generation}
 	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
 	vm.Status.ResidentOn, vm.Status.ResidentBootID = "", ""
 	msg := fmt.Sprintf("host %s is %s: power state reset to Halted (vm-reset-powerstate); its disk locks are released next", from, phase)
@@ -318,13 +326,13 @@ func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmSc
 	vm := s.vm
 	if vm.Status.ResidentOn != "" && vm.Status.PowerState == vpoolv1alpha1.PowerRunning {
 		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonRunning, fmt.Sprintf("running on %s", vm.Status.ResidentOn))
-		if reset := vm.Status.LastReset; reset != nil && !meta.IsStatusConditionTrue(s.before.Status.Conditions, vpoolv1alpha1.ConditionReady) {
-			took := r.Clock.Since(reset.At.Time)
-			s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonRecovered, action: "Start",
-				note:    fmt.Sprintf("running again on %s, %s after host %s failed", vm.Status.ResidentOn, took.Round(time.Millisecond), reset.Host),
-				observe: func() { metrics.RecoveryDuration.Observe(took.Seconds()); metrics.VMsRestarted.Inc() }})
+		if meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked) {
+			r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, true))
 		}
-		return nil
+		if reset := vm.Status.LastReset; reset != nil && !meta.IsStatusConditionTrue(s.before.Status.Conditions, vpoolv1alpha1.ConditionReady) {
+			r.recovered(ctx, s, reset)
+		}
+		return r.checkResize(ctx, s)
 	}
 	if vm.Status.ResidentOn == "" {
 		// The placement controller places it, or says in Scheduled why not.
@@ -339,13 +347,17 @@ func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmSc
 func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) error {
 	vm := s.vm
 	host := vm.Status.ResidentOn
-	rw := 0
+	if refused, err := r.mayLockFor(ctx, vm, host); err != nil || refused != nil {
+		if refused != nil {
+			r.leaveHost(s, refused.Reason, refused.Message)
+		}
+		return err
+	}
 	var taken []*vpoolv1alpha1.VirtualDisk
 	for _, d := range vm.Spec.Disks {
 		if d.Mode == vpoolv1alpha1.DiskRO {
 			continue
 		}
-		rw++
 		vdi := &vpoolv1alpha1.VirtualDisk{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi); err != nil {
 			return fmt.Errorf("reading VDI %s of VM %s: %w", d.VirtualDisk, vm.Name, err)
@@ -359,7 +371,7 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 		}
 		vdi.Status.Lock = &vpoolv1alpha1.VDILock{Host: host, Mode: vpoolv1alpha1.DiskRW, VirtualMachine: vm.Name,
 			BootID: vm.Status.ResidentBootID, Since: &metav1.Time{Time: r.Clock.Now()}}
-		setDiskReady(vdi)
+		setDiskReady(vdi, nil) // mayLockFor found its SR, in its pool
 		// Update (not patch) carries the resourceVersion read: of two VMs racing
 		// for one VDI, the API server lets exactly one win.
 		if err := r.Status().Update(ctx, vdi); err != nil {
@@ -371,11 +383,7 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 		metrics.LocksAcquired.Inc()
 		taken = append(taken, vdi)
 	}
-	msg := fmt.Sprintf("every RW disk is locked for host %s; its agent starts the VM", host)
-	if rw == 0 {
-		msg = fmt.Sprintf("no RW disk to lock; host %s's agent starts the VM", host)
-	}
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, msg)
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, false))
 	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, fmt.Sprintf("starting on %s", host))
 	return nil
 }
@@ -385,19 +393,124 @@ func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope,
 	for _, vdi := range taken {
 		if vdi.Status.Lock != nil && vdi.Status.Lock.VirtualMachine == s.vm.Name {
 			vdi.Status.Lock = nil
-			setDiskReady(vdi)
+			setDiskReady(vdi, nil)
 			if err := r.Status().Update(ctx, vdi); err != nil {
 				return fmt.Errorf("giving back the lock of VDI %s: %w", vdi.Name, err)
 			}
 		}
 	}
-	msg := diskLockedMessage(held)
+	r.leaveHost(s, ReasonDiskLocked, diskLockedMessage(held))
+	return nil
+}
+
+// leaveHost takes back a placement whose disks cannot be locked for its
+// host (before the host's agent may start the VM), and says why: placement
+// decides again.
+func (r *VirtualMachineReconciler) leaveHost(s *vmScope, reason, msg string) {
 	s.vm.Status.ResidentOn, s.vm.Status.ResidentBootID = "", ""
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonDiskLocked, msg)
-	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonDiskLocked, msg)
-	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDiskLocked, msg)
-	if c := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.VMDisksLocked); c == nil || c.Reason != ReasonDiskLocked {
-		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: ReasonDiskLocked, action: "Start", note: msg})
+	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, reason, msg)
+	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, reason, msg)
+	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	if c := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.VMDisksLocked); c == nil || c.Reason != reason {
+		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: reason, action: "Start", note: msg})
+	}
+}
+
+// mayLockFor checks, before any lock is taken, that the VM's disks may be
+// used on host (placement.MayRunOn): of the VM's pool, on SRs of that pool,
+// none on a local SR of another host. It returns why not, or nil.
+func (r *VirtualMachineReconciler) mayLockFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, host string) (
+	*placement.Decision, error) {
+	disks := make([]placement.Disk, 0, len(vm.Spec.Disks))
+	for i, d := range vm.Spec.Disks {
+		disk, _, err := readDisk(ctx, r.Client, vm, i, d)
+		if err != nil {
+			return nil, err
+		}
+		disks = append(disks, disk)
+	}
+	return placement.MayRunOn(vm.Spec.PoolRef.Name, host, disks), nil
+}
+
+// disksLockedMessage is the DisksLocked message of a VM whose RW disks are
+// locked for its host, before it runs there or once it does.
+func disksLockedMessage(vm *vpoolv1alpha1.VirtualMachine, running bool) string {
+	host, rw := vm.Status.ResidentOn, 0
+	for _, d := range vm.Spec.Disks {
+		if d.Mode != vpoolv1alpha1.DiskRO {
+			rw++
+		}
+	}
+	switch {
+	case rw == 0 && running:
+		return fmt.Sprintf("no RW disk to lock; host %s runs the VM", host)
+	case rw == 0:
+		return fmt.Sprintf("no RW disk to lock; host %s's agent starts the VM", host)
+	case running:
+		return fmt.Sprintf("every RW disk is locked for host %s, which runs the VM", host)
+	}
+	return fmt.Sprintf("every RW disk is locked for host %s; its agent starts the VM", host)
+}
+
+// recovered announces a VM running again after a reset, and measures the
+// time from that reset (to the microsecond when recorded so) to now.
+func (r *VirtualMachineReconciler) recovered(ctx context.Context, s *vmScope, reset *vpoolv1alpha1.VMReset) {
+	at := reset.At.Time
+	if reset.PreciseAt != nil {
+		at = reset.PreciseAt.Time
+	}
+	took := r.Clock.Since(at)
+	note := fmt.Sprintf("running again on %s, %s after its reset (host %s: %s)", s.vm.Status.ResidentOn,
+		took.Round(time.Millisecond), reset.Host, r.failedHostStory(ctx, s.vm.Namespace, reset.Host))
+	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonRecovered, action: "Start", note: note,
+		observe: func() { metrics.RecoveryDuration.Observe(took.Seconds()); metrics.VMsRestarted.Inc() }})
+}
+
+// failedHostStory says, as the cache shows it, when the host a VM was reset
+// from went silent and was fenced.
+func (r *VirtualMachineReconciler) failedHostStory(ctx context.Context, ns, name string) string {
+	h := &vpoolv1alpha1.Host{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, h, client.UnsafeDisableDeepCopy); err != nil {
+		return "forgotten"
+	}
+	story := string(h.Status.Phase)
+	if t := h.Status.LastHeartbeatTime; t != nil {
+		story += ", silent since " + t.UTC().Format(time.RFC3339)
+	}
+	if f := h.Status.Fencing; f != nil && f.CompletedAt != nil {
+		story += ", fenced at " + f.CompletedAt.UTC().Format(time.RFC3339)
+	}
+	return story
+}
+
+// checkResize tells, on a running VM whose spec changed, whether its
+// spec.resources fit any host of the pool: they take effect at its next
+// boot, which needs such a host (ResourcesPending while none has).
+func (r *VirtualMachineReconciler) checkResize(ctx context.Context, s *vmScope) error {
+	vm := s.vm
+	had := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMResourcesPending) != nil
+	if !had && s.before.Status.ObservedGeneration == vm.Generation {
+		return nil
+	}
+	hosts := &vpoolv1alpha1.HostList{}
+	if err := r.List(ctx, hosts, client.InNamespace(vm.Namespace), client.MatchingFields{IndexPoolRef: vm.Spec.PoolRef.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("listing hosts of pool %s: %w", vm.Spec.PoolRef.Name, err)
+	}
+	var candidates []placement.Host
+	for i := range hosts.Items {
+		if h := &hosts.Items[i]; h.Status.Phase != vpoolv1alpha1.HostPhaseForgotten {
+			candidates = append(candidates, placement.Host{Name: h.Name, Capacity: hostCapacity(h)})
+		}
+	}
+	d := placement.Resized(vmNeed(vm), candidates)
+	if d == nil {
+		meta.RemoveStatusCondition(&vm.Status.Conditions, vpoolv1alpha1.VMResourcesPending)
+		return nil
+	}
+	r.set(s, vpoolv1alpha1.VMResourcesPending, metav1.ConditionTrue, d.Reason, d.Message)
+	if !had {
+		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: d.Reason, action: "Resize", note: d.Message})
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -136,8 +137,17 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if placed > 0 {
 		ctrl.LoggerFrom(ctx).Info("Placing VMs", "placed", placed, "waiting", len(decisions)-placed)
 	}
-	return ctrl.Result{}, r.record(ctx, req.NamespacedName, round.waiting, decisions, round.boots)
+	conflicts, err := r.record(ctx, req.NamespacedName, round.waiting, decisions, round.boots)
+	if conflicts && err == nil {
+		// A VM changed meanwhile, maybe only in a status field that wakes no
+		// pass (its observedGeneration): decide again, with the newer VM.
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+	return ctrl.Result{}, err
 }
+
+// conflictRetry is how soon a pass whose write met a newer VM runs again.
+const conflictRetry = 100 * time.Millisecond
 
 // placementRound is what one pass over a pool decides from.
 type placementRound struct {
@@ -203,56 +213,68 @@ func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.Vir
 			reset.Host)}
 		return p, true, nil
 	}
-	for _, d := range vm.Spec.Disks {
-		pinned, blocked, releasing, err := r.disk(ctx, vm, d, phases)
-		if err != nil || releasing {
+	disks := make([]placement.Disk, 0, len(vm.Spec.Disks))
+	for i, d := range vm.Spec.Disks {
+		disk, vdi, err := readDisk(ctx, r.Client, vm, i, d)
+		if err != nil {
 			return p, false, err
 		}
-		if blocked != nil {
+		if blocked, releasing := lockHeld(vm, d, vdi, phases); releasing {
+			return p, false, nil
+		} else if blocked != nil {
 			p.Blocked = blocked
 			return p, true, nil
 		}
-		if pinned != "" {
-			p.PinnedTo = pinned
-		}
+		disks = append(disks, disk)
 	}
+	p.PinnedTo, p.Blocked = placement.CheckDisks(vm.Spec.PoolRef.Name, disks)
 	return p, true, nil
 }
 
-// disk checks that a disk's VDI and SR exist and that no other VM holds
-// its RW lock; it returns the host its SR is local to, if any. releasing is
+// lockHeld checks that no other VM holds the RW lock of a disk's VDI (nil
+// if it is missing or of another pool: CheckDisks says so). releasing is
 // a lock the VM itself holds on a host that no longer runs it: the VDI
 // controller releases it (resetvdis.py), and the VM waits for that without
 // a word, its status already saying so.
-func (r *PlacementReconciler) disk(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk,
-	phases map[string]vpoolv1alpha1.HostPhase) (pinned string, blocked *placement.Decision, releasing bool, err error) {
+func lockHeld(vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk, vdi *vpoolv1alpha1.VirtualDisk,
+	phases map[string]vpoolv1alpha1.HostPhase) (blocked *placement.Decision, releasing bool) {
+	if vdi == nil || vdi.Spec.PoolRef.Name != vm.Spec.PoolRef.Name || d.Mode == vpoolv1alpha1.DiskRO || vdi.Status.Lock == nil {
+		return nil, false
+	}
+	l := vdi.Status.Lock
+	phase, known := phases[l.Host]
+	if l.VirtualMachine == vm.Name && (!known || phase != vpoolv1alpha1.HostPhaseUnreachable && phase != vpoolv1alpha1.HostPhaseFencing) {
+		return nil, true
+	}
+	return &placement.Decision{Reason: ReasonDiskLocked, Message: diskLockedMessage(vdi)}, false
+}
+
+// readDisk reads, through reader's cache, what placement needs of the i-th
+// disk of a VM: its VDI (returned, nil if missing; not to be modified) and
+// that VDI's SR.
+func readDisk(ctx context.Context, reader client.Reader, vm *vpoolv1alpha1.VirtualMachine, i int, d vpoolv1alpha1.VMDisk) (
+	placement.Disk, *vpoolv1alpha1.VirtualDisk, error) {
+	disk := placement.Disk{Index: i, Name: d.Name, VDI: d.VirtualDisk}
 	vdi := &vpoolv1alpha1.VirtualDisk{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi, client.UnsafeDisableDeepCopy); err != nil {
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: d.VirtualDisk}, vdi, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", &placement.Decision{Reason: placement.ReasonDiskUnavailable,
-				Message: fmt.Sprintf("spec.disks[%s]: VirtualDisk %q not found", d.Name, d.VirtualDisk)}, false, nil
+			return disk, nil, nil
 		}
-		return "", nil, false, err
+		return disk, nil, fmt.Errorf("reading VDI %s of VM %s: %w", d.VirtualDisk, klog.KObj(vm), err)
 	}
-	if l := vdi.Status.Lock; d.Mode != vpoolv1alpha1.DiskRO && l != nil {
-		phase, known := phases[l.Host]
-		if l.VirtualMachine == vm.Name && (!known || phase != vpoolv1alpha1.HostPhaseUnreachable && phase != vpoolv1alpha1.HostPhaseFencing) {
-			return "", nil, true, nil
-		}
-		return "", &placement.Decision{Reason: ReasonDiskLocked, Message: diskLockedMessage(vdi)}, false, nil
-	}
+	disk.VDIFound, disk.VDIPool, disk.SR = true, vdi.Spec.PoolRef.Name, vdi.Spec.StorageRepository
 	sr := &vpoolv1alpha1.StorageRepository{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vdi.Spec.StorageRepository}, sr, client.UnsafeDisableDeepCopy); err != nil {
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vdi.Spec.StorageRepository}, sr, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", &placement.Decision{Reason: placement.ReasonDiskUnavailable,
-				Message: fmt.Sprintf("VDI %s: StorageRepository %q not found", vdi.Name, vdi.Spec.StorageRepository)}, false, nil
+			return disk, vdi, nil
 		}
-		return "", nil, false, err
+		return disk, nil, fmt.Errorf("reading SR %s of VDI %s: %w", vdi.Spec.StorageRepository, vdi.Name, err)
 	}
+	disk.SRFound, disk.SRPool = true, sr.Spec.PoolRef.Name
 	if !sr.Spec.Shared {
-		return sr.Spec.Host, nil, false, nil
+		disk.SRHost = sr.Spec.Host
 	}
-	return "", nil, false, nil
+	return disk, vdi, nil
 }
 
 // diskLockedMessage is what a VM that cannot have a VDI is told.
@@ -283,7 +305,8 @@ func (r *PlacementReconciler) cacheHasPlacements(pool types.NamespacedName, vms 
 // the Scheduled and Ready conditions. Of a VM changed meanwhile, the write
 // fails on its resourceVersion and the next pass decides again.
 func (r *PlacementReconciler) record(ctx context.Context, pool types.NamespacedName, vms []*vpoolv1alpha1.VirtualMachine,
-	decisions []placement.Decision, boots map[string]string) error {
+	decisions []placement.Decision, boots map[string]string) (conflicts bool, err error) {
+	var conflicted atomic.Bool
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(r.Writers, 1))
 	for i, vm := range vms {
@@ -305,21 +328,25 @@ func (r *PlacementReconciler) record(ctx context.Context, pool types.NamespacedN
 		g.Go(func() error {
 			err := r.Status().Patch(ctx, after, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
 			switch {
-			case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-				// Changed or gone meanwhile: its update wakes the pool again.
+			case apierrors.IsConflict(err):
+				r.forget(pool, vm.Name)
+				conflicted.Store(true)
+				return nil
+			case apierrors.IsNotFound(err):
 				r.forget(pool, vm.Name)
 				return nil
 			case err != nil:
 				r.forget(pool, vm.Name)
 				return fmt.Errorf("recording the placement of VM %s: %w", klog.KObj(vm), err)
 			}
-			if d := decisions[i]; d.Reason == ReasonDiskLocked && scheduledReason(before) != ReasonDiskLocked {
-				r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, ReasonDiskLocked, "Start", "%s", d.Message)
+			if d := decisions[i]; warned[d.Reason] && scheduledReason(before) != d.Reason {
+				r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, d.Reason, "Start", "%s", d.Message)
 			}
 			return nil
 		})
 	}
-	return g.Wait()
+	err = g.Wait()
+	return conflicted.Load(), err
 }
 
 func (r *PlacementReconciler) forget(pool types.NamespacedName, vm string) {
@@ -346,9 +373,27 @@ func decided(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision) bool {
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == d.Reason && c.Message == d.Message &&
 			c.ObservedGeneration == vm.Generation
 	}
+	reason, msg := disksWaiting(d)
+	c := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked)
 	return says(vpoolv1alpha1.VMScheduled) && says(vpoolv1alpha1.ConditionReady) &&
-		(d.Reason != ReasonDiskLocked || says(vpoolv1alpha1.VMDisksLocked))
+		c != nil && c.Status == metav1.ConditionFalse && c.Reason == reason && c.Message == msg && c.ObservedGeneration == vm.Generation
 }
+
+// ReasonNotScheduled is the DisksLocked reason of a VM waiting for a host.
+const ReasonNotScheduled = "NotScheduled"
+
+// disksWaiting is the DisksLocked condition of a VM not placed by d: the
+// decision itself when a disk is why, else that no host is chosen yet.
+func disksWaiting(d placement.Decision) (reason, msg string) {
+	if d.Reason == ReasonDiskLocked {
+		return d.Reason, d.Message
+	}
+	return ReasonNotScheduled, "no disk is locked until the VM has a host (see Scheduled)"
+}
+
+// warned are the placement reasons told in a Warning event when they first appear.
+var warned = map[string]bool{ReasonDiskLocked: true, placement.ReasonDiskInOtherPool: true,
+	placement.ReasonLocalDisksApart: true, placement.ReasonAffinityHostNotFound: true}
 
 // decide applies a decision to a VM's status and reports whether it changed;
 // boot is the boot ID of the host it places the VM on.
@@ -369,9 +414,8 @@ func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision, boot string)
 	} else {
 		set(vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, d.Reason, d.Message)
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
-		if d.Reason == ReasonDiskLocked {
-			set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, d.Reason, d.Message)
-		}
+		reason, msg := disksWaiting(d)
+		set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, reason, msg)
 	}
 	return !equality.Semantic.DeepEqual(*before, vm.Status)
 }
