@@ -152,7 +152,7 @@ func startTLSBootstrapControlPlane(t *testing.T, ca *testCA) (*rest.Config, *tes
 		t.Fatal(err)
 	}
 	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.SecureServing.Authn = ca
+	apiServer.Authn = ca
 	apiServer.Configure().Set("enable-bootstrap-token-auth", "true")
 	admin, err := env.Start()
 	if err != nil {

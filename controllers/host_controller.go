@@ -396,8 +396,8 @@ func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
 	}
 }
 
-// reconcilePhase runs the phase machine until it settles (a few steps at
-// most), re-reading the Lease before every destructive step.
+// reconcilePhase advances the host through its phases, checks its agents
+// and its fencing configuration, and says when to look again.
 func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time.Duration, error) {
 	h := s.host
 	if h.Status.Phase == "" {
@@ -412,44 +412,9 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 			return 0, err
 		}
 	}
-	var d fencing.Decision
-	for step := 0; step < 6; step++ {
-		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.settings.HA.Enabled || r.input(s, false).Forget) {
-			if err := r.tallyPool(ctx, s); err != nil {
-				return 0, err
-			}
-		}
-		d = fencing.Next(r.input(s, powerOff))
-		if d.Destructive(h.Status.Phase) {
-			moved, err := r.leaseMoved(ctx, h)
-			if err != nil {
-				return 0, err
-			}
-			if moved {
-				continue // the count starts again; decide anew
-			}
-		}
-		if d.Phase == h.Status.Phase {
-			break
-		}
-		if d.Phase == vpoolv1alpha1.HostPhaseFencing && h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable {
-			// The fencing budget is decided and spent under the pool's lock,
-			// against the API server: see startFencing.
-			var err error
-			if d, err = r.startFencing(ctx, s); err != nil {
-				return 0, err
-			}
-			if h.Status.Phase != vpoolv1alpha1.HostPhaseFencing {
-				break
-			}
-			continue
-		}
-		r.transition(ctx, s, d)
-		if d.Phase == vpoolv1alpha1.HostPhaseUnreachable {
-			// Recorded on its own, so everyone sees Unreachable before anything
-			// else happens; the write's own event brings the next step.
-			break
-		}
+	d, err := r.advance(ctx, s, powerOff)
+	if err != nil {
+		return 0, err
 	}
 	agentsRecheck, err := r.checkAgents(ctx, s)
 	if err != nil {
@@ -463,6 +428,50 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 		requeue = bmcRequeue
 	}
 	return earliest(requeue, agentsRecheck, fencingRecheck), nil
+}
+
+// advance runs the phase machine until it settles (a few steps at most),
+// re-reading the Lease before every destructive step, and returns the last
+// decision.
+func (r *HostReconciler) advance(ctx context.Context, s *hostScope, powerOff bool) (fencing.Decision, error) {
+	h := s.host
+	var d fencing.Decision
+	for step := 0; step < 6; step++ {
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.settings.HA.Enabled || r.input(s, false).Forget) {
+			if err := r.tallyPool(ctx, s); err != nil {
+				return d, err
+			}
+		}
+		d = fencing.Next(r.input(s, powerOff))
+		if d.Destructive(h.Status.Phase) {
+			moved, err := r.leaseMoved(ctx, h)
+			if err != nil {
+				return d, err
+			}
+			if moved {
+				continue // the count starts again; decide anew
+			}
+		}
+		if d.Phase == h.Status.Phase {
+			return d, nil
+		}
+		if d.Phase == vpoolv1alpha1.HostPhaseFencing && h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+			// The fencing budget is decided and spent under the pool's lock,
+			// against the API server: see startFencing.
+			var err error
+			if d, err = r.startFencing(ctx, s); err != nil || h.Status.Phase != vpoolv1alpha1.HostPhaseFencing {
+				return d, err
+			}
+			continue
+		}
+		r.transition(ctx, s, d)
+		if d.Phase == vpoolv1alpha1.HostPhaseUnreachable {
+			// Recorded on its own, so everyone sees Unreachable before anything
+			// else happens; the write's own event brings the next step.
+			return d, nil
+		}
+	}
+	return d, nil
 }
 
 // earliest is the shortest of the non-zero durations (zero if none).
