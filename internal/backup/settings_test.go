@@ -35,7 +35,7 @@ func TestSettings(t *testing.T) {
 			want: &vpoolv1alpha1.PoolSettings{DefaultStorageRepository: "nfs", Fencing: &fencing, Backup: sched}},
 		"no requested master: the master at the dump's time": {dump: defaulted, target: defaulted, dumpMaster: "h3",
 			want: &vpoolv1alpha1.PoolSettings{Master: "h3"}},
-		"a dump of defaults takes nothing": {dump: defaulted, target: defaulted},
+		"a dump of defaults takes nothing":    {dump: defaulted, target: defaulted},
 		"an old dump (no spec) takes nothing": {target: defaulted},
 	}
 	for name, tc := range cases {
