@@ -14,6 +14,13 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/election"
 )
 
+// poolGone polls whether a Pool is gone from the API server.
+func poolGone(ns, name string) func() bool {
+	return func() bool {
+		return apierrors.IsNotFound(k8s.Get(context.Background(), key(ns, name), &vpoolv1alpha1.Pool{}))
+	}
+}
+
 // kubectl delete vpool: while the pool has hosts the deletion waits and says
 // why; once the hosts are forgotten (kubectl delete vhost), the Pool goes
 // with its VMs, VDIs and SRs, and its PoolBackups stay.
@@ -38,9 +45,7 @@ func TestDeletePoolWaitsForItsHosts(t *testing.T) {
 	g.Expect(getVM(g, ns, "vm-0").DeletionTimestamp).To(BeNil(), "nothing is deleted while the pool has hosts")
 
 	g.Expect(k8s.DeleteAllOf(ctx, &vpoolv1alpha1.Host{}, inNS(ns))).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(ctx, key(ns, "p"), &vpoolv1alpha1.Pool{}))
-	}, wait, poll).Should(BeTrue())
+	g.Eventually(poolGone(ns, "p"), wait, poll).Should(BeTrue())
 	for _, l := range []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualDiskList{},
 		&vpoolv1alpha1.StorageRepositoryList{}, &vpoolv1alpha1.HostList{}} {
 		g.Expect(k8s.List(ctx, l, inNS(ns))).To(Succeed())
@@ -65,8 +70,6 @@ func TestDeletePoolAfterItsMasterDied(t *testing.T) {
 	f.agents["h2"].Kill()
 	g.Expect(k8s.Delete(ctx, getPool(g, f.ns, "p"))).To(Succeed())
 	g.Expect(k8s.DeleteAllOf(ctx, &vpoolv1alpha1.Host{}, inNS(f.ns))).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(ctx, key(f.ns, "p"), &vpoolv1alpha1.Pool{}))
-	}, wait, poll).Should(BeTrue())
+	g.Eventually(poolGone(f.ns, "p"), wait, poll).Should(BeTrue())
 	g.Expect(eventReasons(g, f.ns, "p")).To(ContainElement(election.ReasonReleased))
 }
