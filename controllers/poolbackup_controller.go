@@ -34,7 +34,6 @@ import (
 // Reasons of PoolBackup conditions.
 const (
 	ReasonBackupCompleted = "BackupCompleted"
-	ReasonBackupFailed    = "BackupFailed"
 	ReasonBackupTaking    = "TakingBackup"
 	ReasonKeyUnavailable  = "KeyUnavailable"
 	// ReasonDataNotDeleted: a PoolBackup that recorded no stored data went
