@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/testutil"
 )
 
@@ -191,7 +193,6 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		{name: "unknown fencing method", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 1Gi}, fencing: {method: IPMI}}", field: "spec.fencing.method"},
 		{name: "redfish method without redfish", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 1Gi}, fencing: {method: Redfish}}", field: "spec.fencing.redfish"},
 		{name: "redfish endpoint not http", create: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 1Gi}, fencing: {method: Redfish, redfish: {endpoint: 'ftp://bmc', systemID: '1', credentialsSecretRef: {name: s}}}}", field: "spec.fencing.redfish.endpoint"},
-		{name: "forgotten host made active", base: "kind: Host\nmetadata: {name: h}\nspec: {poolRef: {name: p}, address: a, capacity: {cpu: 1, memory: 1Gi}, state: Forgotten}", create: "spec: {state: Active}", field: "spec.state"},
 		{name: "local SR without host", create: "kind: StorageRepository\nmetadata: {name: s}\nspec: {poolRef: {name: p}, type: lvm, shared: false}", field: "spec.host"},
 		{name: "shared SR with host", create: "kind: StorageRepository\nmetadata: {name: s}\nspec: {poolRef: {name: p}, type: nfs, shared: true, host: xen-1}", field: "spec.host"},
 		{name: "unknown SR type", create: "kind: StorageRepository\nmetadata: {name: s}\nspec: {poolRef: {name: p}, type: floppy, shared: true}", field: "spec.type"},
@@ -236,4 +237,31 @@ func TestInvalidObjectsRefused(t *testing.T) {
 	if len(cases) < 15 {
 		t.Fatalf("want at least 15 bad objects, have %d", len(cases))
 	}
+}
+
+// A forget intent can be withdrawn until the operator begins the forget
+// (status.forgetStartedAt); from then on the API refuses it, naming the field.
+func TestForgetWithdrawnOnlyBeforeItBegins(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := &vpoolv1alpha1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "withdrawn"}}
+	h.Spec.PoolRef.Name = "p"
+	h.Spec.Address = "a"
+	h.Spec.Capacity.CPU.Set(1)
+	h.Spec.Capacity.Memory.Set(1 << 30)
+	h.Spec.State = vpoolv1alpha1.HostForgotten
+	g.Expect(k8s.Create(ctx, h)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(ctx, h) })
+	setState := func(state vpoolv1alpha1.HostState) error {
+		patch := client.MergeFrom(h.DeepCopy())
+		h.Spec.State = state
+		return k8s.Patch(ctx, h, patch)
+	}
+	g.Expect(setState(vpoolv1alpha1.HostActive)).To(Succeed(), "a forget not yet begun can be withdrawn")
+	g.Expect(setState(vpoolv1alpha1.HostForgotten)).To(Succeed())
+	h.Status.ForgetStartedAt = &metav1.Time{Time: time.Now()}
+	g.Expect(k8s.Status().Update(ctx, h)).To(Succeed())
+	err := setState(vpoolv1alpha1.HostActive)
+	g.Expect(err).To(HaveOccurred(), "a forget that has begun was withdrawn")
+	g.Expect(err.Error()).To(And(ContainSubstring("spec.state"), ContainSubstring("status.forgetStartedAt")))
 }
