@@ -62,7 +62,7 @@ func (r *PoolBackupReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) 
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.PoolBackup{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 func (r *PoolBackupReconciler) store(pb *vpoolv1alpha1.PoolBackup) backup.Store {

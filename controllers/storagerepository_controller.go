@@ -65,7 +65,7 @@ func (r *StorageRepositoryReconciler) SetupWithManager(mgr ctrl.Manager, opts Op
 		Watches(&vpoolv1alpha1.Pool{}, handler.EnqueueRequestsFromMapFunc(r.srsOfPool),
 			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 // srsOfHost maps a Host to the local SRs naming it and the shared SRs of its pool.

@@ -88,7 +88,7 @@ func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Optio
 		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsForDisk), builder.WithPredicates(lockChanged())).
 		Watches(&vpoolv1alpha1.Pool{}, membersOfPool(r.Client, func() client.ObjectList { return &vpoolv1alpha1.VirtualMachineList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 	if err != nil {
 		return err
 	}

@@ -56,13 +56,13 @@ func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) erro
 		Named("placement").
 		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, onChange(restoreEnded)))).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(placementEvent())).
-		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(phaseChanged())).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(usabilityChanged())).
 		// A disk that appears or is released may unblock a VM.
 		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(diskFreed())).
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(conflictsRequeued(r))
 }
 
 // placementEvent passes the VM events that can change a pool's placement: a
@@ -193,7 +193,8 @@ func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.
 	}
 	for i := range hosts {
 		h := &hosts[i]
-		round.hosts = append(round.hosts, placement.Host{Name: h.Name, Live: phases[h.Name] == vpoolv1alpha1.HostPhaseLive,
+		// A host two agents claim takes no new VM (hostUsable).
+		round.hosts = append(round.hosts, placement.Host{Name: h.Name, Live: hostUsable(h),
 			Capacity: hostCapacity(h), Used: used[h.Name]})
 	}
 	return round, nil
