@@ -427,7 +427,7 @@ func (a *Agent) report(ctx context.Context) error {
 	}
 	pool := &vpoolv1alpha1.Pool{}
 	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: host.Spec.PoolRef.Name}, pool); err == nil {
-		a.setTimeout(a.cfg.Log, liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled))
+		a.setTimeout(a.cfg.Log, pool.Effective().HeartbeatTimeout)
 	}
 	running, err := a.cfg.Driver.Running(ctx)
 	if err != nil {
@@ -483,7 +483,7 @@ func (a *Agent) poolTimeout(ctx context.Context, poolName string) time.Duration 
 	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: poolName}, pool); err != nil {
 		return liveness.DefaultHATimeout // the shorter default: safe either way
 	}
-	return liveness.EffectiveTimeout(pool.Spec.HeartbeatTimeout, pool.Spec.HA.Enabled)
+	return pool.Effective().HeartbeatTimeout
 }
 
 func (a *Agent) startCache(ctx context.Context, poolName string) error {

@@ -5,31 +5,11 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-
-func TestEffectiveTimeout(t *testing.T) {
-	cases := map[string]struct {
-		spec *metav1.Duration
-		ha   bool
-		want time.Duration
-	}{
-		"unset without HA is the XenServer 600s": {nil, false, 600 * time.Second},
-		"unset with HA":                          {nil, true, 60 * time.Second},
-		"set wins over HA default":               {&metav1.Duration{Duration: 5 * time.Second}, true, 5 * time.Second},
-		"set wins without HA":                    {&metav1.Duration{Duration: 90 * time.Second}, false, 90 * time.Second},
-		"zero counts as unset":                   {&metav1.Duration{}, true, 60 * time.Second},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			NewWithT(t).Expect(EffectiveTimeout(tc.spec, tc.ha)).To(Equal(tc.want))
-		})
-	}
-}
 
 func TestVerdictBoundary(t *testing.T) {
 	timeout := 10 * time.Second

@@ -3,30 +3,18 @@ package liveness
 import (
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 )
 
 const (
-	// DefaultTimeout is the heartbeat timeout without HA: the 600 s after
-	// which a XenServer master assumes a silent member is dead.
-	DefaultTimeout = 600 * time.Second
-	// DefaultHATimeout is the heartbeat timeout with HA enabled.
-	DefaultHATimeout = 60 * time.Second
+	// DefaultHATimeout is the heartbeat timeout with HA enabled, the
+	// shorter of the defaults (the API's DefaultHAHeartbeatTimeout): what an
+	// agent or the operator assumes when it cannot read a pool.
+	DefaultHATimeout = vpoolv1alpha1.DefaultHAHeartbeatTimeout
 	// MaxIntervalFraction bounds the agent's heartbeat interval: at most
 	// T/MaxIntervalFraction, so a timeout spans at least four heartbeats.
 	MaxIntervalFraction = 4
 )
-
-// EffectiveTimeout is the heartbeat timeout in force for a pool.
-func EffectiveTimeout(spec *metav1.Duration, haEnabled bool) time.Duration {
-	if spec != nil && spec.Duration > 0 {
-		return spec.Duration
-	}
-	if haEnabled {
-		return DefaultHATimeout
-	}
-	return DefaultTimeout
-}
 
 // SelfFenceAfter is how long after the start of its last successful renewal
 // an agent stops every VM (its watchdog deadline): the heartbeat timeout.
