@@ -15,11 +15,13 @@ import (
 	"os"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -85,7 +87,8 @@ func run() error {
 		"Elect a leader so only one replica reconciles. Default: true in a cluster, false outside.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "",
 		"Namespace of the leader-election Lease. Default: the Pod's namespace in a cluster.")
-	flag.StringVar(&watchNamespace, "namespace", "", "Watch only this namespace. Default: all namespaces.")
+	flag.StringVar(&watchNamespace, "namespace", "",
+		"Watch only these namespaces, a comma-separated list (a, or a,b). Default: all namespaces.")
 	flag.DurationVar(&gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second,
 		"How long running reconciles may take to finish on shutdown.")
 	flag.IntVar(&maxConcurrentReconcs, "max-concurrent-reconciles", 4, "Parallel reconciles per controller.")
@@ -129,6 +132,9 @@ func run() error {
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &gracefulShutdown,
 		Cache:                         controllers.CacheOptions(watchNamespace),
+		// Secrets are read by name from the API server, never cached: an
+		// informer would need list and watch on every Secret it may see.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

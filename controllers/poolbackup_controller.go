@@ -29,7 +29,7 @@ import (
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;create;update;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update;delete
 
 // Reasons of PoolBackup conditions.
 const (

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -35,13 +36,19 @@ type Options struct {
 }
 
 // CacheOptions restricts the manager's cache to what poolkeeper needs: of all
-// Leases, only the heartbeat Leases of hosts (labelled vpool.poolkeeper.io/host).
-func CacheOptions(namespace string) cache.Options {
+// Leases, only the heartbeat Leases of hosts (labelled vpool.poolkeeper.io/host),
+// and, when namespaces is set (a comma-separated list), only those namespaces.
+func CacheOptions(namespaces string) cache.Options {
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&coordinationv1.Lease{}: {Label: hostLeaseSelector()},
 	}}
-	if namespace != "" {
-		opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			if opts.DefaultNamespaces == nil {
+				opts.DefaultNamespaces = map[string]cache.Config{}
+			}
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
 	}
 	return opts
 }

@@ -84,6 +84,7 @@ func startManagerServing(t *testing.T, ns string, opts controllers.Options, metr
 		Metrics:                metrics,
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(ns),
+		Client:                 client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		// Several managers live in one test binary.
 		Controller:              config.Controller{SkipNameValidation: ptr.To(true)},
 		GracefulShutdownTimeout: ptr.To(5 * time.Second),

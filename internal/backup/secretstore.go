@@ -54,8 +54,8 @@ const (
 // count, the dump's size and its SHA-256. Each chunk has the PoolBackup as
 // controller owner, so the garbage collector deletes the chunks with it.
 //
-// Its Client must be able to create, update, delete, get and list Secrets.
-// Reads go to Reader when set: give it the manager's API reader
+// Its Client must be able to create, update, delete and get Secrets; it
+// never lists them (it reads every chunk by its name). Reads go to Reader when set: give it the manager's API reader
 // (mgr.GetAPIReader()), or the manager's cached client would start caching
 // every Secret of the cluster, dump chunks included.
 type SecretStore struct {
@@ -282,26 +282,42 @@ func (s *SecretStore) putChunk(ctx context.Context, b *vpoolv1alpha1.PoolBackup,
 	return nil
 }
 
-// deleteChunks deletes the PoolBackup's chunks with an index of at least from.
+// deleteChunks deletes the PoolBackup's chunks with an index of at least
+// from. It finds them by name, never by a list (the manager may get Secrets,
+// not list them, for a list returns every Secret's data): Put writes chunks
+// from index 0 up and this deletes them from the top down, so the chunks of
+// a backup are always one run of names, which ends at the first name that is
+// missing or not a chunk of b.
 func (s *SecretStore) deleteChunks(ctx context.Context, b *vpoolv1alpha1.PoolBackup, from int) error {
-	var list corev1.SecretList
-	if err := s.reader().List(ctx, &list, client.InNamespace(b.Namespace),
-		client.MatchingLabels{LabelBackup: LabelValue(b.Name)}); err != nil {
-		return fmt.Errorf("listing the chunks of PoolBackup %s/%s: %w", b.Namespace, b.Name, err)
-	}
-	var errs []error
-	for i := range list.Items {
-		sec := &list.Items[i]
-		idx, err := strconv.Atoi(sec.Annotations[AnnotationChunkIndex])
-		if err != nil || idx < from || sec.Name != ChunkName(b.Name, idx) || claimable(sec, b) != nil {
-			continue
+	var found []*corev1.Secret
+	for i := from; i < MaxChunks; i++ {
+		sec, err := s.getChunk(ctx, b, i)
+		if apierrors.IsNotFound(err) {
+			break
 		}
-		err = s.Client.Delete(ctx, sec, client.Preconditions{UID: &sec.UID})
+		if err != nil {
+			return err
+		}
+		if !isChunk(sec, b, i) {
+			break
+		}
+		found = append(found, sec)
+	}
+	for _, sec := range slices.Backward(found) {
+		err := s.Client.Delete(ctx, sec, client.Preconditions{UID: &sec.UID})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			errs = append(errs, fmt.Errorf("deleting chunk Secret %s/%s: %w", sec.Namespace, sec.Name, err))
+			// Stop here: a chunk below one still there is never deleted.
+			return fmt.Errorf("deleting chunk Secret %s/%s: %w", sec.Namespace, sec.Name, err)
 		}
 	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// isChunk says whether sec is chunk i of b, one Put wrote: labelled and
+// annotated as such, and claimable.
+func isChunk(sec *corev1.Secret, b *vpoolv1alpha1.PoolBackup, i int) bool {
+	idx, err := strconv.Atoi(sec.Annotations[AnnotationChunkIndex])
+	return err == nil && idx == i && sec.Labels[LabelBackup] == LabelValue(b.Name) && claimable(sec, b) == nil
 }
 
 // claimable says whether sec may be written or deleted as a chunk of b: its

@@ -3,13 +3,16 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -426,4 +429,51 @@ func TestBackupAndRestoreThroughSecrets(t *testing.T) {
 	g.Expect(again.Objects()).To(BeEmpty())
 	g.Expect(again.Conflicts).To(BeEmpty())
 	g.Expect(again.AlreadyRestored).To(HaveLen(15))
+}
+
+// noSecretList is a client that, like the manager's RBAC, may get Secrets but
+// not list them.
+type noSecretList struct{ client.Client }
+
+func (c noSecretList) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*corev1.SecretList); ok {
+		return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("list is not granted"))
+	}
+	return c.Client.List(ctx, list, opts...)
+}
+
+func TestSecretStoreNeverListsSecrets(t *testing.T) {
+	g := NewWithT(t)
+	c := cluster(t)
+	ctx := context.Background()
+	b := newPoolBackup(t, c)
+	store := &backup.SecretStore{Client: noSecretList{c}, ChunkSize: 1000}
+
+	_, err := store.Put(ctx, b, randomBytes(3500, 9))
+	g.Expect(err).NotTo(HaveOccurred())
+	smaller := randomBytes(1500, 10)
+	_, err = store.Put(ctx, b, smaller)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(chunkNames(chunks(g, c, b))).To(Equal([]string{"b1-chunk-000", "b1-chunk-001"}), "the extra chunks went")
+	g.Expect(store.Get(ctx, b)).To(Equal(smaller))
+
+	g.Expect(store.Delete(ctx, b)).To(Succeed())
+	g.Expect(chunks(g, c, b)).To(BeEmpty())
+}
+
+// A delete cut short leaves the lower chunks: they are deleted from the top
+// down, so the next Delete still finds them by name.
+func TestSecretStoreDeleteResumes(t *testing.T) {
+	g := NewWithT(t)
+	c := cluster(t)
+	ctx := context.Background()
+	b := newPoolBackup(t, c)
+	store := &backup.SecretStore{Client: noSecretList{c}, ChunkSize: 1000}
+	_, err := store.Put(ctx, b, randomBytes(3500, 11))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: b.Namespace, Name: "b1-chunk-003"}})).To(Succeed())
+	g.Expect(c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: b.Namespace, Name: "b1-chunk-002"}})).To(Succeed())
+
+	g.Expect(store.Delete(ctx, b)).To(Succeed())
+	g.Expect(chunks(g, c, b)).To(BeEmpty())
 }
