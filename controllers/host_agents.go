@@ -21,7 +21,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
 )
 
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;delete;deletecollection
 
 // Reasons of the Host's AgentConflict condition and its events.
 const (
@@ -123,4 +123,23 @@ func usabilityChanged() predicate.Funcs {
 	return onChange(func(o, n *vpoolv1alpha1.Host) bool {
 		return o.Status.Phase != n.Status.Phase || hostUsable(o) != hostUsable(n)
 	})
+}
+
+// releaseLeases deletes the heartbeat Lease and the standby Leases of a
+// forgotten host, before its Host object goes. A forgotten host is down (it
+// was fenced, or a person confirmed it), so its boot can hold nothing any
+// more; an agent of a host added again under the same name (a restored
+// pool) then takes a fresh Lease at once instead of waiting out the dead
+// boot's deadline.
+func (r *HostReconciler) releaseLeases(ctx context.Context, h *vpoolv1alpha1.Host) error {
+	err := r.Delete(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.Namespace, Name: h.Name}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the heartbeat Lease of forgotten host %s: %w", h.Name, err)
+	}
+	err = r.DeleteAllOf(ctx, &coordinationv1.Lease{}, client.InNamespace(h.Namespace),
+		client.MatchingLabels{vpoolv1alpha1.LabelHost: h.Name, vpoolv1alpha1.LabelStandby: "true"})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the standby Leases of forgotten host %s: %w", h.Name, err)
+	}
+	return nil
 }

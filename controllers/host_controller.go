@@ -222,7 +222,10 @@ func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		}
 	}
 	if err == nil && forgotten && !host.DeletionTimestamp.IsZero() {
-		// Deleted and forgotten: let the object go.
+		// Deleted and forgotten: let the object go, and its Leases first.
+		if err := r.releaseLeases(ctx, host); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, r.removeFinalizer(ctx, host)
 	}
 	return result, err

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -95,6 +96,9 @@ func TestHeartbeatingHostWithoutPoolIsNotForgotten(t *testing.T) {
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8s.Get(context.Background(), key(ns, "h1"), &vpoolv1alpha1.Host{}))
 	}, wait, poll).Should(BeTrue(), "once down, the deleted host is forgotten and goes")
+	// Its Lease goes with it: an agent of a host added again under the name
+	// takes a fresh Lease instead of waiting out the dead boot's deadline.
+	g.Expect(apierrors.IsNotFound(k8s.Get(context.Background(), key(ns, "h1"), &coordinationv1.Lease{}))).To(BeTrue())
 }
 
 // deleteForGood deletes obj and, as a person might, removes whatever
