@@ -54,11 +54,17 @@ type HostReconciler struct {
 	Recorder  events.EventRecorder
 	// BMC opens a Redfish client; tests may replace it.
 	BMC BMCFactory
+	// Methods are the fencing methods by API enum value; nil: the built-in
+	// ones (fencing.NewRegistry with BMC).
+	Methods fencing.Registry
 
 	// poolLocks holds a *sync.Mutex per pool ("namespace/name"): see startFencing.
 	poolLocks sync.Map
 	// bmcChecks holds the last bmcCheck of each Redfish Host, by name.
 	bmcChecks sync.Map
+	// defaultMethods is fencing.NewRegistry(BMC), built once.
+	methodsOnce    sync.Once
+	defaultMethods fencing.Registry
 }
 
 type workqueueInterface = workqueue.TypedRateLimitingInterface[reconcile.Request]
@@ -79,6 +85,11 @@ type hostScope struct {
 	agentConflict string
 	// settings are the pool's settings in force (Pool.Effective).
 	settings vpoolv1alpha1.EffectiveSettings
+	// in is the phase machine's input, built once by decisionInput and kept
+	// in step with the host as the machine advances (syncInput).
+	in fencing.HostInput
+	// fencer is the host's fencing method.
+	fencer fencing.Fencer
 }
 
 // pendingEvent is announced, and its metric observed, once the change it
@@ -331,7 +342,8 @@ func (r *HostReconciler) startFencing(ctx context.Context, s *hostScope) (fencin
 	}
 	hosts := slices.DeleteFunc(all.Items, func(h vpoolv1alpha1.Host) bool { return h.Spec.PoolRef.Name != s.pool.Name })
 	s.setTally(hosts, r.Tracker)
-	d := fencing.Next(r.input(s, false))
+	s.in.Guard = r.guard(s)
+	d := fencing.Next(s.in)
 	if d.Phase != vpoolv1alpha1.HostPhaseFencing {
 		return d, nil
 	}
@@ -378,25 +390,54 @@ func tallyHosts(hosts []vpoolv1alpha1.Host, tracker *liveness.Tracker, now time.
 	return t
 }
 
-func (r *HostReconciler) input(s *hostScope, powerOff bool) fencing.HostInput {
+// methods is the registry of fencing methods in force.
+func (r *HostReconciler) methods() fencing.Registry {
+	if r.Methods != nil {
+		return r.Methods
+	}
+	r.methodsOnce.Do(func() { r.defaultMethods = fencing.NewRegistry(r.BMC) })
+	return r.defaultMethods
+}
+
+// decisionInput builds the phase machine's input from what was read. The
+// pool is tallied only for a host that may be fenced: a Live host's
+// reconcile stays O(1).
+func (r *HostReconciler) decisionInput(ctx context.Context, s *hostScope) error {
 	h := s.host
-	method := h.Spec.Fencing.Method
-	if method == "" {
-		method = vpoolv1alpha1.FencingAgent
+	methods := r.methods()
+	method := fencing.MethodOf(h)
+	s.fencer = methods.Get(method)
+	s.in = fencing.HostInput{
+		Now: s.now, Method: method, Spec: h.Spec.Fencing, Methods: methods, HAEnabled: s.settings.HA.Enabled,
+		Forget: forgetIntent(h), Timeout: s.timeout, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID,
+		RunningVMs: len(h.Status.RunningVMs), MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
 	}
-	forget := forgetIntent(h)
-	return fencing.HostInput{
-		Now: s.now, Phase: h.Status.Phase, Method: method, HAEnabled: s.settings.HA.Enabled, Forget: forget,
-		Timeout: s.timeout, Heartbeat: r.Tracker.Get(client.ObjectKeyFromObject(h)), Fencing: h.Status.Fencing,
-		Guard: fencing.MayFence(fencing.Request{
-			Automatic: s.settings.HA.Enabled && !forget, Method: method, Tally: s.tally,
-			MaxUnhealthyPercent: s.settings.Fencing.MaxUnhealthyPercent, MaxConcurrent: s.settings.Fencing.MaxConcurrent,
-			InFencing: s.fencing,
-		}),
-		Withdrawable: h.Spec.State == vpoolv1alpha1.HostForgotten && h.DeletionTimestamp.IsZero() && h.Status.ForgetStartedAt == nil,
-		PowerOff:     powerOff, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID, RunningVMs: len(h.Status.RunningVMs),
-		MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
+	r.syncInput(s)
+	if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.in.HAEnabled || s.in.Forget) {
+		if err := r.tallyPool(ctx, s); err != nil {
+			return err
+		}
 	}
+	s.in.Guard = r.guard(s)
+	return nil
+}
+
+// syncInput brings into the input what a step of the machine changes: the
+// phase and fence record written, and the heartbeat after a Lease re-read.
+func (r *HostReconciler) syncInput(s *hostScope) {
+	h := s.host
+	s.in.Phase, s.in.Fencing = h.Status.Phase, h.Status.Fencing
+	s.in.Heartbeat = r.Tracker.Get(client.ObjectKeyFromObject(h))
+	s.in.Withdrawable = h.Spec.State == vpoolv1alpha1.HostForgotten && h.DeletionTimestamp.IsZero() && h.Status.ForgetStartedAt == nil
+}
+
+// guard runs the fencing chain on the scope's tally.
+func (r *HostReconciler) guard(s *hostScope) fencing.Check {
+	return fencing.MayFence(fencing.Request{
+		Automatic: s.in.HAEnabled && !s.in.Forget, Method: s.in.Method, Tally: s.tally, Methods: s.in.Methods,
+		MaxUnhealthyPercent: s.settings.Fencing.MaxUnhealthyPercent, MaxConcurrent: s.settings.Fencing.MaxConcurrent,
+		InFencing: s.fencing,
+	})
 }
 
 // reconcilePhase advances the host through its phases, checks its agents
@@ -406,16 +447,14 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	if h.Status.Phase == "" {
 		h.Status.Phase = vpoolv1alpha1.HostPhasePending
 	}
-	powerOff := false
-	var bmcRequeue time.Duration
-	if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing && h.Spec.Fencing.Method == vpoolv1alpha1.FencingRedfish &&
-		fencing.Next(r.input(s, false)).Phase == vpoolv1alpha1.HostPhaseFencing {
-		var err error
-		if powerOff, bmcRequeue, err = r.fenceRedfish(ctx, s); err != nil {
-			return 0, err
-		}
+	if err := r.decisionInput(ctx, s); err != nil {
+		return 0, err
 	}
-	d, err := r.advance(ctx, s, powerOff)
+	stepRequeue, err := r.fenceStep(ctx, s)
+	if err != nil {
+		return 0, err
+	}
+	d, err := r.advance(ctx, s)
 	if err != nil {
 		return 0, err
 	}
@@ -427,8 +466,8 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	fencingRecheck := r.checkFencing(ctx, s)
 	r.announceReadyChange(s)
 	requeue := d.RequeueAfter
-	if bmcRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
-		requeue = bmcRequeue
+	if stepRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
+		requeue = stepRequeue
 	}
 	return earliest(requeue, agentsRecheck, fencingRecheck), nil
 }
@@ -436,16 +475,12 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 // advance runs the phase machine until it settles (a few steps at most),
 // re-reading the Lease before every destructive step, and returns the last
 // decision.
-func (r *HostReconciler) advance(ctx context.Context, s *hostScope, powerOff bool) (fencing.Decision, error) {
+func (r *HostReconciler) advance(ctx context.Context, s *hostScope) (fencing.Decision, error) {
 	h := s.host
 	var d fencing.Decision
 	for step := 0; step < 6; step++ {
-		if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.settings.HA.Enabled || r.input(s, false).Forget) {
-			if err := r.tallyPool(ctx, s); err != nil {
-				return d, err
-			}
-		}
-		d = fencing.Next(r.input(s, powerOff))
+		r.syncInput(s)
+		d = fencing.Next(s.in)
 		if d.Destructive(h.Status.Phase) {
 			moved, err := r.leaseMoved(ctx, h)
 			if err != nil {
@@ -494,7 +529,7 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 	h := s.host
 	from := h.Status.Phase
 	now := metav1.NewTime(s.now)
-	hb := r.Tracker.Get(client.ObjectKeyFromObject(h))
+	hb := s.in.Heartbeat
 	if d.BeginsForget(from, forgetIntent(h)) && h.Status.ForgetStartedAt == nil {
 		h.Status.ForgetStartedAt = &now
 	}
@@ -502,10 +537,7 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 	if !hb.LastRenewal.IsZero() {
 		h.Status.LastHeartbeatTime = &metav1.Time{Time: hb.LastRenewal}
 	}
-	method := h.Spec.Fencing.Method
-	if method == "" {
-		method = vpoolv1alpha1.FencingAgent
-	}
+	method := s.in.Method
 	eventType := corev1.EventTypeNormal
 	var observe func()
 	switch d.Phase {
@@ -514,14 +546,10 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 		lag := s.now.Sub(hb.LastSeen.Add(s.timeout))
 		observe = func() { metrics.DetectionLag.Observe(lag.Seconds()) }
 	case vpoolv1alpha1.HostPhaseFencing:
-		f := &vpoolv1alpha1.FencingStatus{Method: method, StartedAt: &now, BootID: h.Status.BootID}
-		if method == vpoolv1alpha1.FencingAgent {
-			f.SafeAt = &metav1.Time{Time: fencing.SafeAt(hb, s.timeout)}
-		}
-		h.Status.Fencing = f
+		h.Status.Fencing = s.fencer.Start(s.in)
 	case vpoolv1alpha1.HostPhaseFenced:
 		if h.Status.Fencing == nil {
-			h.Status.Fencing = &vpoolv1alpha1.FencingStatus{Method: method, StartedAt: &now, BootID: h.Status.BootID}
+			h.Status.Fencing = fencing.StartRecord(s.in)
 		}
 		h.Status.Fencing.CompletedAt = &now
 		h.Status.Fencing.Evidence = d.Message
@@ -579,31 +607,10 @@ func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
 	default:
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
 	}
-	hb := r.Tracker.Get(client.ObjectKeyFromObject(h))
-	switch {
-	case h.Status.Phase == vpoolv1alpha1.HostPhasePending:
-		set(vpoolv1alpha1.HostHeartbeat, metav1.ConditionUnknown, fencing.ReasonAwaitingHeartbeat, "no heartbeat observed yet")
-	case h.Status.Phase == vpoolv1alpha1.HostPhaseLive || hb.Fresh(s.now, s.timeout):
-		set(vpoolv1alpha1.HostHeartbeat, metav1.ConditionTrue, fencing.ReasonHeartbeatReceived,
-			fmt.Sprintf("the agent renews its Lease (timeout %s)", s.timeout))
-	default:
-		set(vpoolv1alpha1.HostHeartbeat, metav1.ConditionFalse, fencing.ReasonHeartbeatStale,
-			fmt.Sprintf("no heartbeat observed since %s (timeout %s)", hb.LastSeen.UTC().Format(time.RFC3339), s.timeout))
-	}
-	switch h.Status.Phase {
-	case vpoolv1alpha1.HostPhaseFenced, vpoolv1alpha1.HostPhaseForgotten:
-		msg := "the host is down"
-		reason := fencing.ReasonForgotten
-		if h.Status.Fencing != nil && h.Status.Fencing.Evidence != "" {
-			msg = h.Status.Fencing.Evidence
-			reason = fencedReasonOf(h.Status.Fencing.Method)
-		}
-		set(vpoolv1alpha1.HostFencedCondition, metav1.ConditionTrue, reason, msg)
-	case vpoolv1alpha1.HostPhaseFencing:
-		set(vpoolv1alpha1.HostFencedCondition, metav1.ConditionFalse, d.Reason, d.Message)
-	default:
-		set(vpoolv1alpha1.HostFencedCondition, metav1.ConditionFalse, "NotFenced", "the host is not fenced")
-	}
+	hb := fencing.HeartbeatVerdict(h.Status.Phase, s.in.Heartbeat, s.now, s.timeout)
+	set(vpoolv1alpha1.HostHeartbeat, hb.Status, hb.Reason, hb.Message)
+	fenced := s.in.Methods.FencedVerdict(h.Status.Phase, d, h.Status.Fencing)
+	set(vpoolv1alpha1.HostFencedCondition, fenced.Status, fenced.Reason, fenced.Message)
 	h.Status.Role = vpoolv1alpha1.RoleMember
 	if s.pool.Status.Master == h.Name {
 		h.Status.Role = vpoolv1alpha1.RoleMaster
@@ -626,17 +633,6 @@ func (r *HostReconciler) announceReadyChange(s *hostScope) {
 		eventType = corev1.EventTypeWarning
 	}
 	s.events = append(s.events, pendingEvent{eventType: eventType, reason: cur.Reason, action: string(s.host.Status.Phase), note: cur.Message})
-}
-
-func fencedReasonOf(m vpoolv1alpha1.FencingMethod) string {
-	switch m {
-	case vpoolv1alpha1.FencingRedfish:
-		return fencing.ReasonRedfishPowerOff
-	case vpoolv1alpha1.FencingManual:
-		return fencing.ReasonPersonConfirmed
-	default:
-		return fencing.ReasonAgentWatchdog
-	}
 }
 
 func (r *HostReconciler) setPoolMissing(h *vpoolv1alpha1.Host) {

@@ -146,7 +146,7 @@ func TestNext(t *testing.T) {
 			in: HostInput{Now: t0.Add(12 * time.Second), Phase: inFencing, Method: vpoolv1alpha1.FencingRedfish, Heartbeat: observed(t0),
 				Fencing: &vpoolv1alpha1.FencingStatus{StartedAt: started}}, phase: inFencing, reason: ReasonPoweringOff},
 		"redfish fenced when the BMC says off": {
-			in: HostInput{Now: t0.Add(12 * time.Second), Phase: inFencing, Method: vpoolv1alpha1.FencingRedfish, Heartbeat: observed(t0), PowerOff: true,
+			in: HostInput{Now: t0.Add(12 * time.Second), Phase: inFencing, Method: vpoolv1alpha1.FencingRedfish, Heartbeat: observed(t0), Down: true,
 				Fencing: &vpoolv1alpha1.FencingStatus{StartedAt: started}}, phase: fenced, reason: ReasonRedfishPowerOff},
 		"manual fenced on the person's word": {
 			in: HostInput{Now: t0.Add(12 * time.Second), Phase: inFencing, Method: vpoolv1alpha1.FencingManual, Forget: true, Heartbeat: observed(t0),

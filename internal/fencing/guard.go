@@ -91,6 +91,8 @@ type Request struct {
 	MaxConcurrent       int32
 	// InFencing is the number of the pool's other hosts now in phase Fencing.
 	InFencing int
+	// Methods resolves Method to its Fencer (nil: the built-in methods).
+	Methods Registry
 }
 
 // MayFence runs the checks in order and returns the first refusal, or an
@@ -106,9 +108,9 @@ func MayFence(r Request) Check {
 		return Check{Reason: ReasonBudgetExhausted, Message: fmt.Sprintf(
 			"%d hosts are already being fenced (spec.fencing.maxConcurrent %d); this one waits its turn", r.InFencing, r.MaxConcurrent)}
 	}
-	if r.Automatic && r.Method == vpoolv1alpha1.FencingManual {
-		return Check{Reason: ReasonManualFencingRequired, Message: "fencing method is Manual: nobody can fence this host; " +
-			"once you are sure it is down, set spec.state: Forgotten"}
+	if r.Automatic && !r.Methods.Get(r.Method).Unattended() {
+		return Check{Reason: ReasonManualFencingRequired, Message: fmt.Sprintf("fencing method is %s: nobody can fence this host; "+
+			"once you are sure it is down, set spec.state: Forgotten", r.Method)}
 	}
 	return Check{Allowed: true, Reason: ReasonFencingAllowed, Message: fmt.Sprintf("fencing with method %s", r.Method)}
 }

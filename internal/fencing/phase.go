@@ -45,8 +45,13 @@ type HostInput struct {
 	Fencing *vpoolv1alpha1.FencingStatus
 	// Guard is the fencing chain's verdict for this host (MayFence).
 	Guard Check
-	// PowerOff is true when the BMC reported PowerState Off (Redfish only).
-	PowerOff bool
+	// Spec is the host's spec.fencing (the method's configuration).
+	Spec vpoolv1alpha1.HostFencing
+	// Methods resolves Method to its Fencer (nil: the built-in methods).
+	Methods Registry
+	// Down is true when the method's Step of this reconcile observed the
+	// host down (Redfish: the BMC reported PowerState Off).
+	Down bool
 	// IsMaster is true when the host is the pool's master (status.master).
 	IsMaster bool
 	// Agent-reported state, for a fenced host that heartbeats again.
@@ -147,38 +152,19 @@ func nextUnreachable(in HostInput) Decision {
 		Message: fmt.Sprintf("fencing the host with method %s", in.Method)}
 }
 
+// Resumed reports whether the heartbeat of a host in Fencing resumed since
+// the fence started: the fence is abandoned, and no method may act.
+func Resumed(in HostInput) bool {
+	return in.Fencing != nil && in.Fencing.StartedAt != nil && in.Heartbeat.Renewed(in.Fencing.StartedAt.Time) &&
+		in.Heartbeat.Fresh(in.Now, in.Timeout)
+}
+
 func nextFencing(in HostInput) Decision {
-	if in.Fencing != nil && in.Fencing.StartedAt != nil && in.Heartbeat.Renewed(in.Fencing.StartedAt.Time) &&
-		in.Heartbeat.Fresh(in.Now, in.Timeout) {
+	if Resumed(in) {
 		return Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonHeartbeatResumed,
 			Message: "heartbeat resumed before the fence completed; fence abandoned"}
 	}
-	switch in.Method {
-	case vpoolv1alpha1.FencingRedfish:
-		if in.PowerOff {
-			return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonRedfishPowerOff, Message: "the BMC reports PowerState Off"}
-		}
-		return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonPoweringOff,
-			Message: "powering the host off through its BMC (ComputerSystem.Reset ForceOff)"}
-	case vpoolv1alpha1.FencingManual:
-		if in.Forget {
-			return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonPersonConfirmed,
-				Message: "a person confirmed the host is down (spec.state: Forgotten)"}
-		}
-		return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonManualFencingRequired,
-			Message: "fencing method is Manual: once you are sure the host is down, set spec.state: Forgotten"}
-	default:
-		safeAt := SafeAt(in.Heartbeat, in.Timeout)
-		if in.Now.Before(safeAt) {
-			return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonAwaitingSafeTime, RequeueAfter: safeAt.Sub(in.Now),
-				Message: fmt.Sprintf("the agent's watchdog stops every VM by %s; the host counts as fenced at %s",
-					selfFenceBy(in.Heartbeat, in.Timeout).UTC().Format(time.RFC3339), safeAt.UTC().Format(time.RFC3339))}
-		}
-		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonAgentWatchdog, Message: fmt.Sprintf(
-			"no heartbeat since %s; the agent's watchdog stopped its VMs by %s and the safe time %s has passed",
-			in.Heartbeat.LastSeen.UTC().Format(time.RFC3339), selfFenceBy(in.Heartbeat, in.Timeout).UTC().Format(time.RFC3339),
-			safeAt.UTC().Format(time.RFC3339))}
-	}
+	return in.Methods.Get(in.Method).Decide(in)
 }
 
 // SafeAt is when an Agent-fenced host is certainly down: the last renewal the
@@ -204,7 +190,7 @@ func nextFenced(in HostInput) Decision {
 	renewed := in.Fencing != nil && in.Fencing.CompletedAt != nil && in.Heartbeat.Renewed(in.Fencing.CompletedAt.Time) &&
 		in.Heartbeat.Fresh(in.Now, in.Timeout)
 	if !renewed {
-		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: fencedReason(in), Message: "the host is fenced"}
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: in.Methods.FencedReason(in.Fencing, ReasonAgentWatchdog), Message: "the host is fenced"}
 	}
 	var missing []string
 	if in.Fencing.BootID != "" && in.BootID == in.Fencing.BootID {
@@ -222,18 +208,6 @@ func nextFenced(in HostInput) Decision {
 	}
 	return Decision{Phase: vpoolv1alpha1.HostPhaseLive, Reason: ReasonRejoined,
 		Message: fmt.Sprintf("the host rebooted (boot ID %s), runs no VM and follows epoch %d: rejoined as a member", in.BootID, in.PoolEpoch)}
-}
-
-func fencedReason(in HostInput) string {
-	if in.Fencing != nil && in.Fencing.Evidence != "" {
-		switch in.Fencing.Method {
-		case vpoolv1alpha1.FencingRedfish:
-			return ReasonRedfishPowerOff
-		case vpoolv1alpha1.FencingManual:
-			return ReasonPersonConfirmed
-		}
-	}
-	return ReasonAgentWatchdog
 }
 
 func joinAnd(items []string) string {
