@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -57,32 +54,37 @@ const (
 )
 
 // PoolReconciler keeps a Pool's status: host counts, the heartbeat timeout in
-// force, the storm guard, the master and its epoch, and whether members follow it.
+// force, the storm guard, the master and its epoch, and whether members follow
+// it; and it deletes a deleted Pool's objects. The restore (RestoreReconciler)
+// and the backup schedule (BackupScheduleReconciler) are reconcilers of their
+// own; each writes only its part of the status (see pool_status.go).
 type PoolReconciler struct {
 	client.Client
-	// APIReader reads backups' keys and data and, for a restore, what the
-	// namespace holds, from the API server.
+	// APIReader reads, for a deleted Pool, what is left of it from the API server.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	Tracker   *liveness.Tracker
-
-	// masterChange is the reason of the master change of the running
-	// reconcile (the Pool controller runs one worker).
-	masterChange string
 }
 
-// SetupWithManager registers the reconciler; a Host or SR change wakes its Pool.
+// SetupWithManager registers the reconciler, and beside it the restore and
+// backup schedule controllers; a Host or SR change wakes its Pool.
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	restore := &RestoreReconciler{Client: r.Client, APIReader: r.APIReader, Recorder: r.Recorder, Clock: r.Clock}
+	if err := restore.SetupWithManager(mgr, opts); err != nil {
+		return fmt.Errorf("setting up the restore controller: %w", err)
+	}
+	schedule := &BackupScheduleReconciler{Client: r.Client, Clock: r.Clock}
+	if err := schedule.SetupWithManager(mgr, opts); err != nil {
+		return fmt.Errorf("setting up the backup schedule controller: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.Pool{}).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&vpoolv1alpha1.PoolBackup{}, handler.EnqueueRequestsFromMapFunc(r.poolsOfBackup)).
-		// One worker: pools are few, and masterChange is per reconcile.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(conflictsRequeued(r))
 }
 
@@ -107,22 +109,6 @@ func poolOf(_ context.Context, obj client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
 }
 
-// poolsOfBackup wakes the pool a backup belongs to (retention, a restore
-// waiting for it) and the pools restoring from it.
-func (r *PoolReconciler) poolsOfBackup(ctx context.Context, obj client.Object) []reconcile.Request {
-	reqs := poolOf(ctx, obj)
-	pools := &vpoolv1alpha1.PoolList{}
-	if err := r.List(ctx, pools, client.InNamespace(obj.GetNamespace())); err != nil {
-		return reqs
-	}
-	for _, p := range pools.Items {
-		if p.Spec.RestoreFrom != nil && p.Spec.RestoreFrom.BackupName == obj.GetName() {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
-		}
-	}
-	return reqs
-}
-
 // Reconcile brings one Pool's status up to date; a deleted Pool waits for
 // its hosts to be forgotten, then deletes its objects (see pool_delete.go).
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -131,36 +117,40 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("Pool", klog.KObj(pool)))
-	if done, err := r.reconcileDRTestCleanup(ctx, pool); done || err != nil {
-		return ctrl.Result{}, err
+	if drTestHolds(pool) {
+		return ctrl.Result{}, nil // the restore reconciler cleans up the DR test
 	}
 	if patched, err := r.ensureMembersFinalizer(ctx, pool); patched || err != nil {
 		return ctrl.Result{}, err
 	}
 	before := pool.DeepCopy()
-	r.masterChange = ""
-	requeue, err := r.reconcile(ctx, pool)
+	d, err := r.reconcile(ctx, pool)
 	if err == nil {
 		pool.Status.ObservedGeneration = pool.Generation
 	}
-	if !equality.Semantic.DeepEqual(before.Status, pool.Status) {
-		if perr := r.Status().Patch(ctx, pool, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
-			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status of pool %s: %w", klog.KObj(pool), perr))
-		}
-		if pool.Status.Epoch != before.Status.Epoch && pool.Status.Master != before.Status.Master {
-			metrics.MasterChanges.WithLabelValues(r.masterChange).Inc()
-		}
-		r.announce(before, pool)
+	written, perr := poolPart.patch(ctx, r.Client, before, pool)
+	if perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
+	}
+	if written {
+		r.announce(before, pool, d)
 	}
 	if err == nil {
 		err = r.reconcileDelete(ctx, pool)
 	}
-	return ctrl.Result{RequeueAfter: requeue}, err
+	return ctrl.Result{}, err
 }
 
 // announce emits, once the status that says so is written, the events of
-// what changed in it: the heartbeat timeout in force, a deletion that waits.
-func (r *PoolReconciler) announce(before, pool *vpoolv1alpha1.Pool) {
+// what changed in it: the master (decision d), the heartbeat timeout in
+// force, a deletion that waits.
+func (r *PoolReconciler) announce(before, pool *vpoolv1alpha1.Pool, d election.Decision) {
+	if d.Changed {
+		if pool.Status.Master != before.Status.Master {
+			metrics.MasterChanges.WithLabelValues(d.Reason).Inc()
+		}
+		r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, d.Reason, "ChangeMaster", "%s (epoch %d)", d.Message, pool.Status.Epoch)
+	}
 	if old, now := before.Status.EffectiveHeartbeatTimeout, pool.Status.EffectiveHeartbeatTimeout; old != nil && now != nil &&
 		old.Duration != now.Duration {
 		kind, msg := timeoutChange(pool, old.Duration, now.Duration)
@@ -173,71 +163,17 @@ func (r *PoolReconciler) announce(before, pool *vpoolv1alpha1.Pool) {
 	}
 }
 
-// reconcileDRTestCleanup keeps a finalizer on a DR-test Pool and, when the
-// Pool is deleted or the test is marked finished, removes what it created.
-func (r *PoolReconciler) reconcileDRTestCleanup(ctx context.Context, pool *vpoolv1alpha1.Pool) (bool, error) {
-	drTest := pool.Spec.RestoreFrom != nil && pool.Spec.RestoreFrom.DryRun
-	finished := pool.Annotations[vpoolv1alpha1.AnnotationDRTestFinished] == "true"
-	switch {
-	case !pool.DeletionTimestamp.IsZero():
-		if !controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup) {
-			return false, nil // on to FinalizerPoolMembers
-		}
-		if err := r.cleanupDRTest(ctx, pool); err != nil {
-			return true, err
-		}
-		patch := client.MergeFrom(pool.DeepCopy())
-		controllerutil.RemoveFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
-		return true, r.Patch(ctx, pool, patch)
-	case drTest && !finished && !controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup):
-		patch := client.MergeFrom(pool.DeepCopy())
-		controllerutil.AddFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
-		return true, r.Patch(ctx, pool, patch)
-	case drTest && finished && (pool.Status.Restore == nil || !pool.Status.Restore.CleanedUp):
-		if err := r.cleanupDRTest(ctx, pool); err != nil {
-			return true, err
-		}
-		before := pool.DeepCopy()
-		if pool.Status.Restore == nil {
-			pool.Status.Restore = &vpoolv1alpha1.RestoreStatus{Backup: pool.Spec.RestoreFrom.BackupName}
-		}
-		pool.Status.Restore.CleanedUp = true
-		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.PoolRestored,
-			Status: metav1.ConditionTrue, Reason: ReasonDRTestCleanedUp, ObservedGeneration: pool.Generation,
-			Message: "DR test finished: every object it created was removed"})
-		if err := r.Status().Patch(ctx, pool, client.MergeFrom(before)); err != nil {
-			return true, err
-		}
-		if controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup) {
-			patch := client.MergeFrom(pool.DeepCopy())
-			controllerutil.RemoveFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
-			return true, r.Patch(ctx, pool, patch)
-		}
-		return true, nil
-	case drTest && finished:
-		return true, nil // cleaned up: the test is over
-	}
-	return false, nil
-}
-
-func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool) (time.Duration, error) {
-	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
-			ObservedGeneration: pool.Generation})
-	}
-	if done, err := r.reconcileRestore(ctx, pool, set); err != nil || !done {
-		if err == nil {
-			set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonRestoring, "waiting for the restore of spec.restoreFrom")
-		}
-		return 0, err
-	}
-	requeue, err := r.reconcileSchedule(ctx, pool, set)
-	if err != nil {
-		return 0, err
+// reconcile decides the Pool reconciler's part of the status; it returns
+// the election's decision, for announce.
+func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool) (election.Decision, error) {
+	set := poolConditions(pool)
+	if restorePending(pool) {
+		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonRestoring, "waiting for the restore of spec.restoreFrom")
+		return election.Decision{}, nil
 	}
 	hosts := &vpoolv1alpha1.HostList{}
 	if err := r.List(ctx, hosts, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name}); err != nil {
-		return 0, fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
+		return election.Decision{}, fmt.Errorf("listing hosts of pool %s: %w", pool.Name, err)
 	}
 	sort.Slice(hosts.Items, func(i, j int) bool { return hosts.Items[i].Name < hosts.Items[j].Name })
 	settings := pool.Effective()
@@ -258,15 +194,15 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 	d := r.reconcileMaster(ctx, pool, &settings, hosts.Items)
 	r.masterConditions(pool, &settings, hosts.Items, d, set)
 	if err := r.defaultSRCondition(ctx, pool, settings.DefaultStorageRepository, set); err != nil {
-		return 0, err
+		return d, err
 	}
 	if err := r.overcommitted(ctx, pool, int(settings.HA.HostFailuresToTolerate), hosts.Items, set); err != nil {
-		return 0, err
+		return d, err
 	}
 	ma := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolMasterAvailable)
 	set(vpoolv1alpha1.ConditionReady, ma.Status, ma.Reason, ma.Message)
 	deletionReady(pool, hosts.Items, set)
-	return requeue, nil
+	return d, nil
 }
 
 // reconcileMaster records the master the election decides; a change bumps
@@ -285,11 +221,9 @@ func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha
 		return d
 	}
 	from := pool.Status.Master
-	r.masterChange = d.Reason
 	pool.Status.Master = d.Master
 	pool.Status.Epoch++
 	ctrl.LoggerFrom(ctx).Info("Master changed", "from", from, "to", d.Master, "epoch", pool.Status.Epoch, "reason", d.Reason)
-	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, d.Reason, "ChangeMaster", "%s (epoch %d)", d.Message, pool.Status.Epoch)
 	return d
 }
 
@@ -429,12 +363,4 @@ func boolStatus(b bool) metav1.ConditionStatus {
 		return metav1.ConditionTrue
 	}
 	return metav1.ConditionFalse
-}
-
-// truncateList joins items, naming at most n of them.
-func truncateList(items []string, n int) string {
-	if len(items) <= n {
-		return strings.Join(items, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(items[:n], ", "), len(items)-n)
 }

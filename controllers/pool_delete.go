@@ -57,7 +57,8 @@ func (r *PoolReconciler) ensureMembersFinalizer(ctx context.Context, pool *vpool
 	if !pool.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerPoolMembers) {
 		return false, nil
 	}
-	patch := client.MergeFrom(pool.DeepCopy())
+	// On the Pool as read: the restore reconciler writes FinalizerDRTestCleanup beside it.
+	patch := client.MergeFromWithOptions(pool.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.AddFinalizer(pool, vpoolv1alpha1.FinalizerPoolMembers)
 	return true, r.Patch(ctx, pool, patch)
 }
@@ -108,7 +109,7 @@ func (r *PoolReconciler) reconcileDelete(ctx context.Context, pool *vpoolv1alpha
 	if left > 0 {
 		return nil // their delete events bring the pool back
 	}
-	patch := client.MergeFrom(pool.DeepCopy())
+	patch := client.MergeFromWithOptions(pool.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(pool, vpoolv1alpha1.FinalizerPoolMembers)
 	if err := r.Patch(ctx, pool, patch); err != nil {
 		return fmt.Errorf("removing the finalizer of deleted pool %s: %w", pool.Name, err)

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,43 +26,41 @@ import (
 
 // Reasons of the Restored condition.
 const (
-	ReasonRestoring          = "Restoring"
-	ReasonRestored           = "Restored"
-	ReasonBackupNotFound     = "BackupNotFound"
-	ReasonBackupNotCompleted = "BackupNotCompleted"
-	ReasonRestoreConflicts   = "Conflicts"
-	ReasonDRTestReady        = "DRTestReady"
-	ReasonDRTestCleanedUp    = "DRTestCleanedUp"
+	ReasonRestoring       = "Restoring"
+	ReasonRestored        = "Restored"
+	ReasonBackupNotFound  = "BackupNotFound"
+	ReasonDRTestReady     = "DRTestReady"
+	ReasonDRTestCleanedUp = "DRTestCleanedUp"
 )
 
 // reconcileRestore recreates the pool from spec.restoreFrom
 // (pool-restore-database). Preflight first: checksum, key, schema and
 // conflicts; nothing is written unless it passes. Creation is idempotent: the
 // restore's own objects carry AnnotationRestoredFrom, so a restore resumed
-// after a crash goes on where it stopped. It reports whether the pool may go
-// on to its usual work (the restore is done).
-func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alpha1.Pool,
-	set func(string, metav1.ConditionStatus, string, string)) (bool, error) {
+// after a crash goes on where it stopped. Until Restored is True, the Pool's
+// other reconcilers wait (restorePending).
+func (r *RestoreReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alpha1.Pool,
+	set func(string, metav1.ConditionStatus, string, string)) error {
 	if pool.Spec.RestoreFrom == nil || !pool.DeletionTimestamp.IsZero() {
-		return true, nil // a deleted Pool starts no restore
+		return nil // a deleted Pool starts no restore
 	}
 	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored); c != nil && c.Status == metav1.ConditionTrue {
-		return true, nil
+		return nil
 	}
-	fail := func(reason, msg string) (bool, error) {
+	fail := func(reason, msg string) error {
 		set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, reason, msg)
-		return false, nil
+		return nil
 	}
 	pb, key, data, reason, msg, err := r.fetchBackup(ctx, pool)
 	if err != nil || reason != "" {
 		if err == nil {
 			return fail(reason, msg)
 		}
-		return false, err
+		return err
 	}
 	existing, err := r.existing(ctx, pool.Namespace)
 	if err != nil {
-		return false, err
+		return err
 	}
 	plan, err := backup.Preflight(pb, data, key, pool, existing)
 	if err != nil {
@@ -71,11 +68,11 @@ func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alph
 	}
 	if err := plan.Err(); err != nil {
 		r.recordProblems(pool, plan)
-		return fail(ReasonRestoreConflicts, fmt.Sprintf("Strict restore stopped before writing anything: %s", plan.Summary()))
+		return fail(backup.Reason(err), fmt.Sprintf("Strict restore stopped before writing anything: %s", plan.Summary()))
 	}
 	set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, ReasonRestoring, "recreating the pool's objects")
 	if err := r.createPlanned(ctx, pool, plan); err != nil {
-		return false, err
+		return err
 	}
 	if pool.Status.Epoch < plan.MinEpoch {
 		pool.Status.Epoch = plan.MinEpoch // the restored pool's next master starts a new epoch
@@ -104,14 +101,13 @@ func (r *PoolReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alph
 	}
 	metrics.RestoreDuration.WithLabelValues(result).Observe(now.Sub(pool.CreationTimestamp.Time).Seconds())
 	ctrl.LoggerFrom(ctx).Info("Pool restored", "backup", pb.Name, "dryRun", plan.DryRun)
-	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, reason, "Restore", "%s", msg)
-	return true, nil
+	return nil
 }
 
 // fetchBackup reads the PoolBackup to restore, its key and its stored bytes.
 // A problem with any of them is a reason and a message for the Restored
 // condition; only API errors are errors.
-func (r *PoolReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Pool) (
+func (r *RestoreReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Pool) (
 	pb *vpoolv1alpha1.PoolBackup, key, data []byte, reason, msg string, err error) {
 	name := pool.Spec.RestoreFrom.BackupName
 	pb = &vpoolv1alpha1.PoolBackup{}
@@ -122,7 +118,7 @@ func (r *PoolReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Po
 		return nil, nil, nil, "", "", err
 	}
 	if pb.Status.Phase != vpoolv1alpha1.BackupCompleted {
-		return nil, nil, nil, ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
+		return nil, nil, nil, backup.ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
 			name, orUnknown(string(pb.Status.Phase))), nil
 	}
 	key, err = backupKey(ctx, r.APIReader, pool.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
@@ -157,7 +153,7 @@ func orUnknown(s string) string {
 	return s
 }
 
-func (r *PoolReconciler) recordProblems(pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) {
+func (r *RestoreReconciler) recordProblems(pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) {
 	if pool.Status.Restore == nil {
 		pool.Status.Restore = &vpoolv1alpha1.RestoreStatus{Backup: plan.Backup}
 	}
@@ -173,7 +169,7 @@ func (r *PoolReconciler) recordProblems(pool *vpoolv1alpha1.Pool, plan *backup.R
 }
 
 // existing lists what the namespace already holds, from the API server.
-func (r *PoolReconciler) existing(ctx context.Context, ns string) (backup.Existing, error) {
+func (r *RestoreReconciler) existing(ctx context.Context, ns string) (backup.Existing, error) {
 	hosts := &vpoolv1alpha1.HostList{}
 	srs := &vpoolv1alpha1.StorageRepositoryList{}
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
@@ -196,7 +192,7 @@ const RestoreWorkers = 16
 // then Hosts, which rejoin when their agents heartbeat. A create that finds
 // the object already there is one this restore made before a restart, or a
 // Secret the namespace had.
-func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) error {
+func (r *RestoreReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.Pool, plan *backup.RestorePlan) error {
 	now := r.Clock.Now()
 	if err := createAll(ctx, r.Client, plan.Secrets, nil); err != nil {
 		return err
@@ -248,7 +244,7 @@ func (r *PoolReconciler) createPlanned(ctx context.Context, pool *vpoolv1alpha1.
 // the pool has no Live host, so that neither writes it again: a restored
 // pool shows its VMs Halted until hosts are Live again. A VM either of them
 // recorded first is left as it is.
-func (r *PoolReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) error {
+func (r *RestoreReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine) error {
 	if vm.Status.PowerState != "" {
 		return nil
 	}
@@ -267,7 +263,7 @@ func (r *PoolReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.Vir
 // from vm, as the create returned it, or else as read from the API server.
 // The write is conditional on the version read, so that a status the VM
 // controller or an agent wrote meanwhile is read again and judged anew.
-func (r *PoolReconciler) restoreVMStatus(ctx context.Context, ns, name string, vm *vpoolv1alpha1.VirtualMachine,
+func (r *RestoreReconciler) restoreVMStatus(ctx context.Context, ns, name string, vm *vpoolv1alpha1.VirtualMachine,
 	st backup.VMStatus, now time.Time) error {
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if vm == nil {
@@ -339,7 +335,7 @@ feed:
 }
 
 // cleanupDRTest removes every object a dry-run restore created.
-func (r *PoolReconciler) cleanupDRTest(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
+func (r *RestoreReconciler) cleanupDRTest(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
 	lists := []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualDiskList{},
 		&vpoolv1alpha1.StorageRepositoryList{}, &vpoolv1alpha1.HostList{}}
 	for _, l := range lists {
@@ -371,13 +367,4 @@ func poolRefOf(obj client.Object) string {
 		return o.Spec.PoolRef.Name
 	}
 	return ""
-}
-
-// backupStore is the store spec.storage of the backup names: Secrets in its
-// namespace (the default) or an S3-compatible bucket.
-func backupStore(c client.Client, reader client.Reader, pb *vpoolv1alpha1.PoolBackup) backup.Store {
-	if pb.Spec.Storage.Type == vpoolv1alpha1.StorageS3 {
-		return &backup.S3Store{Reader: reader}
-	}
-	return &backup.SecretStore{Client: c, Reader: reader}
 }

@@ -307,7 +307,7 @@ func TestRestoreConflicts(t *testing.T) {
 
 	createRestoringPool(t, ns, "strict", vpoolv1alpha1.RestoreSource{BackupName: "b", Mode: vpoolv1alpha1.RestoreStrict})
 	g.Eventually(restored(ns, "strict"), wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
-		HaveField("Reason", controllers.ReasonRestoreConflicts), HaveField("Message", ContainSubstring("vm-1"))))
+		HaveField("Reason", backup.ReasonRestoreConflict), HaveField("Message", ContainSubstring("vm-1"))))
 	srs := &vpoolv1alpha1.StorageRepositoryList{}
 	g.Expect(k8s.List(context.Background(), srs, inNS(ns))).To(Succeed())
 	g.Expect(srs.Items).To(BeEmpty(), "Strict writes nothing")

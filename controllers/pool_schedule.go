@@ -49,7 +49,7 @@ func decideSchedule(sched cron.Schedule, last, now time.Time) scheduleDecision {
 // reconcileSchedule creates the PoolBackups of spec.backup when due and
 // prunes the oldest beyond spec.backup.retain. It returns the time until the
 // next backup is due.
-func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alpha1.Pool,
+func (r *BackupScheduleReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alpha1.Pool,
 	set func(string, metav1.ConditionStatus, string, string)) (time.Duration, error) {
 	spec := pool.Effective().Backup
 	if spec == nil {
@@ -96,7 +96,7 @@ func (r *PoolReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alp
 
 // createScheduledBackup creates the PoolBackup of one scheduled time. Its
 // name is derived from that time, so a retry never creates a second one.
-func (r *PoolReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv1alpha1.Pool, spec *vpoolv1alpha1.BackupSchedule,
+func (r *BackupScheduleReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv1alpha1.Pool, spec *vpoolv1alpha1.BackupSchedule,
 	at time.Time) (string, error) {
 	pb := &vpoolv1alpha1.PoolBackup{ObjectMeta: metav1.ObjectMeta{
 		Namespace: pool.Namespace,
@@ -116,7 +116,7 @@ func (r *PoolReconciler) createScheduledBackup(ctx context.Context, pool *vpoolv
 // pruneBackups deletes the scheduled backups beyond spec.backup.retain:
 // the oldest completed ones, and failed ones beyond the same count. A failed
 // backup never blocks the next; backups created by hand are never pruned.
-func (r *PoolReconciler) pruneBackups(ctx context.Context, pool *vpoolv1alpha1.Pool, retain int) error {
+func (r *BackupScheduleReconciler) pruneBackups(ctx context.Context, pool *vpoolv1alpha1.Pool, retain int) error {
 	list := &vpoolv1alpha1.PoolBackupList{}
 	if err := r.List(ctx, list, client.InNamespace(pool.Namespace),
 		client.MatchingLabels{vpoolv1alpha1.LabelPool: pool.Name, vpoolv1alpha1.LabelScheduled: "true"}); err != nil {

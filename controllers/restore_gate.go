@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -88,4 +89,30 @@ func membersOfPool(c client.Reader, newList func() client.ObjectList) handler.Ev
 			}
 		},
 	}
+}
+
+// restorePending reports whether a Pool waits for its restore
+// (spec.restoreFrom) before its other work: the restore is under way or
+// stopped in its preflight (Restored not True). A deleted Pool starts no
+// restore and does not wait.
+func restorePending(pool *vpoolv1alpha1.Pool) bool {
+	if pool.Spec.RestoreFrom == nil || !pool.DeletionTimestamp.IsZero() {
+		return false
+	}
+	return !meta.IsStatusConditionTrue(pool.Status.Conditions, vpoolv1alpha1.PoolRestored)
+}
+
+// drTestHolds reports whether the cleanup of a DR test (spec.restoreFrom.dryRun)
+// has the Pool, and its other reconcilers leave it alone: a DR-test Pool
+// before its cleanup finalizer is on, a deleted one until that finalizer is
+// off, and one whose test is marked finished.
+func drTestHolds(pool *vpoolv1alpha1.Pool) bool {
+	if !pool.DeletionTimestamp.IsZero() {
+		return controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
+	}
+	if pool.Spec.RestoreFrom == nil || !pool.Spec.RestoreFrom.DryRun {
+		return false
+	}
+	return pool.Annotations[vpoolv1alpha1.AnnotationDRTestFinished] == "true" ||
+		!controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup)
 }

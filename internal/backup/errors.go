@@ -52,7 +52,7 @@ const (
 	// ReasonBackupNotCompleted is the reason for ErrNotCompleted.
 	ReasonBackupNotCompleted = "BackupNotCompleted"
 	// ReasonRestoreConflict is the reason for ErrConflict.
-	ReasonRestoreConflict = "RestoreConflict"
+	ReasonRestoreConflict = "Conflicts"
 	// ReasonStorageCredentials is the reason for ErrStorageCredentials.
 	ReasonStorageCredentials = "StorageCredentialsUnavailable"
 )
