@@ -1,6 +1,12 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -14,4 +20,22 @@ func backupStore(c client.Client, reader client.Reader, pb *vpoolv1alpha1.PoolBa
 		return &backup.S3Store{Reader: reader}
 	}
 	return &backup.SecretStore{Client: c, Reader: reader}
+}
+
+// backupKey reads the key material of a backup: the `key` entry of the
+// Secret named by spec.encryption.keySecretRef. No key, no backup.
+func backupKey(ctx context.Context, reader client.Reader, namespace, name string) ([]byte, error) {
+	s := &corev1.Secret{}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q not found: %w", name, err)
+		}
+		return nil, err
+	}
+	key := s.Data["key"]
+	if len(key) < backup.MinKeySize {
+		return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q needs a `key` entry of at least %d bytes (has %d): %w",
+			name, backup.MinKeySize, len(key), backup.ErrKeyTooShort)
+	}
+	return key, nil
 }

@@ -228,21 +228,3 @@ func (r *PoolBackupReconciler) reconcileDelete(ctx context.Context, pb *vpoolv1a
 	controllerutil.RemoveFinalizer(pb, vpoolv1alpha1.FinalizerBackupData)
 	return r.Patch(ctx, pb, patch)
 }
-
-// backupKey reads the key material of a backup: the `key` entry of the
-// Secret named by spec.encryption.keySecretRef. No key, no backup.
-func backupKey(ctx context.Context, reader client.Reader, namespace, name string) ([]byte, error) {
-	s := &corev1.Secret{}
-	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q not found: %w", name, err)
-		}
-		return nil, err
-	}
-	key := s.Data["key"]
-	if len(key) < backup.MinKeySize {
-		return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q needs a `key` entry of at least %d bytes (has %d): %w",
-			name, backup.MinKeySize, len(key), backup.ErrKeyTooShort)
-	}
-	return key, nil
-}

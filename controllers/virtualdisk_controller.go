@@ -6,8 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -205,24 +203,4 @@ func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1
 		return nil
 	}
 	return client.IgnoreNotFound(r.Status().Patch(ctx, vdi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
-}
-
-// setDiskReady sets a VDI's Ready condition from its lock, or from refused
-// (why its SR reference cannot be used, nil if it can), and reports whether
-// its status changed.
-func setDiskReady(vdi *vpoolv1alpha1.VirtualDisk, refused *placement.Decision) bool {
-	status, reason, msg := metav1.ConditionTrue, "Unlocked", "not attached RW by any host"
-	switch l := vdi.Status.Lock; {
-	case refused != nil:
-		status, reason, msg = metav1.ConditionFalse, refused.Reason, refused.Message
-		if l != nil {
-			msg += fmt.Sprintf("; attached RW by %s for VM %s", l.Host, l.VirtualMachine)
-		}
-	case l != nil:
-		reason, msg = "Locked", fmt.Sprintf("attached RW by %s for VM %s", l.Host, l.VirtualMachine)
-	}
-	changed := vdi.Status.ObservedGeneration != vdi.Generation
-	vdi.Status.ObservedGeneration = vdi.Generation
-	return meta.SetStatusCondition(&vdi.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady,
-		Status: status, Reason: reason, Message: msg, ObservedGeneration: vdi.Generation}) || changed
 }
