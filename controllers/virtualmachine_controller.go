@@ -49,7 +49,6 @@ const (
 	ReasonHostUnreachable = "HostUnreachable"
 	ReasonVMReset         = "VMReset"
 	ReasonDisksLocked     = "DisksLocked"
-	ReasonNoRWDisks       = "NoRWDisks"
 	ReasonDiskLocked      = "DiskLockedByAnotherHost"
 	ReasonRecovered       = "Recovered"
 )
