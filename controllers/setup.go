@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
 )
 
@@ -33,6 +34,9 @@ type Options struct {
 	Tracker *liveness.Tracker
 	// BMC opens Redfish clients; DefaultBMCFactory when nil.
 	BMC BMCFactory
+	// Store, when set, keeps every backup's sealed dump, for backups and
+	// restores alike, whatever the backup's spec.storage says.
+	Store backup.Store
 }
 
 // CacheOptions restricts the manager's cache to what poolkeeper needs: of all
@@ -86,7 +90,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&StorageRepositoryReconciler{Client: mgr.GetClient(), Recorder: recorder},
 		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
 		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
-		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
+		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder,
+			Store: opts.Store},
 		&CSRApproverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: opts.Clock},
 	}
 	for _, r := range reconcilers {
