@@ -95,9 +95,14 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if done, err := r.reconcileDRTestCleanup(ctx, pool); done || err != nil {
 		return ctrl.Result{}, err
 	}
+	if pool.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerPoolMembers) {
+		// The Pool reconciler adds it first, so that a Pool deleted in the
+		// middle of its restore deletes what the restore created.
+		return ctrl.Result{}, nil
+	}
 	before := pool.DeepCopy()
 	err := r.reconcileRestore(ctx, pool, poolConditions(pool))
-	written, perr := restorePart.patch(ctx, r.Client, before, pool)
+	written, perr := restorePart.patchFresh(ctx, r.Client, r.APIReader, before, pool)
 	if perr != nil {
 		return ctrl.Result{}, errors.Join(err, perr)
 	}

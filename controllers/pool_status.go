@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -52,6 +53,28 @@ func (p poolStatusPart) patch(ctx context.Context, c client.Client, before, pool
 	}
 	out.DeepCopyInto(pool)
 	return true, nil
+}
+
+// patchFresh is patch, retried on a conflict over the Pool read again from
+// reader. It is for a part that does not depend on the rest of the status and
+// costs much to compute (a restore's outcome): a write of another part
+// meanwhile must not make that work be done again. Only one reconciler
+// writes a part, one reconcile of a Pool at a time, so laying the part over
+// the newer Pool loses nothing.
+func (p poolStatusPart) patchFresh(ctx context.Context, c client.Client, reader client.Reader, before,
+	pool *vpoolv1alpha1.Pool) (bool, error) {
+	written, err := p.patch(ctx, c, before, pool)
+	for range 5 {
+		if !apierrors.IsConflict(err) {
+			break
+		}
+		fresh := &vpoolv1alpha1.Pool{}
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(before), fresh); err != nil {
+			return false, fmt.Errorf("reading pool %s again: %w", klog.KObj(before), err)
+		}
+		written, err = p.patch(ctx, c, fresh, pool)
+	}
+	return written, err
 }
 
 // poolPart is what the Pool reconciler writes.
