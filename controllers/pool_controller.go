@@ -70,7 +70,7 @@ type PoolReconciler struct {
 // SetupWithManager registers the reconciler, and beside it the restore and
 // backup schedule controllers; a Host or SR change wakes its Pool.
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
-	restore := &RestoreReconciler{Client: r.Client, APIReader: r.APIReader, Recorder: r.Recorder, Clock: r.Clock}
+	restore := &RestoreReconciler{Client: r.Client, APIReader: r.APIReader, Recorder: r.Recorder, Clock: r.Clock, Store: opts.Store}
 	if err := restore.SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}

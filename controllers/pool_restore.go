@@ -128,7 +128,7 @@ func (r *RestoreReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1
 		}
 		return nil, nil, nil, "", "", err
 	}
-	data, err = backupStore(r.Client, r.APIReader, pb).Get(ctx, pb)
+	data, err = r.store(pb).Get(ctx, pb)
 	if err != nil {
 		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) || errors.Is(err, backup.ErrStorageCredentials) {
 			return nil, nil, nil, backup.Reason(err), "preflight: " + err.Error() + "; nothing was written", nil
@@ -136,6 +136,15 @@ func (r *RestoreReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1
 		return nil, nil, nil, "", "", err
 	}
 	return pb, key, data, "", "", nil
+}
+
+// store is where the backup's data is: the manager's Store when it has one
+// (the PoolBackup controller wrote it there), else the one spec.storage names.
+func (r *RestoreReconciler) store(pb *vpoolv1alpha1.PoolBackup) backup.Store {
+	if r.Store != nil {
+		return r.Store
+	}
+	return backupStore(r.Client, r.APIReader, pb)
 }
 
 // settingsTaken says which pool settings the restore took from the backup.

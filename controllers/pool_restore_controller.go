@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
 )
 
 // RestoreReconciler recreates a Pool from spec.restoreFrom
@@ -35,6 +36,9 @@ type RestoreReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
+	// Store, when set, holds every backup's data (Options.Store, shared with
+	// the PoolBackup controller); else the store its spec.storage names.
+	Store backup.Store
 }
 
 // SetupWithManager registers the restore controller. A Pool with no restore
