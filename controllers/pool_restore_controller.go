@@ -104,6 +104,13 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// middle of its restore deletes what the restore created.
 		return ctrl.Result{}, nil
 	}
+	if restorePending(pool) {
+		// The cache may not show yet the outcome this reconciler wrote last,
+		// and a restore is costly: read the Pool from the API server.
+		if err := r.APIReader.Get(ctx, req.NamespacedName, pool); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
 	before := pool.DeepCopy()
 	err := r.reconcileRestore(ctx, pool, poolConditions(pool))
 	written, perr := restorePart.patchFresh(ctx, r.Client, r.APIReader, before, pool)
