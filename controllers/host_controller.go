@@ -195,11 +195,6 @@ func poolDecisionInputsChanged() predicate.Funcs {
 	}
 }
 
-// phaseChanged passes a Host's phase changes and deletion.
-func phaseChanged() predicate.Funcs {
-	return onChange(func(o, n *vpoolv1alpha1.Host) bool { return o.Status.Phase != n.Status.Phase })
-}
-
 // Reconcile advances one Host through its phases.
 func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	host := &vpoolv1alpha1.Host{}

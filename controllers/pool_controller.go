@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/election"
@@ -86,27 +85,6 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(conflictsRequeued(r))
-}
-
-// poolOf maps any pool-scoped object to its Pool.
-func poolOf(_ context.Context, obj client.Object) []reconcile.Request {
-	var name string
-	switch o := obj.(type) {
-	case *vpoolv1alpha1.Host:
-		name = o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.StorageRepository:
-		name = o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.VirtualDisk:
-		name = o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.VirtualMachine:
-		name = o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.PoolBackup:
-		name = o.Spec.PoolRef.Name
-	}
-	if name == "" {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
 }
 
 // Reconcile brings one Pool's status up to date; a deleted Pool waits for

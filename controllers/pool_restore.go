@@ -363,17 +363,3 @@ func (r *RestoreReconciler) cleanupDRTest(ctx context.Context, pool *vpoolv1alph
 	}
 	return nil
 }
-
-func poolRefOf(obj client.Object) string {
-	switch o := obj.(type) {
-	case *vpoolv1alpha1.Host:
-		return o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.StorageRepository:
-		return o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.VirtualDisk:
-		return o.Spec.PoolRef.Name
-	case *vpoolv1alpha1.VirtualMachine:
-		return o.Spec.PoolRef.Name
-	}
-	return ""
-}

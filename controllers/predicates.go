@@ -4,6 +4,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 )
 
 // onChange passes deletions and the updates for which changed(old, new)
@@ -19,4 +21,9 @@ func onChange[T client.Object](changed func(o, n T) bool) predicate.Funcs {
 			return okOld && okNew && changed(o, n)
 		},
 	}
+}
+
+// phaseChanged passes a Host's phase changes and deletion.
+func phaseChanged() predicate.Funcs {
+	return onChange(func(o, n *vpoolv1alpha1.Host) bool { return o.Status.Phase != n.Status.Phase })
 }
