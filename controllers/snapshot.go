@@ -42,8 +42,12 @@ func readSnapshot(ctx context.Context, reader client.Reader, namespace, pool str
 	if s.pool == nil {
 		return nil, fmt.Errorf("%w: %s/%s", errPoolNotFound, namespace, pool)
 	}
-	at := &client.ListOptions{Namespace: namespace, Raw: &metav1.ListOptions{
-		ResourceVersion: s.revision, ResourceVersionMatch: metav1.ResourceVersionMatchExact}}
+	// Each List gets options of its own: the client fills in the Raw
+	// ListOptions it is given, so one shared value would be written by all.
+	at := func() *client.ListOptions {
+		return &client.ListOptions{Namespace: namespace, Raw: &metav1.ListOptions{
+			ResourceVersion: s.revision, ResourceVersionMatch: metav1.ResourceVersionMatchExact}}
+	}
 	hosts := &vpoolv1alpha1.HostList{}
 	srs := &vpoolv1alpha1.StorageRepositoryList{}
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
@@ -52,7 +56,7 @@ func readSnapshot(ctx context.Context, reader client.Reader, namespace, pool str
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range []client.ObjectList{hosts, srs, vdis, vms} {
 		g.Go(func() error {
-			if err := reader.List(gctx, l, at); err != nil {
+			if err := reader.List(gctx, l, at()); err != nil {
 				return fmt.Errorf("listing %T at revision %s: %w", l, s.revision, err)
 			}
 			return nil
