@@ -441,6 +441,7 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	}
 	r.setConditions(s, d)
 	fencingRecheck := r.checkFencing(ctx, s)
+	setHostProgress(h)
 	r.announceReadyChange(s)
 	requeue := d.RequeueAfter
 	if stepRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
@@ -592,6 +593,19 @@ func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
 	if s.pool.Status.Master == h.Name {
 		h.Status.Role = vpoolv1alpha1.RoleMaster
 	}
+}
+
+// setHostProgress says, for kstatus, that a host being fenced is work under
+// way, and that one whose BMC refuses the credentials waits for a person.
+func setHostProgress(h *vpoolv1alpha1.Host) {
+	if fr := meta.FindStatusCondition(h.Status.Conditions, vpoolv1alpha1.HostFencingReady); fr != nil &&
+		fr.Status == metav1.ConditionFalse && fr.Reason == ReasonBMCUnauthorized {
+		setProgress(&h.Status.Conditions, h.Generation, conditionProgress(fr, false, true))
+		return
+	}
+	fencing := h.Status.Phase == vpoolv1alpha1.HostPhaseFencing
+	setProgress(&h.Status.Conditions, h.Generation,
+		conditionProgress(meta.FindStatusCondition(h.Status.Conditions, vpoolv1alpha1.ConditionReady), fencing, false))
 }
 
 // announceReadyChange emits an event when the Ready reason changed without a

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/election"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
@@ -103,6 +104,7 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	before := pool.DeepCopy()
 	d, err := r.reconcile(ctx, pool)
+	setPoolProgress(pool)
 	if err == nil {
 		pool.Status.ObservedGeneration = pool.Generation
 	}
@@ -177,10 +179,46 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 	if err := r.overcommitted(ctx, pool, int(settings.HA.HostFailuresToTolerate), hosts.Items, set); err != nil {
 		return d, err
 	}
-	ma := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolMasterAvailable)
-	set(vpoolv1alpha1.ConditionReady, ma.Status, ma.Reason, ma.Message)
+	ready := poolReadiness(pool.Status.Conditions)
+	set(vpoolv1alpha1.ConditionReady, ready.Status, ready.Reason, ready.Message)
 	deletionReady(pool, hosts.Items, set)
 	return d, nil
+}
+
+// poolReadiness is the Ready a user means by a healthy pool: a master, and
+// the pool able to recover from a host failure. A storm guard that holds
+// (FencingAllowed False) or too little capacity (Overcommitted) is not Ready.
+func poolReadiness(conds []metav1.Condition) *metav1.Condition {
+	ready := meta.FindStatusCondition(conds, vpoolv1alpha1.PoolMasterAvailable)
+	if ready.Status != metav1.ConditionTrue {
+		return ready
+	}
+	if c := meta.FindStatusCondition(conds, vpoolv1alpha1.PoolFencingAllowed); c != nil && c.Status == metav1.ConditionFalse {
+		return c
+	}
+	if c := meta.FindStatusCondition(conds, vpoolv1alpha1.PoolOvercommitted); c != nil && c.Status == metav1.ConditionTrue {
+		return &metav1.Condition{Status: metav1.ConditionFalse, Reason: c.Reason, Message: c.Message}
+	}
+	return ready
+}
+
+// setPoolProgress says, for kstatus, what the restore and the backup
+// schedule reconcilers decided: a restore under way is Reconciling; a Strict
+// restore stopped on a conflict, or an invalid schedule, is Stalled. The Pool
+// reconciler alone writes both conditions, so that they have one writer.
+func setPoolProgress(pool *vpoolv1alpha1.Pool) {
+	restored := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored)
+	sched := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolBackupScheduled)
+	var p progress
+	switch {
+	case restorePending(pool) && restored != nil && restored.Reason == backup.ReasonRestoreConflict:
+		p = conditionProgress(restored, false, true)
+	case restorePending(pool):
+		p = conditionProgress(restored, true, false)
+	case sched != nil && sched.Status == metav1.ConditionFalse && sched.Reason == ReasonScheduleInvalid:
+		p = conditionProgress(sched, false, true)
+	}
+	setProgress(&pool.Status.Conditions, pool.Generation, p)
 }
 
 // reconcileMaster records the master the election decides; a change bumps

@@ -92,6 +92,7 @@ func (r *PoolBackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := pb.DeepCopy()
 	err := r.take(ctx, pb)
+	setBackupProgress(pb)
 	if err == nil {
 		pb.Status.ObservedGeneration = pb.Generation
 	}
@@ -203,6 +204,17 @@ func (r *PoolBackupReconciler) fail(pb *vpoolv1alpha1.PoolBackup, reason, msg st
 	}
 	r.Recorder.Eventf(pb, nil, corev1.EventTypeWarning, reason, "Backup", "%s", msg)
 	return nil
+}
+
+// setBackupProgress says, for kstatus, that a backup not yet Completed or
+// Failed is work under way, and that a Failed one (never retried: a new
+// backup is a new PoolBackup) waits for a person.
+func setBackupProgress(pb *vpoolv1alpha1.PoolBackup) {
+	phase := pb.Status.Phase
+	ready := meta.FindStatusCondition(pb.Status.Conditions, vpoolv1alpha1.ConditionReady)
+	setProgress(&pb.Status.Conditions, pb.Generation, conditionProgress(ready,
+		phase == vpoolv1alpha1.BackupInProgress || phase == vpoolv1alpha1.BackupPending || phase == "",
+		phase == vpoolv1alpha1.BackupFailed))
 }
 
 func (r *PoolBackupReconciler) setReady(pb *vpoolv1alpha1.PoolBackup, st metav1.ConditionStatus, reason, msg string) {

@@ -1,0 +1,123 @@
+package controllers_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/testutil/bmcsim"
+)
+
+// kstatusOf reads obj as Flux and Argo CD do: through kstatus.
+func kstatusOf(ns, name string, obj client.Object) func(g Gomega) status.Status {
+	return func(g Gomega) status.Status {
+		g.Expect(k8s.Get(context.Background(), key(ns, name), obj)).To(Succeed())
+		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		g.Expect(err).NotTo(HaveOccurred())
+		res, err := status.Compute(&unstructured.Unstructured{Object: content})
+		g.Expect(err).NotTo(HaveOccurred())
+		return res.Status
+	}
+}
+
+// A Live host reads Current; a host being fenced reads InProgress, for as
+// long as its BMC keeps failing.
+func TestKstatusHostLiveAndFencing(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	bmc := bmcsim.New(t, bmcsim.WithSystem("h2", bmcsim.PowerOn))
+	createBMCSecret(t, ns)
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	createHost(t, ns, "p", "h1")
+	createHost(t, ns, "p", "h2", redfishHost(bmc, "h2"))
+	createHost(t, ns, "p", "h3")
+	startManager(t, ns, controllers.Options{})
+	startAgent(t, ns, "h1", interval, nil)
+	a2 := startAgent(t, ns, "h2", interval, nil)
+	startAgent(t, ns, "h3", interval, nil)
+	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	g.Eventually(kstatusOf(ns, "h2", &vpoolv1alpha1.Host{}), wait, poll).Should(Equal(status.CurrentStatus))
+	g.Eventually(kstatusOf(ns, "p", &vpoolv1alpha1.Pool{}), wait, poll).Should(Equal(status.CurrentStatus))
+
+	bmc.SetFailing(http.StatusInternalServerError)
+	a2.Kill()
+	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseFencing))
+	g.Eventually(kstatusOf(ns, "h2", &vpoolv1alpha1.Host{}), wait, poll).Should(Equal(status.InProgressStatus))
+	g.Expect(kstatusOf(ns, "h1", &vpoolv1alpha1.Host{})(g)).To(Equal(status.CurrentStatus))
+}
+
+// A BMC that refuses the credentials waits for a person: the host reads
+// Failed (Stalled), and Current again once the Secret is right.
+func TestKstatusRedfishUnauthorizedIsStalled(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	bmc := bmcsim.New(t, bmcsim.WithSystem("h1", bmcsim.PowerOn))
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bmc"}, Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": bmcsim.DefaultUsername, "password": "wrong"}}
+	g.Expect(k8s.Create(context.Background(), secret)).To(Succeed())
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	createHost(t, ns, "p", "h1", redfishHost(bmc, "h1"))
+	startManager(t, ns, controllers.Options{})
+	startAgent(t, ns, "h1", interval, nil)
+	g.Eventually(func(g Gomega) []metav1.Condition { return getHost(g, ns, "h1").Status.Conditions }, wait, poll).Should(
+		ContainElement(And(HaveField("Type", vpoolv1alpha1.HostFencingReady), HaveField("Reason", controllers.ReasonBMCUnauthorized))))
+	g.Expect(kstatusOf(ns, "h1", &vpoolv1alpha1.Host{})(g)).To(Equal(status.FailedStatus), "%+v", getHost(g, ns, "h1").Status.Conditions)
+
+	secret.StringData = map[string]string{"username": bmcsim.DefaultUsername, "password": bmcsim.DefaultPassword}
+	g.Expect(k8s.Update(context.Background(), secret)).To(Succeed())
+	h := getHost(g, ns, "h1")
+	patch := client.MergeFrom(h.DeepCopy())
+	h.Spec.Address = "h1-b.example" // a spec change checks the BMC again at once
+	g.Expect(k8s.Patch(context.Background(), h, patch)).To(Succeed())
+	g.Eventually(kstatusOf(ns, "h1", &vpoolv1alpha1.Host{}), wait, poll).Should(Equal(status.CurrentStatus))
+}
+
+// A Completed PoolBackup reads Current; one without its key reads Failed
+// (Stalled): it is never retried.
+func TestKstatusBackupCompletedAndFailed(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	startManager(t, ns, controllers.Options{})
+	createBackup(t, ns, "good", "k")
+	createBackup(t, ns, "missing", "nope")
+	for name, phase := range map[string]vpoolv1alpha1.PoolBackupPhase{"good": vpoolv1alpha1.BackupCompleted, "missing": vpoolv1alpha1.BackupFailed} {
+		g.Eventually(func(g Gomega) vpoolv1alpha1.PoolBackupPhase { return getBackup(g, ns, name).Status.Phase }, wait, poll).Should(Equal(phase))
+	}
+	g.Expect(kstatusOf(ns, "good", &vpoolv1alpha1.PoolBackup{})(g)).To(Equal(status.CurrentStatus))
+	g.Expect(kstatusOf(ns, "missing", &vpoolv1alpha1.PoolBackup{})(g)).To(Equal(status.FailedStatus))
+}
+
+// A Pool whose backup schedule is not a cron string reads Failed (Stalled)
+// until the schedule is fixed.
+func TestKstatusPoolBadScheduleIsStalled(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	pool := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}}
+	pool.Spec.Backup = &vpoolv1alpha1.BackupSchedule{Schedule: "every hour", Retain: 2}
+	pool.Spec.Backup.Encryption.KeySecretRef.Name = "k"
+	g.Expect(k8s.Create(context.Background(), pool)).To(Succeed())
+	startManager(t, ns, controllers.Options{})
+	g.Eventually(kstatusOf(ns, "p", &vpoolv1alpha1.Pool{}), wait, poll).Should(Equal(status.FailedStatus))
+
+	p := getPool(g, ns, "p")
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Spec.Backup.Schedule = "0 * * * *"
+	g.Expect(k8s.Patch(context.Background(), p, patch)).To(Succeed())
+	g.Eventually(kstatusOf(ns, "p", &vpoolv1alpha1.Pool{}), wait, poll).ShouldNot(Equal(status.FailedStatus))
+}
