@@ -15,6 +15,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/testutil/bmcsim"
 )
 
@@ -120,4 +121,17 @@ func TestKstatusPoolBadScheduleIsStalled(t *testing.T) {
 	p.Spec.Backup.Schedule = "0 * * * *"
 	g.Expect(k8s.Patch(context.Background(), p, patch)).To(Succeed())
 	g.Eventually(kstatusOf(ns, "p", &vpoolv1alpha1.Pool{}), wait, poll).ShouldNot(Equal(status.FailedStatus))
+}
+
+// A Strict restore stopped on a conflict waits for a person: the Pool reads
+// Failed (Stalled).
+func TestKstatusStrictRestoreConflictIsStalled(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := lostPoolWithBackup(t, g)
+	createPool(t, ns, "other", poolOpts{})
+	createVM(t, ns, "other", "vm-1")
+	createRestoringPool(t, ns, "strict", vpoolv1alpha1.RestoreSource{BackupName: "b", Mode: vpoolv1alpha1.RestoreStrict})
+	g.Eventually(restored(ns, "strict"), wait, poll).Should(HaveField("Reason", backup.ReasonRestoreConflict))
+	g.Eventually(kstatusOf(ns, "strict", &vpoolv1alpha1.Pool{}), wait, poll).Should(Equal(status.FailedStatus))
 }
