@@ -16,6 +16,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
+	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/testutil/bmcsim"
 )
 
@@ -134,4 +135,29 @@ func TestKstatusStrictRestoreConflictIsStalled(t *testing.T) {
 	createRestoringPool(t, ns, "strict", vpoolv1alpha1.RestoreSource{BackupName: "b", Mode: vpoolv1alpha1.RestoreStrict})
 	g.Eventually(restored(ns, "strict"), wait, poll).Should(HaveField("Reason", backup.ReasonRestoreConflict))
 	g.Eventually(kstatusOf(ns, "strict", &vpoolv1alpha1.Pool{}), wait, poll).Should(Equal(status.FailedStatus))
+}
+
+// A Pool whose storm guard holds is not Ready, though its master is up: it
+// could not recover from one more host failure.
+func TestKstatusPoolStormGuardIsNotReady(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout, master: "h1"})
+	agents := map[string]*runningAgent{}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		createHost(t, ns, "p", h)
+	}
+	startManager(t, ns, controllers.Options{})
+	for _, h := range []string{"h1", "h2", "h3"} {
+		agents[h] = startAgent(t, ns, h, interval, nil)
+		g.Eventually(phaseOf(ns, h), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	}
+	g.Eventually(poolCondition(ns, vpoolv1alpha1.ConditionReady), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
+	agents["h2"].Kill()
+	agents["h3"].Kill()
+	g.Eventually(poolCondition(ns, vpoolv1alpha1.ConditionReady), wait, poll).Should(And(
+		HaveField("Status", metav1.ConditionFalse), HaveField("Reason", fencing.ReasonStormGuard)))
+	g.Expect(poolCondition(ns, vpoolv1alpha1.PoolMasterAvailable)(g)).To(HaveField("Status", metav1.ConditionTrue))
+	g.Expect(kstatusOf(ns, "p", &vpoolv1alpha1.Pool{})(g)).To(Equal(status.InProgressStatus))
 }
