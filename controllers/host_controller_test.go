@@ -145,15 +145,11 @@ func createBMCSecret(t *testing.T, ns string) {
 	}
 }
 
-// Redfish fencing powers the host off through its BMC and completes once the
-// BMC reports PowerState Off; a BMC that fails keeps the host in Fencing with
-// Warning events until it recovers.
-func TestRedfishFencingWithFailingBMC(t *testing.T) {
-	t.Parallel()
-	g := NewWithT(t)
-	ns := newNamespace(t)
+// redfishPool starts an HA pool of three live hosts whose h2 is fenced
+// through a BMC emulator, and returns the BMC and h2's agent.
+func redfishPool(t *testing.T, g Gomega, ns string) (*bmcsim.BMC, *runningAgent) {
+	t.Helper()
 	bmc := bmcsim.New(t, bmcsim.WithSystem("h2", bmcsim.PowerOn))
-	bmc.SetPowerOffDelay(500 * time.Millisecond)
 	createBMCSecret(t, ns)
 	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
 	createHost(t, ns, "p", "h1")
@@ -164,6 +160,18 @@ func TestRedfishFencingWithFailingBMC(t *testing.T) {
 	a2 := startAgent(t, ns, "h2", interval, nil)
 	startAgent(t, ns, "h3", interval, nil)
 	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	return bmc, a2
+}
+
+// Redfish fencing powers the host off through its BMC and completes once the
+// BMC reports PowerState Off; a BMC that fails keeps the host in Fencing with
+// Warning events until it recovers.
+func TestRedfishFencingWithFailingBMC(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	bmc, a2 := redfishPool(t, g, ns)
+	bmc.SetPowerOffDelay(500 * time.Millisecond)
 
 	bmc.SetFailing(http.StatusInternalServerError)
 	a2.Kill()

@@ -35,7 +35,7 @@ const (
 	ReasonBMCUnauthorized    = fencing.ReasonBMCUnauthorized
 	ReasonBMCUnreachable     = fencing.ReasonBMCUnreachable
 	ReasonBMCAnswers         = fencing.ReasonBMCAnswers
-	ReasonAgentWatchdogReady = fencing.ReasonAgentWatchdogReady
+	ReasonAgentSelfFence     = fencing.ReasonAgentSelfFence
 	ReasonManualOnly         = fencing.ReasonManualOnly
 )
 

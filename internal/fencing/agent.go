@@ -12,8 +12,8 @@ import (
 
 // Reasons of the FencingReady condition of the Agent and Manual methods.
 const (
-	ReasonAgentWatchdogReady = "AgentWatchdog"
-	ReasonManualOnly         = "ManualFencing"
+	ReasonAgentSelfFence = "AgentSelfFence"
+	ReasonManualOnly     = "ManualFencing"
 )
 
 // Agent fences by waiting: the host agent's watchdog stops every VM when it
@@ -58,5 +58,5 @@ func (Agent) Remote() bool { return false }
 
 // Readiness is always ready: the watchdog needs nothing from the operator.
 func (Agent) Readiness(context.Context, Env, HostInput) Readiness {
-	return Readiness{Ready: true, Reason: ReasonAgentWatchdogReady, Message: "the host's agent self-fences when it cannot renew its heartbeat"}
+	return Readiness{Ready: true, Reason: ReasonAgentSelfFence, Message: "the host's agent self-fences when it cannot renew its heartbeat"}
 }
