@@ -274,6 +274,10 @@ func TestRestorePreflightFailures(t *testing.T) {
 	vms := &vpoolv1alpha1.VirtualMachineList{}
 	g.Expect(k8s.List(ctx, vms, inNS(ns))).To(Succeed())
 	g.Expect(vms.Items).To(BeEmpty())
+	// A restore stopped in its preflight tries again when its Pool changes:
+	// p2 goes before the bytes are mended, so that only p3 reads them.
+	g.Expect(k8s.Delete(ctx, &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p2"}})).To(Succeed())
+	g.Eventually(poolGone(ns, "p2"), wait, poll).Should(BeTrue())
 
 	// The right bytes but another key.
 	g.Expect(k8s.Get(ctx, key(ns, backup.ChunkName("b", 0)), chunk)).To(Succeed())
