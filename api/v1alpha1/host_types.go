@@ -220,6 +220,19 @@ type HostStatus struct {
 	// +listType=set
 	RunningVMs []string `json:"runningVMs,omitempty"`
 
+	// networks are the networks the host offers, by name (reported by the
+	// agent: with the libvirt driver, its active libvirt networks). A VM is
+	// placed only on a host that offers every network it names.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=255
+	Networks []string `json:"networks,omitempty"`
+
+	// driver is the agent's host driver: sim or libvirt (reported by the agent).
+	// +optional
+	Driver string `json:"driver,omitempty"`
+
 	// heartbeatInterval is the interval the agent renews its Lease at
 	// (reported by the agent): its --heartbeat-interval, or less when the
 	// pool's heartbeat timeout needs it (at most a quarter of the timeout).

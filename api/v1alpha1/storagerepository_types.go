@@ -37,6 +37,49 @@ type StorageRepositorySpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="host is immutable"
 	Host string `json:"host,omitempty"`
+
+	// libvirt maps the SR to a libvirt storage pool on each host that plugs
+	// it (hosts running the libvirt driver). Changing it (after a restore
+	// onto other storage) makes the agents plug the SR again.
+	// +optional
+	Libvirt *LibvirtStorage `json:"libvirt,omitempty"`
+}
+
+// LibvirtStorage names the libvirt storage pool behind an SR.
+type LibvirtStorage struct {
+	// storagePool is the libvirt storage pool, defined on every host that
+	// should plug this SR, holding its VDIs as volumes named after the
+	// VirtualDisk.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_.+]*$`
+	StoragePool string `json:"storagePool"`
+}
+
+// SRAttachment is one host's attachment of an SR (XenServer's PBD),
+// reported by that host's agent.
+type SRAttachment struct {
+	// host is the Host the attachment is on.
+	// +required
+	Host string `json:"host"`
+	// attached is true once the host has plugged the SR (its storage pool
+	// is active and reachable).
+	// +required
+	Attached bool `json:"attached"`
+	// reason is a CamelCase word for why the SR is or is not attached.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// message says what the agent found.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// storagePool is the spec.libvirt.storagePool the host plugged: an
+	// attachment of another storage pool is stale.
+	// +optional
+	StoragePool string `json:"storagePool,omitempty"`
+	// lastTransitionTime is when attached last changed.
+	// +optional
+	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
 }
 
 // StorageRepositoryStatus is the observed state of a storage repository.
@@ -44,6 +87,15 @@ type StorageRepositoryStatus struct {
 	// observedGeneration is the generation the status reflects.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// attachments are the SR's attachments, one per host that reported one
+	// (XenServer's PBDs). VMs are placed only on hosts where every SR of
+	// their disks is attached.
+	// +optional
+	// +listType=map
+	// +listMapKey=host
+	// +kubebuilder:validation:MaxItems=64
+	Attachments []SRAttachment `json:"attachments,omitempty"`
 
 	// conditions: Ready (False for a local SR whose host is not Live).
 	// +optional

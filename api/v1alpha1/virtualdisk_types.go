@@ -67,6 +67,12 @@ type VirtualDiskStatus struct {
 	// +optional
 	Lock *VDILock `json:"lock,omitempty"`
 
+	// volume is the path or volume key the host driver uses for the disk:
+	// with the libvirt driver, the key of the volume the agent created in
+	// its SR's storage pool on first attach, with spec.size.
+	// +optional
+	Volume string `json:"volume,omitempty"`
+
 	// conditions: Ready.
 	// +optional
 	// +listType=map

@@ -88,6 +88,61 @@ type VMAffinity struct {
 	Host string `json:"host,omitempty"`
 }
 
+// VMInterface is a network interface of a VM.
+type VMInterface struct {
+	// name of the interface within the VM (for example eth0).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// network is the host network the interface is plugged into, by name: a
+	// VM is placed only on a host whose status.networks has it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_.+]*$`
+	Network string `json:"network"`
+	// macAddress is the interface's unicast MAC address (for example
+	// 52:54:00:12:34:56). Without it one is generated and kept in
+	// status.interfaces, so that a VM restarted elsewhere keeps it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=17
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^.[02468aceACE]')",message="macAddress must be a unicast address (the first octet even)"
+	MACAddress string `json:"macAddress,omitempty"`
+}
+
+// VMBoot is a direct kernel boot from files on the host.
+type VMBoot struct {
+	// kernel is the absolute path of the kernel image on the host.
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/[^\x00]*$`
+	Kernel string `json:"kernel"`
+	// initrd is the absolute path of the initial ramdisk on the host.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/[^\x00]*$`
+	Initrd string `json:"initrd,omitempty"`
+	// cmdline is the kernel command line.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// VMInterfaceStatus is an interface's address as used by the VM.
+type VMInterfaceStatus struct {
+	// name of the interface (spec.interfaces[].name).
+	// +required
+	Name string `json:"name"`
+	// macAddress is the MAC address the interface has: spec's, or the one
+	// generated for it.
+	// +required
+	MACAddress string `json:"macAddress"`
+}
+
 // VMHA is the VM's HA setting.
 type VMHA struct {
 	// restartPriority: Restart (restarted first, in startOrder), BestEffort
@@ -135,6 +190,18 @@ type VirtualMachineSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000
 	StartOrder int32 `json:"startOrder,omitempty"`
+
+	// interfaces are the VM's network interfaces. Names are unique within a VM.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Interfaces []VMInterface `json:"interfaces,omitempty"`
+
+	// boot, when set, boots the VM from a kernel (and initrd) on the host;
+	// without it the VM boots from its first disk.
+	// +optional
+	Boot *VMBoot `json:"boot,omitempty"`
 }
 
 // VirtualMachineStatus is the observed state of a VM.
@@ -159,6 +226,14 @@ type VirtualMachineStatus struct {
 	// suspendVirtualDisk holds the VM's memory while it is Suspended.
 	// +optional
 	SuspendVirtualDisk string `json:"suspendVirtualDisk,omitempty"`
+
+	// interfaces are the MAC addresses of the VM's interfaces, generated once
+	// where spec.interfaces gives none and kept across restarts elsewhere.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Interfaces []VMInterfaceStatus `json:"interfaces,omitempty"`
 
 	// lastReset records the last vm-reset-powerstate: the VM's host was fenced
 	// or forgotten while the VM was resident on it.
