@@ -210,6 +210,14 @@ type VirtualMachineStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
+	// uuid is the VM's identity, set once by the operator and kept by
+	// backups and restores (XenServer keeps UUIDs on restore): hypervisor
+	// domains are tagged with it and recoveries match VMs by it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="uuid is immutable once set"
+	UUID string `json:"uuid,omitempty"`
+
 	// powerState: Running, Halted, Suspended, Paused or Unknown.
 	// +optional
 	PowerState PowerState `json:"powerState,omitempty"`

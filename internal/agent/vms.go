@@ -98,7 +98,7 @@ func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool,
 }
 
 func toDriverVM(vm *vpoolv1alpha1.VirtualMachine) VM {
-	out := VM{Name: vm.Name, Disks: map[string]string{}}
+	out := VM{Name: vm.Name, Namespace: vm.Namespace, Pool: vm.Spec.PoolRef.Name, UUID: vm.Status.UUID}
 	if vm.Spec.Resources.CPU != nil {
 		out.CPU = vm.Spec.Resources.CPU.Value()
 	}
@@ -106,7 +106,7 @@ func toDriverVM(vm *vpoolv1alpha1.VirtualMachine) VM {
 		out.MemoryMiB = vm.Spec.Resources.Memory.Value() >> 20
 	}
 	for _, d := range vm.Spec.Disks {
-		out.Disks[d.VirtualDisk] = string(d.Mode)
+		out.Disks = append(out.Disks, Disk{Name: d.Name, VirtualDisk: d.VirtualDisk, Mode: string(d.Mode)})
 	}
 	return out
 }
