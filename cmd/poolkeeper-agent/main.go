@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -70,6 +71,7 @@ func run() int {
 	var (
 		namespace, host, driver, bootID string
 		bootstrapKubeconfig, certDir    string
+		simNetworks                     string
 		showVersion                     bool
 		interval                        = agent.DefaultHeartbeatInterval
 	)
@@ -82,6 +84,8 @@ func run() int {
 	flag.StringVar(&namespace, "namespace", "", "Namespace of the pool and of this host's Host object (required).")
 	flag.StringVar(&host, "host", "", "Name of this host's Host object (required).")
 	flag.StringVar(&driver, "driver", "sim", "VM driver: sim (VMs kept in memory).")
+	flag.StringVar(&simNetworks, "sim-networks", "default",
+		"With --driver sim: the networks the simulated host offers, comma-separated (reported in the Host's status.networks).")
 	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: a new random one on every start.")
 	flag.DurationVar(&interval, "heartbeat-interval", interval,
 		"Time between two heartbeat Lease renewals; at most a quarter of the pool's heartbeat timeout.")
@@ -117,7 +121,11 @@ func run() int {
 	var d agent.Driver
 	switch driver {
 	case "sim":
-		d = agent.NewSimDriver()
+		sim := agent.NewSimDriver()
+		if simNetworks != "" {
+			sim.SetNetworks(strings.Split(simNetworks, ",")...)
+		}
+		d = sim
 	default:
 		return usageError(fmt.Sprintf("unknown --driver %q (available: sim)", driver))
 	}

@@ -45,8 +45,10 @@ type Config struct {
 	Namespace, Host string
 	// Interval is the heartbeat interval (DefaultHeartbeatInterval when zero).
 	Interval time.Duration
-	// Driver runs the VMs.
-	Driver Driver
+	// Driver runs the VMs; DriverName is its kind, reported in the Host's
+	// status.driver (sim when empty and Driver is a *SimDriver).
+	Driver     Driver
+	DriverName string
 	// BootID identifies this boot; a new random one when empty.
 	BootID string
 	// Clock is the time source (real when nil); its durations are monotonic.
@@ -86,6 +88,8 @@ type Agent struct {
 	frozen time.Duration
 	// wake is poked when a watched object changes.
 	wake chan struct{}
+
+	hostState
 }
 
 func (a *Agent) poke() {
@@ -108,6 +112,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
+	}
+	if _, sim := cfg.Driver.(*SimDriver); sim && cfg.DriverName == "" {
+		cfg.DriverName = "sim"
 	}
 	return &Agent{cfg: cfg, wake: make(chan struct{}, 1)}, nil
 }
@@ -433,10 +440,15 @@ func (a *Agent) report(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing VMs: %w", err)
 	}
+	networks, err := a.hostNetworks(ctx)
+	if err != nil {
+		return err
+	}
 	epoch := pool.Status.Epoch
 	interval := &metav1.Duration{Duration: a.interval}
 	if host.Status.BootID == a.cfg.BootID && host.Status.MasterEpoch == epoch && slices.Equal(host.Status.RunningVMs, running) &&
-		ptr.Equal(host.Status.HeartbeatInterval, interval) {
+		ptr.Equal(host.Status.HeartbeatInterval, interval) && slices.Equal(host.Status.Networks, networks) &&
+		host.Status.Driver == a.cfg.DriverName {
 		return nil
 	}
 	patch := client.MergeFrom(host.DeepCopy())
@@ -444,6 +456,8 @@ func (a *Agent) report(ctx context.Context) error {
 	host.Status.MasterEpoch = epoch
 	host.Status.RunningVMs = running
 	host.Status.HeartbeatInterval = interval
+	host.Status.Networks = networks
+	host.Status.Driver = a.cfg.DriverName
 	return a.client.Status().Patch(ctx, host, patch)
 }
 
@@ -500,12 +514,14 @@ func (a *Agent) startCache(ctx context.Context, poolName string) error {
 	}
 	// Informers are started lazily by the first Get; warm them now.
 	go func() { _ = c.Start(ctx) }()
-	for _, obj := range []client.Object{&vpoolv1alpha1.Host{}, &vpoolv1alpha1.Pool{}, &vpoolv1alpha1.VirtualMachine{}} {
+	for _, obj := range []client.Object{&vpoolv1alpha1.Host{}, &vpoolv1alpha1.Pool{}, &vpoolv1alpha1.VirtualMachine{},
+		&vpoolv1alpha1.VirtualDisk{}, &vpoolv1alpha1.StorageRepository{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("starting the cache: %w", err)
 		}
-		// Any change of a VM, the Host or the Pool may call for a VM sync.
+		// Any change of a VM, its disks or SRs, the Host or the Pool may call
+		// for a VM sync.
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { a.poke() },
 			UpdateFunc: func(any, any) { a.poke() },
@@ -516,6 +532,20 @@ func (a *Agent) startCache(ctx context.Context, poolName string) error {
 	}
 	if !c.WaitForCacheSync(ctx) {
 		return errors.New("the cache did not sync")
+	}
+	if n, ok := a.cfg.Driver.(Notifier); ok {
+		// A VM that changes on its own (shut down from inside, crashed,
+		// paused) is reported at once.
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-n.Changes():
+					a.poke()
+				}
+			}
+		}()
 	}
 	a.cache = c
 	return nil

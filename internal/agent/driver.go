@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -103,8 +104,23 @@ type Closer interface {
 // with it, like the VMs of a host that loses power. It is safe for
 // concurrent use.
 type SimDriver struct {
-	mu      sync.Mutex
-	running map[string]VM
+	mu       sync.Mutex
+	running  map[string]VM
+	networks []string
+}
+
+// SetNetworks sets the networks the simulated host offers.
+func (d *SimDriver) SetNetworks(names ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.networks = slices.Sorted(slices.Values(names))
+}
+
+// Networks implements NetworkLister.
+func (d *SimDriver) Networks(context.Context) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.networks), nil
 }
 
 // NewSimDriver returns a driver with no VM running.

@@ -43,7 +43,7 @@ func (a *Agent) syncVMs(ctx context.Context, log logr.Logger) error {
 	if err := a.stopUnwanted(ctx, log, running, mine, isRunning); err != nil {
 		return err
 	}
-	return a.startAndReport(ctx, log, host.Status.Phase == vpoolv1alpha1.HostPhaseLive, mine, isRunning)
+	return a.startAndReport(ctx, log, host.Status.Phase == vpoolv1alpha1.HostPhaseLive, host, mine, isRunning)
 }
 
 // stopUnwanted stops every running VM that is not resident here or should be halted.
@@ -65,23 +65,40 @@ func (a *Agent) stopUnwanted(ctx context.Context, log logr.Logger, running []str
 
 // startAndReport starts the VMs placed here whose disks are locked for this
 // host (only while the host is Live) and reports every resident VM's power state.
-func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool,
+func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, host *vpoolv1alpha1.Host,
 	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
 	var firstErr error
+	var plugged map[string]attachment
+	if live {
+		var err error
+		if plugged, err = a.plugStorage(ctx, log, host); err != nil {
+			firstErr = err
+		}
+	}
+	states := map[string]string{}
+	if ps, ok := a.cfg.Driver.(PowerStater); ok {
+		var err error
+		if states, err = ps.PowerStates(ctx); err != nil {
+			return fmt.Errorf("reading power states: %w", err)
+		}
+	}
 	for name, vm := range mine {
 		want := vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && live &&
 			meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked)
 		if want && !isRunning[name] {
-			if err := a.cfg.Driver.Start(ctx, toDriverVM(vm)); err != nil {
+			started, err := a.start(ctx, log, vm, plugged)
+			if err != nil {
 				firstErr = fmt.Errorf("starting VM %s: %w", name, err)
 				continue
 			}
-			log.Info("Started VM", "vm", name)
-			isRunning[name] = true
+			isRunning[name] = started
 		}
 		state := vpoolv1alpha1.PowerHalted
 		if isRunning[name] {
 			state = vpoolv1alpha1.PowerRunning
+			if s := vpoolv1alpha1.PowerState(states[name]); s != "" {
+				state = s
+			}
 		}
 		if vm.Status.PowerState == state {
 			continue
@@ -97,6 +114,68 @@ func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool,
 	return firstErr
 }
 
+// start starts vm once everything it needs is here: its RW disks locked
+// for this host and boot, its SRs plugged, its volumes created and a MAC
+// for every interface. It reports whether the VM runs; why it does not is
+// logged once per reason.
+func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.VirtualMachine,
+	plugged map[string]attachment) (bool, error) {
+	dvm := toDriverVM(vm)
+	notReady := ""
+	dvm.Disks = dvm.Disks[:0]
+	for _, d := range vm.Spec.Disks {
+		disk, why, err := a.diskFor(ctx, vm, d, plugged)
+		if err != nil {
+			return false, err
+		}
+		if why != "" {
+			notReady = why
+			break
+		}
+		dvm.Disks = append(dvm.Disks, disk)
+	}
+	if notReady == "" {
+		dvm.Interfaces, notReady = interfacesOf(vm)
+	}
+	if notReady != "" {
+		if a.waiting == nil {
+			a.waiting = map[string]string{}
+		}
+		if a.waiting[vm.Name] != notReady {
+			log.Info("Not starting VM", "vm", vm.Name, "why", notReady)
+			a.waiting[vm.Name] = notReady
+		}
+		return false, nil
+	}
+	delete(a.waiting, vm.Name)
+	if err := a.cfg.Driver.Start(ctx, dvm); err != nil {
+		return false, err
+	}
+	log.Info("Started VM", "vm", vm.Name)
+	return true, nil
+}
+
+// interfacesOf gives the VM's interfaces with their MAC addresses: spec's,
+// else the one the operator generated in status.
+func interfacesOf(vm *vpoolv1alpha1.VirtualMachine) ([]Interface, string) {
+	var out []Interface
+	for _, nic := range vm.Spec.Interfaces {
+		mac := nic.MACAddress
+		if mac == "" {
+			for _, st := range vm.Status.Interfaces {
+				if st.Name == nic.Name {
+					mac = st.MACAddress
+				}
+			}
+		}
+		if mac == "" {
+			return nil, fmt.Sprintf("interface %s has no MAC address yet (the operator assigns one)", nic.Name)
+		}
+		out = append(out, Interface{Name: nic.Name, Network: nic.Network, MACAddress: mac})
+	}
+	return out, ""
+}
+
 func toDriverVM(vm *vpoolv1alpha1.VirtualMachine) VM {
 	out := VM{Name: vm.Name, Namespace: vm.Namespace, Pool: vm.Spec.PoolRef.Name, UUID: vm.Status.UUID}
 	if vm.Spec.Resources.CPU != nil {
@@ -107,6 +186,9 @@ func toDriverVM(vm *vpoolv1alpha1.VirtualMachine) VM {
 	}
 	for _, d := range vm.Spec.Disks {
 		out.Disks = append(out.Disks, Disk{Name: d.Name, VirtualDisk: d.VirtualDisk, Mode: string(d.Mode)})
+	}
+	if b := vm.Spec.Boot; b != nil {
+		out.Boot = &Boot{Kernel: b.Kernel, Initrd: b.Initrd, Cmdline: b.Cmdline}
 	}
 	return out
 }
