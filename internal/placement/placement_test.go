@@ -195,3 +195,51 @@ func TestResized(t *testing.T) {
 	}
 	NewWithT(t).Expect(Resized(res(1, 1), nil)).NotTo(BeNil(), "a pool without hosts fits nothing")
 }
+
+// A VM goes only where every network it names is offered and every SR of
+// its disks is attached; when no Live host qualifies, the decision names
+// what is missing everywhere.
+func TestPlaceNeedsNetworksAndAttachedStorage(t *testing.T) {
+	hosts := []Host{
+		{Name: "h1", Live: true, Capacity: res(8, 32), Networks: []string{"default"}, ReportsAttachments: true, Attached: []string{"nfs"}},
+		{Name: "h2", Live: true, Capacity: res(8, 32), Used: res(1, 1), Networks: []string{"default", "storage"},
+			ReportsAttachments: true, Attached: []string{"nfs", "iscsi"}},
+		{Name: "h3", Live: true, Capacity: res(8, 32), Used: res(7, 31), Networks: []string{"default", "storage", "dmz"},
+			ReportsAttachments: true, Attached: []string{"nfs"}},
+		{Name: "dead", Capacity: res(64, 256), Networks: []string{"default", "storage", "dmz", "lab"}},
+	}
+	cases := map[string]struct {
+		vm      VM
+		host    string
+		reason  string
+		message string
+	}{
+		"no needs: most free memory":             {VM{Need: res(1, 1)}, "h1", ReasonPlaced, "placed on h1"},
+		"a network only h2 and h3 offer":         {VM{Need: res(1, 1), Networks: []string{"storage"}}, "h2", ReasonPlaced, "placed on h2"},
+		"an SR only h2 attaches":                 {VM{Need: res(1, 1), StorageRepositories: []string{"iscsi"}}, "h2", ReasonPlaced, "placed on h2"},
+		"affinity to a host without the network": {VM{Need: res(1, 1), Networks: []string{"storage"}, Affinity: "h1"}, "h2", ReasonPlaced, "placed on h2"},
+		"a network no Live host offers": {VM{Need: res(1, 1), Networks: []string{"default", "lab"}}, "", ReasonNetworkUnavailable,
+			"no Live host offers network lab"},
+		"an SR no Live host attached": {VM{Need: res(1, 1), StorageRepositories: []string{"nfs", "ceph"}}, "", ReasonStorageNotAttached,
+			"no Live host has SR ceph attached"},
+		"a network and an SR, never together": {VM{Need: res(1, 1), Networks: []string{"dmz"}, StorageRepositories: []string{"iscsi"}},
+			"", ReasonNetworkUnavailable, "no Live host has all of network dmz and SR iscsi attached"},
+		"capacity only where the network is not": {VM{Need: res(6, 6), Networks: []string{"dmz"}}, "", ReasonNoCapacity, "free"},
+		"pinned to a host without the network": {VM{Need: res(1, 1), PinnedTo: "h1", Networks: []string{"storage"}}, "",
+			ReasonNetworkUnavailable, "no Live host offers network storage"},
+		"pinned to a host that has it all": {VM{Need: res(1, 1), PinnedTo: "h2", Networks: []string{"storage"},
+			StorageRepositories: []string{"iscsi"}}, "h2", ReasonPlaced, "owns its local SR"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			d := Place(tc.vm, hosts)
+			g.Expect(d.Host).To(Equal(tc.host), d.Message)
+			g.Expect(d.Reason).To(Equal(tc.reason), d.Message)
+			g.Expect(d.Message).To(ContainSubstring(tc.message))
+		})
+	}
+	old := Host{Name: "old", Live: true, Capacity: res(8, 32)}
+	d := Place(VM{Need: res(1, 1), StorageRepositories: []string{"ceph"}}, []Host{old})
+	NewWithT(t).Expect(d.Host).To(Equal("old"), "a host whose agent reports no attachments is taken to reach every SR")
+}
