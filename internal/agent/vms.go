@@ -67,14 +67,9 @@ func (a *Agent) stopUnwanted(ctx context.Context, log logr.Logger, running []str
 // host (only while the host is Live) and reports every resident VM's power state.
 func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, host *vpoolv1alpha1.Host,
 	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
-	var firstErr error
-	var plugged map[string]attachment
-	if live {
-		var err error
-		if plugged, err = a.plugStorage(ctx, log, host); err != nil {
-			firstErr = err
-		}
-	}
+	// SRs are plugged whatever the phase: a host is ready to run VMs the
+	// moment it is Live.
+	plugged, firstErr := a.plugStorage(ctx, log, host)
 	states := map[string]string{}
 	if ps, ok := a.cfg.Driver.(PowerStater); ok {
 		var err error
