@@ -1,0 +1,711 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/go-logr/logr/testr"
+	"github.com/google/uuid"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/poolkeeper/poolkeeper/internal/agent"
+)
+
+// testNamespace is a namespace of the test's own, so that tests sharing a
+// daemon never see each other's domains; its domains are destroyed when the
+// test ends, whatever happened.
+func testNamespace(t *testing.T, raw *golibvirt.Libvirt) string {
+	t.Helper()
+	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	t.Cleanup(func() {
+		doms, _, err := raw.ConnectListAllDomains(1, 0)
+		if err != nil {
+			t.Errorf("listing domains: %v", err)
+			return
+		}
+		for _, d := range doms {
+			if strings.HasPrefix(d.Name, ns+"_") {
+				_ = raw.DomainDestroy(d)
+				_ = raw.DomainUndefine(d)
+			}
+		}
+	})
+	return ns
+}
+
+// fixture is a test's daemon, its own connection to it and its namespace.
+type fixture struct {
+	uri string
+	raw *golibvirt.Libvirt
+	ns  string
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	uri := daemonURI(t)
+	raw := rawConn(t, uri)
+	return fixture{uri: uri, raw: raw, ns: testNamespace(t, raw)}
+}
+
+// driver is a driver of host in the fixture's namespace.
+func (f fixture) driver(t *testing.T, host, bootID string) *Driver {
+	t.Helper()
+	return newDriver(t, f.uri, f.ns, host, bootID)
+}
+
+func newDriver(t *testing.T, uri, ns, host, bootID string) *Driver {
+	t.Helper()
+	d, err := New(context.Background(), Options{URI: uri, Namespace: ns, Host: host, BootID: bootID,
+		Log: testr.New(t), StopTimeout: time.Second, ReconnectInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+func testVM(ns, name string) agent.VM {
+	return agent.VM{Name: name, Namespace: ns, Pool: "pool1", UUID: uuid.NewString(), CPU: 1, MemoryMiB: 64}
+}
+
+func running(t *testing.T, d *Driver) []string {
+	t.Helper()
+	names, err := d.Running(context.Background())
+	if err != nil {
+		t.Fatalf("Running: %v", err)
+	}
+	return names
+}
+
+func wantRunning(t *testing.T, d *Driver, want ...string) {
+	t.Helper()
+	if got := running(t, d); !slices.Equal(got, want) {
+		t.Fatalf("Running = %v, want %v", got, want)
+	}
+}
+
+func liveXML(t *testing.T, raw *golibvirt.Libvirt, name string) *libvirtxml.Domain {
+	t.Helper()
+	dom, err := raw.DomainLookupByName(name)
+	if err != nil {
+		t.Fatalf("looking up %s: %v", name, err)
+	}
+	x, err := raw.DomainGetXMLDesc(dom, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &libvirtxml.Domain{}
+	if err := d.Unmarshal(x); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func domainID(t *testing.T, raw *golibvirt.Libvirt, name string) int32 {
+	t.Helper()
+	dom, err := raw.DomainLookupByName(name)
+	if err != nil {
+		t.Fatalf("looking up %s: %v", name, err)
+	}
+	return dom.ID
+}
+
+func isActive(t *testing.T, raw *golibvirt.Libvirt, name string) bool {
+	t.Helper()
+	dom, err := raw.DomainLookupByName(name)
+	if isCode(err, golibvirt.ErrNoDomain) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := raw.DomainIsActive(dom)
+	if err != nil && !isCode(err, golibvirt.ErrNoDomain) {
+		t.Fatal(err)
+	}
+	return a == 1
+}
+
+func TestStartStop(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	d := f.driver(t, "h1", "boot-1")
+	ctx := context.Background()
+	vm := testVM(ns, "vm1")
+
+	start := time.Now()
+	if err := d.Start(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Start of a diskless 64 MiB %s domain: %v", d.guest.Type, time.Since(start).Round(time.Millisecond))
+	wantRunning(t, d, "vm1")
+	x := liveXML(t, raw, DomainName(ns, "vm1"))
+	if x.UUID != vm.UUID || x.Memory.Value != 64<<10 || x.VCPU.Value != 1 {
+		t.Errorf("domain uuid %s memory %d %s vcpus %d, want %s, 64 MiB, 1", x.UUID, x.Memory.Value, x.Memory.Unit, x.VCPU.Value, vm.UUID)
+	}
+	wantType := "qemu"
+	if kvmWorks() {
+		wantType = "kvm"
+	}
+	if x.Type != wantType {
+		t.Errorf("domain type %s, want %s", x.Type, wantType)
+	}
+	if !isActive(t, raw, DomainName(ns, "vm1")) {
+		t.Fatal("domain not active")
+	}
+	dom, err := raw.DomainLookupByName(DomainName(ns, "vm1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	persistent, err := raw.DomainIsPersistent(dom)
+	if err != nil || persistent != 0 {
+		t.Errorf("domain persistent = %d (%v), want a transient domain", persistent, err)
+	}
+
+	id := domainID(t, raw, DomainName(ns, "vm1"))
+	if err := d.Start(ctx, vm); err != nil {
+		t.Fatalf("second Start: %v", err)
+	}
+	if got := domainID(t, raw, DomainName(ns, "vm1")); got != id {
+		t.Errorf("second Start restarted the domain: id %d, was %d", got, id)
+	}
+
+	// A guest with no OS ignores the ACPI button: Stop waits, then destroys.
+	start = time.Now()
+	if err := d.Stop(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("Stop (ACPI ignored, %v timeout, then destroy): %v", d.opts.StopTimeout, took.Round(time.Millisecond))
+	if took < d.opts.StopTimeout {
+		t.Errorf("Stop took %v, less than its %v graceful wait", took, d.opts.StopTimeout)
+	}
+	wantRunning(t, d)
+	if isActive(t, raw, DomainName(ns, "vm1")) {
+		t.Error("domain still active after Stop")
+	}
+	if err := d.Stop(ctx, "vm1"); err != nil {
+		t.Errorf("Stop of a halted VM: %v", err)
+	}
+}
+
+func kvmWorks() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
+}
+
+func TestStopAllAndOtherHosts(t *testing.T) {
+	f := newFixture(t)
+	uri, raw, ns := f.uri, f.raw, f.ns
+	ctx := context.Background()
+	h1 := f.driver(t, "h1", "boot-1")
+	h2 := f.driver(t, "h2", "boot-2")
+	for _, name := range []string{"a", "b"} {
+		if err := h1.Start(ctx, testVM(ns, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h2.Start(ctx, testVM(ns, "c")); err != nil {
+		t.Fatal(err)
+	}
+	wantRunning(t, h1, "a", "b")
+	wantRunning(t, h2, "c")
+
+	// Another host's driver on the same daemon neither starts over, nor
+	// stops, this host's domains.
+	err := h2.Start(ctx, testVM(ns, "a"))
+	if err == nil || !strings.Contains(err.Error(), "belongs to host h1") {
+		t.Errorf("h2 Start of h1's VM: %v, want a refusal naming h1", err)
+	}
+	if err := h2.Stop(ctx, "a"); err != nil {
+		t.Errorf("h2 Stop of h1's VM: %v", err)
+	}
+	if !isActive(t, raw, DomainName(ns, "a")) {
+		t.Fatal("h2's Stop stopped h1's domain")
+	}
+	// Nor does a driver of another namespace.
+	other := newDriver(t, uri, ns+"x", "h1", "boot-1")
+	wantRunning(t, other)
+
+	start := time.Now()
+	if err := h1.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("StopAll of 2 domains: %v", time.Since(start).Round(time.Millisecond))
+	wantRunning(t, h1)
+	wantRunning(t, h2, "c")
+	if err := other.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRunning(t, h2, "c")
+}
+
+func TestUntaggedDomainUntouched(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	ctx := context.Background()
+	d := f.driver(t, "h1", "boot-1")
+	name := DomainName(ns, "vm1")
+	g := d.guest
+	dom := buildDomain(spec{Name: name, Type: g.Type, Arch: g.Arch, Machine: g.Machine})
+	dom.Metadata = nil
+	x, err := dom.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.DomainCreateXML(x, 0); err != nil {
+		t.Fatal(err)
+	}
+	err = d.Start(ctx, testVM(ns, "vm1"))
+	if err == nil || !strings.Contains(err.Error(), "not started by poolkeeper") {
+		t.Errorf("Start over an untagged domain: %v, want a refusal", err)
+	}
+	wantRunning(t, d)
+	if err := d.Stop(ctx, "vm1"); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if err := d.StopAll(ctx); err != nil {
+		t.Errorf("StopAll: %v", err)
+	}
+	if !isActive(t, raw, name) {
+		t.Error("the untagged domain was stopped")
+	}
+}
+
+func TestAdoptionAfterAgentRestart(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	ctx := context.Background()
+	first := f.driver(t, "h1", "boot-1")
+	if err := first.Start(ctx, testVM(ns, "vm1")); err != nil {
+		t.Fatal(err)
+	}
+	id := domainID(t, raw, DomainName(ns, "vm1"))
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !isActive(t, raw, DomainName(ns, "vm1")) {
+		t.Fatal("Close stopped the domain")
+	}
+	start := time.Now()
+	second := f.driver(t, "h1", "boot-2")
+	wantRunning(t, second, "vm1")
+	t.Logf("Adoption (New + Running): %v", time.Since(start).Round(time.Millisecond))
+	if got := domainID(t, raw, DomainName(ns, "vm1")); got != id {
+		t.Errorf("domain id %d, was %d: restarted", got, id)
+	}
+	if err := second.Start(ctx, testVM(ns, "vm1")); err != nil {
+		t.Errorf("Start of the adopted VM: %v", err)
+	}
+	if got := domainID(t, raw, DomainName(ns, "vm1")); got != id {
+		t.Errorf("Start of the adopted VM restarted it")
+	}
+}
+
+// waitChange waits for a value on d's Changes.
+func waitChange(t *testing.T, d *Driver, what string) {
+	t.Helper()
+	select {
+	case <-d.Changes():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no change signalled after %s", what)
+	}
+}
+
+func drain(d *Driver) {
+	for {
+		select {
+		case <-d.Changes():
+		default:
+			return
+		}
+	}
+}
+
+func TestChangesAndPowerStates(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	ctx := context.Background()
+	d := f.driver(t, "h1", "boot-1")
+	vm := testVM(ns, "vm1")
+	if err := d.Start(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	dom, err := raw.DomainLookupByName(DomainName(ns, "vm1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the start's own events
+	drain(d)
+
+	if err := raw.DomainSuspend(dom); err != nil {
+		t.Fatal(err)
+	}
+	waitChange(t, d, "a pause behind the driver's back")
+	states, err := d.PowerStates(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if states["vm1"] != "Paused" {
+		t.Errorf("PowerStates = %v, want vm1 Paused", states)
+	}
+	wantRunning(t, d, "vm1")
+	if err := raw.DomainResume(dom); err != nil {
+		t.Fatal(err)
+	}
+	waitChange(t, d, "a resume")
+	if states, err := d.PowerStates(ctx); err != nil || len(states) != 0 {
+		t.Errorf("PowerStates after resume = %v, %v; want none (running)", states, err)
+	}
+
+	drain(d)
+	start := time.Now()
+	if err := raw.DomainDestroy(dom); err != nil {
+		t.Fatal(err)
+	}
+	waitChange(t, d, "a destroy behind the driver's back")
+	t.Logf("Destroy behind the driver's back signalled in %v", time.Since(start).Round(time.Millisecond))
+	wantRunning(t, d)
+
+	// An untagged domain's events are not this driver's.
+	drain(d)
+	other := f.driver(t, "h2", "boot-2")
+	if err := other.Start(ctx, testVM(ns, "vm2")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.Changes():
+		t.Error("h1's driver signalled the start of h2's domain")
+	case <-time.After(time.Second):
+	}
+}
+
+// proxy forwards unix connections to a daemon socket until cut.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pk-lv-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	t.Cleanup(func() { _ = ln.Close(); p.cut() })
+	go p.serve()
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			_ = c.Close()
+			p.mu.Unlock()
+			continue
+		}
+		up, err := net.Dial("unix", p.target)
+		if err != nil {
+			_ = c.Close()
+			p.mu.Unlock()
+			continue
+		}
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+		go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+	}
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+// TestReconnect loses the daemon (its socket cut, as by a libvirtd
+// restart): the VM keeps running, the driver reports nothing rather than
+// Halted, and finds it again once the daemon is back.
+func TestReconnect(t *testing.T) {
+	f := newFixture(t)
+	uri, raw, ns := f.uri, f.raw, f.ns
+	ctx := context.Background()
+	p := newProxy(t, socketOf(t, uri))
+	d := newDriver(t, withSocket(t, uri, p.ln.Addr().String()), ns, "h1", "boot-1")
+	if err := d.Start(ctx, testVM(ns, "vm1")); err != nil {
+		t.Fatal(err)
+	}
+	id := domainID(t, raw, DomainName(ns, "vm1"))
+	drain(d)
+
+	p.cut()
+	waitChange(t, d, "the loss of the daemon")
+	for _, call := range []func() error{
+		func() error { _, err := d.Running(ctx); return err },
+		func() error { _, err := d.PowerStates(ctx); return err },
+		func() error { return d.Stop(ctx, "vm1") },
+		func() error { return d.StopAll(ctx) },
+		func() error { return d.Start(ctx, testVM(ns, "vm2")) },
+	} {
+		if err := call(); !errors.Is(err, ErrDisconnected) {
+			t.Errorf("while disconnected: %v, want ErrDisconnected", err)
+		}
+	}
+	if !isActive(t, raw, DomainName(ns, "vm1")) {
+		t.Fatal("the domain stopped with the connection")
+	}
+
+	p.restore()
+	waitChange(t, d, "the daemon's return")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		names, err := d.Running(ctx)
+		if err == nil {
+			if !slices.Equal(names, []string{"vm1"}) {
+				t.Fatalf("Running after reconnect = %v, want [vm1]", names)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reconnected: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := domainID(t, raw, DomainName(ns, "vm1")); got != id {
+		t.Errorf("domain restarted across the reconnection")
+	}
+	// Events flow on the new connection.
+	drain(d)
+	dom, err := raw.DomainLookupByName(DomainName(ns, "vm1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.DomainDestroy(dom); err != nil {
+		t.Fatal(err)
+	}
+	waitChange(t, d, "a destroy after the reconnection")
+}
+
+// testPool is the daemon's first active dir storage pool, and its target
+// directory.
+func testPool(t *testing.T, raw *golibvirt.Libvirt) (string, string) {
+	t.Helper()
+	pools, _, err := raw.ConnectListAllStoragePools(1, golibvirt.ConnectListStoragePoolsActive|golibvirt.ConnectListStoragePoolsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pools) == 0 {
+		t.Fatal("the test daemon has no active dir storage pool")
+	}
+	x, err := raw.StoragePoolGetXMLDesc(pools[0], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := &libvirtxml.StoragePool{}
+	if err := sp.Unmarshal(x); err != nil {
+		t.Fatal(err)
+	}
+	return pools[0].Name, sp.Target.Path
+}
+
+func deleteVolume(t *testing.T, raw *golibvirt.Libvirt, key string) {
+	t.Cleanup(func() {
+		if v, err := raw.StorageVolLookupByKey(key); err == nil {
+			_ = raw.StorageVolDelete(v, 0)
+		}
+	})
+}
+
+func TestStorage(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	ctx := context.Background()
+	d := f.driver(t, "h1", "boot-1")
+	pool, poolDir := testPool(t, raw)
+
+	if err := d.Plug(ctx, pool); err != nil {
+		t.Fatalf("Plug(%s): %v", pool, err)
+	}
+	err := d.Plug(ctx, "no-such-pool")
+	if err == nil || !strings.Contains(err.Error(), `"no-such-pool" is not defined`) {
+		t.Errorf("Plug of a missing pool: %v, want an error saying it is not defined", err)
+	}
+
+	// Plug starts an inactive pool.
+	inactive := ns + "-pool"
+	sp := &libvirtxml.StoragePool{Type: "dir", Name: inactive, Target: &libvirtxml.StoragePoolTarget{Path: poolDir + "/" + inactive}}
+	spXML, err := sp.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := raw.StoragePoolDefineXML(spXML, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = raw.StoragePoolDestroy(p)
+		_ = raw.StoragePoolDelete(p, 0)
+		_ = raw.StoragePoolUndefine(p)
+	})
+	if err := raw.StoragePoolBuild(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Plug(ctx, inactive); err != nil {
+		t.Fatalf("Plug of an inactive pool: %v", err)
+	}
+	if a, err := raw.StoragePoolIsActive(p); err != nil || a != 1 {
+		t.Errorf("pool active = %d (%v) after Plug", a, err)
+	}
+
+	name := ns + "-vdi"
+	key, err := d.EnsureVolume(ctx, pool, name, 3<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteVolume(t, raw, key)
+	again, err := d.EnsureVolume(ctx, pool, name, 5<<20)
+	if err != nil || again != key {
+		t.Errorf("second EnsureVolume = %q, %v; want %q", again, err, key)
+	}
+	v, err := raw.StorageVolLookupByKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, capacity, _, err := raw.StorageVolGetInfo(v)
+	if err != nil || capacity != 3<<20 {
+		t.Errorf("volume capacity %d (%v), want %d", capacity, err, 3<<20)
+	}
+	if _, err := d.EnsureVolume(ctx, "no-such-pool", name, 1<<20); err == nil {
+		t.Error("EnsureVolume in a missing pool succeeded")
+	}
+}
+
+func TestNetworks(t *testing.T) {
+	f := newFixture(t)
+	raw := f.raw
+	d := f.driver(t, "h1", "boot-1")
+	nets, _, err := raw.ConnectListAllNetworks(1, golibvirt.ConnectListNetworksActive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, n := range nets {
+		want = append(want, n.Name)
+	}
+	slices.Sort(want)
+	got, err := d.Networks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Networks = %v, want %v", got, want)
+	}
+	if len(got) == 0 {
+		t.Error("the test daemon has no active network")
+	}
+}
+
+func TestDisksAndInterfaces(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	ctx := context.Background()
+	d := f.driver(t, "h1", "boot-1")
+	pool, _ := testPool(t, raw)
+	nets, err := d.Networks(ctx)
+	if err != nil || len(nets) == 0 {
+		t.Fatalf("Networks = %v, %v: the test daemon needs a network", nets, err)
+	}
+	keys := map[string]string{}
+	for _, n := range []string{"root", "iso"} {
+		key, err := d.EnsureVolume(ctx, pool, ns+"-"+n, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleteVolume(t, raw, key)
+		keys[n] = key
+	}
+	vm := testVM(ns, "vm1")
+	vm.Disks = []agent.Disk{
+		{Name: "root", VirtualDisk: ns + "-root", Mode: "RW", StoragePool: pool, Volume: keys["root"]},
+		// No key yet: found by the VDI's name in the pool.
+		{Name: "iso", VirtualDisk: ns + "-iso", Mode: "RO", StoragePool: pool},
+	}
+	const mac = "52:54:00:12:34:56"
+	vm.Interfaces = []agent.Interface{{Name: "eth0", Network: nets[0], MACAddress: mac}}
+	if err := d.Start(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	x := liveXML(t, raw, DomainName(ns, "vm1"))
+	if len(x.Devices.Disks) != 2 {
+		t.Fatalf("live domain has %d disks, want 2", len(x.Devices.Disks))
+	}
+	for i, want := range []struct {
+		dev, vol string
+		ro       bool
+	}{{"vda", ns + "-root", false}, {"vdb", ns + "-iso", true}} {
+		disk := x.Devices.Disks[i]
+		if disk.Target.Dev != want.dev || disk.Source.Volume == nil || disk.Source.Volume.Volume != want.vol ||
+			disk.Source.Volume.Pool != pool {
+			t.Errorf("disk %d: %s %+v, want %s on %s/%s", i, disk.Target.Dev, disk.Source.Volume, want.dev, pool, want.vol)
+		}
+		if (disk.ReadOnly != nil) != want.ro || disk.Shareable != nil {
+			t.Errorf("disk %s: readonly %v shareable %v, want readonly %v, not shareable", want.dev, disk.ReadOnly != nil, disk.Shareable != nil, want.ro)
+		}
+	}
+	if len(x.Devices.Interfaces) != 1 || x.Devices.Interfaces[0].MAC == nil || x.Devices.Interfaces[0].MAC.Address != mac {
+		t.Errorf("interfaces %+v, want one with MAC %s", x.Devices.Interfaces, mac)
+	}
+	if x.UUID != vm.UUID {
+		t.Errorf("uuid %s, want %s", x.UUID, vm.UUID)
+	}
+
+	// A disk whose volume is in no pool of this host is refused, clearly.
+	bad := testVM(ns, "vm2")
+	bad.Disks = []agent.Disk{{Name: "root", VirtualDisk: "missing", Mode: "RW", StoragePool: pool, Volume: "/nowhere"}}
+	if err := d.Start(ctx, bad); err == nil || !strings.Contains(err.Error(), "is not in storage pool") {
+		t.Errorf("Start with a missing volume: %v", err)
+	}
+	bad.Disks = []agent.Disk{{Name: "root", VirtualDisk: "x", Mode: "RW"}}
+	if err := d.Start(ctx, bad); err == nil || !strings.Contains(err.Error(), "spec.libvirt.storagePool") {
+		t.Errorf("Start with a disk without storage: %v", err)
+	}
+	wantRunning(t, d, "vm1")
+}
