@@ -54,7 +54,8 @@ type Env interface {
 	// Record writes the host's status now, with optimistic locking: a step
 	// that must be recorded before the action it allows.
 	Record(ctx context.Context) error
-	// Event announces an action taken now (it is not tied to a status write).
+	// Event announces an action taken, once the status written after it
+	// is recorded.
 	Event(eventType, reason, action, note string)
 }
 
@@ -76,8 +77,11 @@ type Failure struct {
 	Err            error
 	// Terminal is true when retrying cannot help until a person fixes
 	// something (credentials the BMC refuses); otherwise the action is
-	// retried with Backoff.
+	// retried with Backoff. A terminal failure is not retried until the Host
+	// or a Secret the method read changes; the host is Stalled meanwhile.
 	Terminal bool
+	// Fix says, for a terminal failure, what a person must change.
+	Fix string
 }
 
 // Readiness is the FencingReady condition's verdict.

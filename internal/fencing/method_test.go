@@ -257,7 +257,7 @@ func TestRedfishStepRecordsBeforeForceOff(t *testing.T) {
 		"off: done, nothing sent":           {bmc: fakeBMC{state: redfish.PowerOff}, secret: creds, calls: []string{"secret bmc", "lease", "power"}, down: true},
 		"lease moved: nothing sent":         {bmc: fakeBMC{state: redfish.PowerOn}, secret: creds, moved: true, calls: []string{"secret bmc", "lease"}},
 		"no secret: retried":                {bmc: fakeBMC{state: redfish.PowerOn}, calls: []string{"secret bmc"}, failure: ReasonCredentialsMissing},
-		"refused credentials: terminal":     {bmc: fakeBMC{err: redfish.ErrUnauthorized}, secret: creds, calls: []string{"secret bmc", "lease", "power"}, failure: ReasonFencingFailed, terminal: true},
+		"refused credentials: terminal":     {bmc: fakeBMC{err: redfish.ErrUnauthorized}, secret: creds, calls: []string{"secret bmc", "lease", "power"}, failure: ReasonBMCUnauthorized, terminal: true},
 		"a BMC that does not answer: retry": {bmc: fakeBMC{err: errors.New("timeout")}, secret: creds, calls: []string{"secret bmc", "lease", "power"}, failure: ReasonFencingFailed},
 	}
 	for name, tc := range cases {

@@ -119,16 +119,17 @@ func (Redfish) Start(in HostInput) *vpoolv1alpha1.FencingStatus { return StartRe
 // a host that has just renewed it is not powered off.
 func (m Redfish) Step(ctx context.Context, env Env, in HostInput) (Progress, error) {
 	f := env.FenceRecord()
-	bmc, err := m.open(ctx, env, in.Spec.Redfish)
+	rf := in.Spec.Redfish
+	bmc, err := m.open(ctx, env, rf)
 	if err != nil {
-		return failed(ReasonCredentialsMissing, err), nil
+		return failed(rf, ReasonCredentialsMissing, err), nil
 	}
 	if moved, err := env.LeaseMoved(ctx); err != nil || moved {
 		return Progress{}, err
 	}
 	state, err := bmc.PowerState(ctx)
 	if err != nil {
-		return failed(ReasonFencingFailed, fmt.Errorf("reading the power state: %w", err)), nil
+		return failed(rf, ReasonFencingFailed, fmt.Errorf("reading the power state: %w", err)), nil
 	}
 	var last time.Time
 	if f.PowerOffRequestedAt != nil {
@@ -147,7 +148,7 @@ func (m Redfish) Step(ctx context.Context, env Env, in HostInput) (Progress, err
 		return Progress{}, fmt.Errorf("recording the power-off request: %w", err)
 	}
 	if err := bmc.ForceOff(ctx); err != nil {
-		return failed(ReasonFencingFailed, fmt.Errorf("sending ForceOff: %w", err)), nil
+		return failed(rf, ReasonFencingFailed, fmt.Errorf("sending ForceOff: %w", err)), nil
 	}
 	f.Attempts, f.LastError = 0, ""
 	env.Event(corev1.EventTypeNormal, ReasonPowerOffRequested, "PowerOff", fmt.Sprintf(
@@ -155,9 +156,17 @@ func (m Redfish) Step(ctx context.Context, env Env, in HostInput) (Progress, err
 	return Progress{RequeueAfter: requeue}, nil
 }
 
-// failed is a failed BMC action; credentials the BMC refuses are terminal.
-func failed(reason string, err error) Progress {
-	return Progress{Failure: &Failure{Reason: reason, Action: "PowerOff", Err: err, Terminal: errors.Is(err, redfish.ErrUnauthorized)}}
+// failed is a failed BMC action. Credentials the BMC refuses (401, 403) are
+// terminal: retrying with them cannot help, and may lock the BMC account.
+func failed(rf *vpoolv1alpha1.RedfishFencing, reason string, err error) Progress {
+	f := &Failure{Reason: reason, Action: "PowerOff", Err: err}
+	if errors.Is(err, redfish.ErrUnauthorized) {
+		f.Reason, f.Terminal = ReasonBMCUnauthorized, true
+		f.Fix = fmt.Sprintf("the BMC at %s refuses the credentials: fix username and password in Secret %s "+
+			"(spec.fencing.redfish.credentialsSecretRef); fencing is tried again once the Secret or the Host changes",
+			rf.Endpoint, rf.CredentialsSecretRef.Name)
+	}
+	return Progress{Failure: f}
 }
 
 // Decide is Fenced once the BMC reports the host off.
