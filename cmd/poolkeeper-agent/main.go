@@ -3,8 +3,8 @@
 // runs, and self-fences (stops every VM, exits with status 3) when it cannot
 // renew the Lease before its watchdog deadline.
 //
-//	poolkeeper-agent --kubeconfig K --namespace NS --host NAME --driver sim
-//	poolkeeper-agent --bootstrap-kubeconfig B --cert-dir DIR --namespace NS --host NAME --driver sim
+//	poolkeeper-agent --kubeconfig K --namespace NS --host NAME --driver sim|libvirt
+//	poolkeeper-agent --bootstrap-kubeconfig B --cert-dir DIR --namespace NS --host NAME --driver sim|libvirt
 package main
 
 import (
@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/poolkeeper/poolkeeper/internal/agent"
+	"github.com/poolkeeper/poolkeeper/internal/agent/libvirt"
 	"github.com/poolkeeper/poolkeeper/internal/version"
 )
 
@@ -46,8 +47,8 @@ and exits with status 3) when it cannot renew the Lease before its watchdog
 deadline.
 
 Usage:
-  poolkeeper-agent --kubeconfig K --namespace NS --host NAME [--driver sim]
-  poolkeeper-agent --bootstrap-kubeconfig B --cert-dir DIR --namespace NS --host NAME [--driver sim]
+  poolkeeper-agent --kubeconfig K --namespace NS --host NAME [--driver sim|libvirt]
+  poolkeeper-agent --bootstrap-kubeconfig B --cert-dir DIR --namespace NS --host NAME [--driver sim|libvirt]
 
 Credentials: --kubeconfig (or $KUBECONFIG, or the in-cluster configuration)
 is used as is. With --bootstrap-kubeconfig the agent instead authenticates
@@ -71,7 +72,7 @@ func run() int {
 	var (
 		namespace, host, driver, bootID string
 		bootstrapKubeconfig, certDir    string
-		simNetworks                     string
+		simNetworks, libvirtURI         string
 		showVersion                     bool
 		interval                        = agent.DefaultHeartbeatInterval
 	)
@@ -83,10 +84,15 @@ func run() int {
 	}
 	flag.StringVar(&namespace, "namespace", "", "Namespace of the pool and of this host's Host object (required).")
 	flag.StringVar(&host, "host", "", "Name of this host's Host object (required).")
-	flag.StringVar(&driver, "driver", "sim", "VM driver: sim (VMs kept in memory).")
+	flag.StringVar(&driver, "driver", "sim",
+		"VM driver: sim (VMs kept in memory) or libvirt (VMs as libvirt domains, KVM or QEMU, that outlive the agent).")
+	flag.StringVar(&libvirtURI, "libvirt-uri", libvirt.DefaultURI,
+		"With --driver libvirt: the libvirt daemon's URI, e.g. qemu:///system or qemu+unix:///system?socket=PATH.")
 	flag.StringVar(&simNetworks, "sim-networks", "default",
 		"With --driver sim: the networks the simulated host offers, comma-separated (reported in the Host's status.networks).")
-	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: a new random one on every start.")
+	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: with --driver libvirt the kernel's "+
+		"(/proc/sys/kernel/random/boot_id, so that a restarted agent is the same boot and adopts its VMs); "+
+		"with --driver sim a new random one on every start.")
 	flag.DurationVar(&interval, "heartbeat-interval", interval,
 		"Time between two heartbeat Lease renewals; at most a quarter of the pool's heartbeat timeout.")
 	flag.StringVar(&bootstrapKubeconfig, "bootstrap-kubeconfig", "",
@@ -126,8 +132,25 @@ func run() int {
 			sim.SetNetworks(strings.Split(simNetworks, ",")...)
 		}
 		d = sim
+	case "libvirt":
+		if bootID == "" {
+			id, err := kernelBootID()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
+				return exitError
+			}
+			bootID = id
+		}
+		lv, err := libvirt.New(context.Background(), libvirt.Options{URI: libvirtURI, Namespace: namespace, Host: host,
+			BootID: bootID, Log: log.WithName("libvirt")})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
+			return exitError
+		}
+		defer func() { _ = lv.Close() }() // stops no VM
+		d = lv
 	default:
-		return usageError(fmt.Sprintf("unknown --driver %q (available: sim)", driver))
+		return usageError(fmt.Sprintf("unknown --driver %q (available: sim, libvirt)", driver))
 	}
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := restConfig(ctx, bootstrapKubeconfig, certDir, namespace, host)
@@ -176,4 +199,14 @@ func usageError(msg string) int {
 	fmt.Fprintf(os.Stderr, "poolkeeper-agent: %s\n", msg)
 	flag.Usage()
 	return exitUsage
+}
+
+// kernelBootID is the kernel's boot ID: the same for every run of the agent
+// until the host reboots, so that a restarted agent is not a new boot.
+func kernelBootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("reading the kernel's boot ID (or give --boot-id): %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -76,7 +76,14 @@ func startDaemon() {
 	daemon.down = func() {
 		if out, err := exec.Command(script, "down", name).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "%s down %s: %v\n%s", script, name, err, out)
+			return
 		}
+		// down keeps a host's disks for its next up; this one has none.
+		root := os.Getenv("POOLKEEPER_LIBVIRT_ROOT")
+		if root == "" {
+			root = "/tmp/poolkeeper-libvirt"
+		}
+		_ = os.RemoveAll(filepath.Join(root, name))
 	}
 	sc := bufio.NewScanner(&stdout)
 	for sc.Scan() {
