@@ -1,0 +1,74 @@
+package watchdog
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+func TestPlanFor(t *testing.T) {
+	const ms, s = time.Millisecond, time.Second
+	cases := []struct {
+		name                                    string
+		t, granularity                          time.Duration
+		timeout, petEvery, petUntil, latest, rb time.Duration
+		fails                                   bool
+	}{
+		{name: "HA default, device", t: 60 * s, granularity: s,
+			timeout: 15 * s, petEvery: 3750 * ms, petUntil: 48750 * ms, latest: 78750 * ms, rb: 11250 * ms},
+		{name: "HA off default, device", t: 600 * s, granularity: s,
+			timeout: 150 * s, petEvery: 37500 * ms, petUntil: 487500 * ms, latest: 787500 * ms, rb: 112500 * ms},
+		{name: "T/4 not whole seconds: rounded down", t: 10 * s, granularity: s,
+			timeout: 2 * s, petEvery: 500 * ms, petUntil: 8500 * ms, latest: 12500 * ms, rb: 2500 * ms},
+		{name: "shortest T a device serves", t: 3 * s, granularity: s,
+			timeout: s, petEvery: 250 * ms, petUntil: 2250 * ms, latest: 4250 * ms, rb: 250 * ms},
+		{name: "T = 2s is too short for whole seconds", t: 2 * s, granularity: s,
+			timeout: s, petEvery: 250 * ms, petUntil: 1250 * ms, latest: 3250 * ms, rb: -250 * ms, fails: true},
+		{name: "API minimum T = 1s, device: at least one second", t: s, granularity: s,
+			timeout: s, petEvery: 250 * ms, petUntil: 250 * ms, latest: 2250 * ms, rb: -750 * ms, fails: true},
+		{name: "API minimum T = 1s, emulator", t: s, granularity: ms,
+			timeout: 250 * ms, petEvery: 62500 * time.Microsecond, petUntil: 812500 * time.Microsecond,
+			latest: 1312500 * time.Microsecond, rb: 187500 * time.Microsecond},
+		{name: "HA default, emulator", t: 60 * s, granularity: ms,
+			timeout: 15 * s, petEvery: 3750 * ms, petUntil: 48750 * ms, latest: 78750 * ms, rb: 11250 * ms},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			p, err := PlanFor(c.t, c.granularity)
+			if c.fails {
+				g.Expect(err).To(MatchError(ContainSubstring("too short")))
+			} else {
+				g.Expect(err).NotTo(HaveOccurred())
+			}
+			g.Expect(p.Timeout).To(Equal(c.timeout), "W")
+			g.Expect(p.PetEvery).To(Equal(c.petEvery), "pet period")
+			g.Expect(p.PetUntil).To(Equal(c.petUntil), "last pet after S")
+			g.Expect(p.LatestExpiry).To(Equal(c.latest), "latest expiry after S")
+			g.Expect(p.SafeAfter).To(Equal(c.t+c.t/2), "the operator's safe time after L")
+			g.Expect(p.ResetBudget).To(Equal(c.rb), "left for the reset")
+			// The watchdog never fires before the agent's own self-fence
+			// deadline S+T: the last pet is at most PetEvery before PetUntil.
+			g.Expect(p.PetUntil - p.PetEvery + p.Timeout).To(BeNumerically(">=", c.t))
+			if !c.fails {
+				g.Expect(p.LatestExpiry + p.ResetBudget).To(Equal(p.SafeAfter))
+				g.Expect(p.ResetBudget).To(BeNumerically(">=", MinResetBudget))
+			}
+		})
+	}
+}
+
+func TestMayPet(t *testing.T) {
+	g := NewWithT(t)
+	p, err := PlanFor(60*time.Second, time.Second)
+	g.Expect(err).NotTo(HaveOccurred())
+	s := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	ok, until := p.MayPet(s, s.Add(time.Second))
+	g.Expect(ok).To(BeTrue())
+	g.Expect(until).To(Equal(s.Add(48750 * time.Millisecond)))
+	ok, _ = p.MayPet(s, s.Add(48750*time.Millisecond))
+	g.Expect(ok).To(BeTrue(), "up to the bound itself")
+	ok, _ = p.MayPet(s, s.Add(48751*time.Millisecond))
+	g.Expect(ok).To(BeFalse(), "a resumed agent may not pet on an old renewal")
+}
