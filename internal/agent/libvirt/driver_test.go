@@ -709,3 +709,40 @@ func TestDisksAndInterfaces(t *testing.T) {
 	}
 	wantRunning(t, d, "vm1")
 }
+
+// TestTestDriver runs a VM's life on libvirt's test hypervisor, through the
+// same daemon (test+unix:///default?socket=...): the driver needs nothing
+// of QEMU.
+func TestTestDriver(t *testing.T) {
+	uri := daemonURI(t)
+	testURI := withSocket(t, "test:///default", socketOf(t, uri))
+	raw := rawConn(t, testURI)
+	ns := testNamespace(t, raw)
+	ctx := context.Background()
+	d := newDriver(t, testURI, ns, "h1", "boot-1")
+	if d.guest.Type != "test" {
+		t.Errorf("domain type %q on the test hypervisor, want test", d.guest.Type)
+	}
+	// The test hypervisor's own domain "test" is not poolkeeper's.
+	wantRunning(t, d)
+	drain(d)
+	if err := d.Start(ctx, testVM(ns, "vm1")); err != nil {
+		t.Fatal(err)
+	}
+	waitChange(t, d, "a start")
+	wantRunning(t, d, "vm1")
+	if err := d.Stop(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	wantRunning(t, d)
+	if err := d.Start(ctx, testVM(ns, "vm2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRunning(t, d)
+	if !isActive(t, raw, "test") {
+		t.Error("StopAll stopped the test hypervisor's own domain")
+	}
+}
