@@ -3,6 +3,7 @@ package libvirt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -708,6 +710,58 @@ func TestDisksAndInterfaces(t *testing.T) {
 		t.Errorf("Start with a disk without storage: %v", err)
 	}
 	wantRunning(t, d, "vm1")
+}
+
+// qemuPID is the pid of the QEMU process of domain name, on this machine.
+func qemuPID(t *testing.T, name string) int {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(b), "guest="+name+",") || strings.Contains(string(b), "guest="+name+"\x00") {
+			var pid int
+			if _, err := fmt.Sscanf(p, "/proc/%d/cmdline", &pid); err == nil {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no QEMU process of domain %s on this machine", name)
+	return 0
+}
+
+// TestHostResetLeavesNothing kills a domain's QEMU as a host reset does:
+// the driver hears of it, and libvirt keeps no definition it could start
+// again.
+func TestHostResetLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	raw, ns := f.raw, f.ns
+	ctx := context.Background()
+	d := f.driver(t, "h1", "boot-1")
+	if err := d.Start(ctx, testVM(ns, "vm1")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	drain(d)
+	if err := syscall.Kill(qemuPID(t, DomainName(ns, "vm1")), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitChange(t, d, "the QEMU process killed")
+	wantRunning(t, d)
+	doms, _, err := raw.ConnectListAllDomains(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dom := range doms {
+		if strings.HasPrefix(dom.Name, ns+"_") {
+			t.Errorf("domain %s is still known to libvirt after its QEMU died", dom.Name)
+		}
+	}
 }
 
 // TestTestDriver runs a VM's life on libvirt's test hypervisor, through the
