@@ -19,6 +19,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;delete;deletecollection
@@ -84,9 +85,8 @@ func (r *HostReconciler) checkAgents(ctx context.Context, s *hostScope) (time.Du
 
 func (r *HostReconciler) setAgentConflict(ctx context.Context, s *hostScope, holderBoot string, waiting []liveness.Contender) {
 	h := s.host
-	was := meta.IsStatusConditionTrue(s.before.Status.Conditions, vpoolv1alpha1.HostAgentConflict)
-	cond := metav1.Condition{Type: vpoolv1alpha1.HostAgentConflict, Status: metav1.ConditionFalse, Reason: ReasonSingleAgent,
-		Message: "one agent runs this host", ObservedGeneration: h.Generation}
+	was := status.IsTrue(s.st.Before(), vpoolv1alpha1.HostAgentConflict)
+	cond := metav1.Condition{Status: metav1.ConditionFalse, Reason: ReasonSingleAgent, Message: "one agent runs this host"}
 	if len(waiting) > 0 {
 		boots := make([]string, 0, len(waiting))
 		for _, w := range waiting {
@@ -97,18 +97,16 @@ func (r *HostReconciler) setAgentConflict(ctx context.Context, s *hostScope, hol
 			"and runs none. Is the host cloned, or its identity reused while the original still runs? Stop the agent "+
 			"that should not run; until then the host takes no new VM", h.Name, holderBoot, strings.Join(boots, ", "))
 	}
-	meta.SetStatusCondition(&h.Status.Conditions, cond)
+	s.st.Set(vpoolv1alpha1.HostAgentConflict, cond.Status, cond.Reason, cond.Message)
 	if cond.Status == metav1.ConditionTrue {
 		s.agentConflict = cond.Message
 	}
 	switch now := cond.Status == metav1.ConditionTrue; {
 	case now && !was:
 		ctrl.LoggerFrom(ctx).Info("Two agents claim the host", "holderBootID", holderBoot, "waiting", len(waiting))
-		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: ReasonDuplicateAgent,
-			action: "DetectAgents", note: cond.Message})
+		s.st.Eventf(corev1.EventTypeWarning, ReasonDuplicateAgent, "DetectAgents", "%s", cond.Message)
 	case !now && was:
-		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonAgentConflictResolved,
-			action: "DetectAgents", note: fmt.Sprintf("only boot %s claims the host now", holderBoot)})
+		s.st.Eventf(corev1.EventTypeNormal, ReasonAgentConflictResolved, "DetectAgents", "only boot %s claims the host now", holderBoot)
 	}
 }
 

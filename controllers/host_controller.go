@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,9 +9,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -33,6 +30,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts,verbs=get;list;watch;update;patch
@@ -62,6 +60,9 @@ type HostReconciler struct {
 	poolLocks sync.Map
 	// bmcChecks holds the last bmcCheck of each Redfish Host, by name.
 	bmcChecks sync.Map
+	// fenceStalls holds the fenceStall of each Host whose fence stopped on
+	// a terminal failure, by name.
+	fenceStalls sync.Map
 	// defaultMethods is fencing.NewRegistry(BMC), built once.
 	methodsOnce    sync.Once
 	defaultMethods fencing.Registry
@@ -72,15 +73,17 @@ type workqueueInterface = workqueue.TypedRateLimitingInterface[reconcile.Request
 // hostScope is what one reconcile of a Host has read.
 type hostScope struct {
 	host *vpoolv1alpha1.Host
-	// before is the host as last written; the status patch is computed against it.
-	before  *vpoolv1alpha1.Host
+	// st writes the host's status: once at the end, and before a step that
+	// must be recorded before it is taken (writeStatus).
+	st      *status.Helper[*vpoolv1alpha1.Host]
 	pool    *vpoolv1alpha1.Pool
 	tally   fencing.Tally
 	tallied bool
 	fencing int // other hosts of the pool in phase Fencing
 	timeout time.Duration
 	now     time.Time
-	events  []pendingEvent
+	// transitioned: this reconcile changed the phase (and announced it).
+	transitioned bool
 	// agentConflict says why the host is not Ready while two agents claim it.
 	agentConflict string
 	// settings are the pool's settings in force (Pool.Effective).
@@ -90,13 +93,9 @@ type hostScope struct {
 	in fencing.HostInput
 	// fencer is the host's fencing method.
 	fencer fencing.Fencer
-}
-
-// pendingEvent is announced, and its metric observed, once the change it
-// reports is recorded.
-type pendingEvent struct {
-	eventType, reason, action, note string
-	observe                         func()
+	// secretsRead are the resourceVersions of the Secrets the fencing
+	// method read in this reconcile, by name.
+	secretsRead map[string]string
 }
 
 // SetupWithManager registers the reconciler: Hosts, their Leases (through the
@@ -202,6 +201,7 @@ func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		if apierrors.IsNotFound(err) {
 			r.Tracker.Forget(req.NamespacedName)
 			r.bmcChecks.Delete(req.NamespacedName)
+			r.fenceStalls.Delete(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -215,26 +215,20 @@ func (r *HostReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, r.Patch(ctx, host, patch)
 	}
 
-	s := &hostScope{host: host, before: host.DeepCopy(), now: r.Clock.Now()}
+	s := &hostScope{host: host, st: status.New(r.Client, r.Recorder, host), now: r.Clock.Now()}
 	result, forgotten, err := r.reconcile(ctx, s)
-	if perr := r.patchStatus(ctx, s.before, host, err == nil); perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
 	// Transitions are announced only once they are recorded.
-	for _, e := range s.events {
-		r.Recorder.Eventf(host, nil, e.eventType, e.reason, e.action, "%s", e.note)
-		if e.observe != nil {
-			e.observe()
-		}
+	if err := s.st.Patch(ctx, err); err != nil {
+		return ctrl.Result{}, err
 	}
-	if err == nil && forgotten && !host.DeletionTimestamp.IsZero() {
+	if forgotten && !host.DeletionTimestamp.IsZero() {
 		// Deleted and forgotten: let the object go, and its Leases first.
 		if err := r.releaseLeases(ctx, host); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, r.removeFinalizer(ctx, host)
 	}
-	return result, err
+	return result, nil
 }
 
 // reconcile does the work of one pass on a Host; it reports whether the host
@@ -360,11 +354,7 @@ func (r *HostReconciler) lockPool(namespace, pool string) func() {
 // writeStatus records the status now (a step that must be recorded before
 // what it allows is done), with optimistic locking against what was read.
 func (r *HostReconciler) writeStatus(ctx context.Context, s *hostScope) error {
-	if err := r.Status().Patch(ctx, s.host, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})); err != nil {
-		return err
-	}
-	s.before = s.host.DeepCopy()
-	return nil
+	return s.st.Write(ctx)
 }
 
 // methods is the registry of fencing methods in force.
@@ -518,6 +508,7 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 	method := s.in.Method
 	eventType := corev1.EventTypeNormal
 	var observe func()
+	s.transitioned = true
 	switch d.Phase {
 	case vpoolv1alpha1.HostPhaseUnreachable:
 		eventType = corev1.EventTypeWarning
@@ -540,8 +531,7 @@ func (r *HostReconciler) transition(ctx context.Context, s *hostScope, d fencing
 		}
 	}
 	ctrl.LoggerFrom(ctx).Info("Host phase changed", "from", from, "to", d.Phase, "reason", d.Reason)
-	s.events = append(s.events, pendingEvent{eventType: eventType, reason: d.Reason, action: string(d.Phase), note: d.Message,
-		observe: observe})
+	s.st.Event(status.Event{Type: eventType, Reason: d.Reason, Action: string(d.Phase), Note: d.Message, Observe: observe})
 }
 
 // leaseMoved re-reads the host's Lease from the API server. If it changed
@@ -573,10 +563,7 @@ func declaredDeadline(obj client.Object) time.Duration {
 
 func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
 	h := s.host
-	gen := h.Generation
-	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen})
-	}
+	set := s.st.Set
 	switch {
 	case h.Status.Phase == vpoolv1alpha1.HostPhaseLive && s.agentConflict != "":
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDuplicateAgent, s.agentConflict)
@@ -598,24 +585,22 @@ func (r *HostReconciler) setConditions(s *hostScope, d fencing.Decision) {
 // setHostProgress says, for kstatus, that a host being fenced is work under
 // way, and that one whose BMC refuses the credentials waits for a person.
 func setHostProgress(h *vpoolv1alpha1.Host) {
-	if fr := meta.FindStatusCondition(h.Status.Conditions, vpoolv1alpha1.HostFencingReady); fr != nil &&
+	if fr := status.Find(h, vpoolv1alpha1.HostFencingReady); fr != nil &&
 		fr.Status == metav1.ConditionFalse && fr.Reason == ReasonBMCUnauthorized {
-		setProgress(&h.Status.Conditions, h.Generation, conditionProgress(fr, false, true))
+		status.SetProgress(h, status.ProgressOf(fr, false, true))
 		return
 	}
 	fencing := h.Status.Phase == vpoolv1alpha1.HostPhaseFencing
-	setProgress(&h.Status.Conditions, h.Generation,
-		conditionProgress(meta.FindStatusCondition(h.Status.Conditions, vpoolv1alpha1.ConditionReady), fencing, false))
+	status.SetProgress(h, status.ProgressOf(status.Find(h, vpoolv1alpha1.ConditionReady), fencing, false))
 }
 
 // announceReadyChange emits an event when the Ready reason changed without a
 // phase transition (a refusal, a block, a wait), so each is said once.
 func (r *HostReconciler) announceReadyChange(s *hostScope) {
-	if len(s.events) > 0 {
+	if s.transitioned {
 		return
 	}
-	old := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.ConditionReady)
-	cur := meta.FindStatusCondition(s.host.Status.Conditions, vpoolv1alpha1.ConditionReady)
+	old, cur := s.st.Was(vpoolv1alpha1.ConditionReady), s.st.Get(vpoolv1alpha1.ConditionReady)
 	if cur == nil || (old != nil && old.Reason == cur.Reason) {
 		return
 	}
@@ -623,34 +608,15 @@ func (r *HostReconciler) announceReadyChange(s *hostScope) {
 	if cur.Status != metav1.ConditionTrue || cur.Reason == fencing.ReasonForgetRefused {
 		eventType = corev1.EventTypeWarning
 	}
-	s.events = append(s.events, pendingEvent{eventType: eventType, reason: cur.Reason, action: string(s.host.Status.Phase), note: cur.Message})
+	s.st.Event(status.Event{Type: eventType, Reason: cur.Reason, Action: string(s.host.Status.Phase), Note: cur.Message})
 }
 
 func (r *HostReconciler) setPoolMissing(h *vpoolv1alpha1.Host) {
 	if h.Status.Phase == "" {
 		h.Status.Phase = vpoolv1alpha1.HostPhasePending
 	}
-	meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady,
-		Status: metav1.ConditionFalse, Reason: vpoolv1alpha1.ReasonPoolNotFound, ObservedGeneration: h.Generation,
-		Message: fmt.Sprintf("spec.poolRef.name: Pool %q not found in namespace %s", h.Spec.PoolRef.Name, h.Namespace)})
-}
-
-// patchStatus writes the status when it changed, with optimistic locking so a
-// decision is never recorded over state it did not see.
-func (r *HostReconciler) patchStatus(ctx context.Context, before, host *vpoolv1alpha1.Host, ok bool) error {
-	if ok {
-		host.Status.ObservedGeneration = host.Generation
-	}
-	if equality.Semantic.DeepEqual(before.Status, host.Status) {
-		return nil
-	}
-	if err := r.Status().Patch(ctx, host, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("patching status of host %s: %w", klog.KObj(host), err)
-	}
-	return nil
+	status.Set(h, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, vpoolv1alpha1.ReasonPoolNotFound,
+		fmt.Sprintf("spec.poolRef.name: Pool %q not found in namespace %s", h.Spec.PoolRef.Name, h.Namespace))
 }
 
 func (r *HostReconciler) removeFinalizer(ctx context.Context, h *vpoolv1alpha1.Host) error {

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -15,6 +15,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // BMC is what Redfish fencing needs of a host's Redfish service.
@@ -46,6 +47,20 @@ type bmcCheck struct {
 	recheck    time.Duration
 }
 
+// fenceStall is a fence stopped on a terminal failure: it is tried again
+// once the Host's spec or one of the Secrets the method read changes.
+type fenceStall struct {
+	generation int64
+	// secrets are the resourceVersions of the Secrets read, by name.
+	secrets map[string]string
+}
+
+// StallRecheck is how often a stalled fence's Secrets are read again (by
+// name, from the API server: the manager may not watch Secrets) to see
+// whether a person fixed them. Only the Secrets are read; the BMC is not
+// asked again until they or the Host change.
+const StallRecheck = 30 * time.Second
+
 // hostEnv is what a fencing method may do for one host: read a Secret and
 // the Lease from the API server, write the status now, announce an action.
 type hostEnv struct {
@@ -60,6 +75,10 @@ func (e hostEnv) Secret(ctx context.Context, name string) (map[string][]byte, er
 	if err := e.r.APIReader.Get(ctx, types.NamespacedName{Namespace: e.s.host.Namespace, Name: name}, secret); err != nil {
 		return nil, err
 	}
+	if e.s.secretsRead == nil {
+		e.s.secretsRead = map[string]string{}
+	}
+	e.s.secretsRead[name] = secret.ResourceVersion
 	return secret.Data, nil
 }
 
@@ -75,8 +94,9 @@ func (e hostEnv) FenceRecord() *vpoolv1alpha1.FencingStatus {
 
 func (e hostEnv) Record(ctx context.Context) error { return e.r.writeStatus(ctx, e.s) }
 
+// Event queues the announcement for the status write that follows the action.
 func (e hostEnv) Event(eventType, reason, action, note string) {
-	e.r.Recorder.Eventf(e.s.host, nil, eventType, reason, action, "%s", note)
+	e.s.st.Event(status.Event{Type: eventType, Reason: reason, Action: action, Note: note})
 }
 
 // fenceStep drives one action of a fence whose Fencing phase is recorded
@@ -84,32 +104,86 @@ func (e hostEnv) Event(eventType, reason, action, note string) {
 // input. A failure keeps the host in Fencing with a Warning event and a
 // backoff; it never lets the fence complete. It returns when to step again.
 func (r *HostReconciler) fenceStep(ctx context.Context, s *hostScope) (time.Duration, error) {
+	key := client.ObjectKeyFromObject(s.host)
 	if s.in.Phase != vpoolv1alpha1.HostPhaseFencing || fencing.Resumed(s.in) {
+		r.fenceStalls.Delete(key)
 		return 0, nil
 	}
-	p, err := s.fencer.Step(ctx, hostEnv{r: r, s: s}, s.in)
+	if stalled, err := r.stillStalled(ctx, s); err != nil || stalled {
+		return StallRecheck, err
+	}
+	env := hostEnv{r: r, s: s}
+	p, err := s.fencer.Step(ctx, env, s.in)
 	if err != nil {
 		return 0, fmt.Errorf("fencing host %s: %w", s.host.Name, err)
 	}
 	if p.Failure != nil {
 		return r.fenceFailed(ctx, s, p.Failure), nil
 	}
+	if _, was := r.fenceStalls.LoadAndDelete(key); s.fencer.Remote() && (was || !status.IsTrue(s.host, vpoolv1alpha1.HostFencingReady)) {
+		// The remote method answers again: FencingReady (and so Stalled) say so.
+		r.setFencingReady(s, s.fencer.Readiness(ctx, env, s.in))
+	}
 	s.in.Down = p.Down
 	return p.RequeueAfter, nil
 }
 
-// fenceFailed counts a failed fencing action and says when to retry.
+// stillStalled reports whether the host's fence stopped on a terminal
+// failure and nothing it depends on changed since: the Host's spec and the
+// Secrets the method read, read again by name.
+func (r *HostReconciler) stillStalled(ctx context.Context, s *hostScope) (bool, error) {
+	key := client.ObjectKeyFromObject(s.host)
+	v, ok := r.fenceStalls.Load(key)
+	if !ok {
+		return false, nil
+	}
+	stall := v.(fenceStall)
+	if stall.generation != s.host.Generation {
+		r.fenceStalls.Delete(key)
+		return false, nil
+	}
+	for name, version := range stall.secrets {
+		secret := &corev1.Secret{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.host.Namespace, Name: name}, secret)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("reading Secret %s of host %s: %w", name, s.host.Name, err)
+		}
+		if err != nil || secret.ResourceVersion != version {
+			r.fenceStalls.Delete(key)
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// fenceFailed counts a failed fencing action and says when to retry. A
+// terminal failure is not retried on a timer: the host is Stalled, with
+// FencingReady saying what to fix, until the Host or a Secret the method
+// read changes.
 func (r *HostReconciler) fenceFailed(ctx context.Context, s *hostScope, fl *fencing.Failure) time.Duration {
 	f := hostEnv{r: r, s: s}.FenceRecord()
 	f.Attempts++
 	f.LastError = fl.Err.Error()
 	metrics.Fences.WithLabelValues(string(s.in.Method), "failed").Inc()
+	log := ctrl.LoggerFrom(ctx).WithValues("method", s.in.Method, "attempt", f.Attempts, "error", fl.Err.Error())
+	if fl.Terminal {
+		r.fenceStalls.Store(client.ObjectKeyFromObject(s.host), fenceStall{generation: s.host.Generation, secrets: s.secretsRead})
+		msg := fmt.Sprintf("%s fencing attempt %d failed: %s; %s", s.in.Method, f.Attempts, fl.Err.Error(), fl.Fix)
+		r.setFencingReady(s, fencing.Readiness{Reason: fl.Reason, Message: msg})
+		s.st.Eventf(corev1.EventTypeWarning, fl.Reason, fl.Action, "%s", msg)
+		log.Info("Fencing stopped until its configuration changes")
+		return StallRecheck
+	}
 	wait := fencing.Backoff(f.Attempts)
-	r.Recorder.Eventf(s.host, nil, corev1.EventTypeWarning, fl.Reason, fl.Action,
+	s.st.Eventf(corev1.EventTypeWarning, fl.Reason, fl.Action,
 		"%s fencing attempt %d failed, retrying in %s: %s", s.in.Method, f.Attempts, wait, fl.Err.Error())
-	ctrl.LoggerFrom(ctx).Info("Fencing attempt failed", "method", s.in.Method, "attempt", f.Attempts, "retryIn", wait,
-		"terminal", fl.Terminal, "error", fl.Err.Error())
+	log.Info("Fencing attempt failed", "retryIn", wait)
 	return wait
+}
+
+// setFencingReady sets the FencingReady condition from a readiness verdict.
+func (r *HostReconciler) setFencingReady(s *hostScope, rd fencing.Readiness) {
+	s.st.Set(vpoolv1alpha1.HostFencingReady, status.Bool(rd.Ready), rd.Reason, rd.Message)
 }
 
 // checkFencing sets the FencingReady condition from the method's
@@ -119,14 +193,7 @@ func (r *HostReconciler) fenceFailed(ctx context.Context, s *hostScope, fl *fenc
 // the BMC. It returns when to check again (zero: on the next spec change).
 func (r *HostReconciler) checkFencing(ctx context.Context, s *hostScope) time.Duration {
 	h := s.host
-	set := func(rd fencing.Readiness) {
-		st := metav1.ConditionFalse
-		if rd.Ready {
-			st = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&h.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.HostFencingReady, Status: st,
-			Reason: rd.Reason, Message: rd.Message, ObservedGeneration: h.Generation})
-	}
+	set := func(rd fencing.Readiness) { r.setFencingReady(s, rd) }
 	env := hostEnv{r: r, s: s}
 	if !s.fencer.Remote() {
 		set(s.fencer.Readiness(ctx, env, s.in))
@@ -151,8 +218,7 @@ func (r *HostReconciler) checkFencing(ctx context.Context, s *hostScope) time.Du
 // announceFencingReady emits an event when the FencingReady reason changed:
 // a Warning when the host can no longer be fenced, Normal when it can again.
 func (r *HostReconciler) announceFencingReady(s *hostScope) {
-	old := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.HostFencingReady)
-	cur := meta.FindStatusCondition(s.host.Status.Conditions, vpoolv1alpha1.HostFencingReady)
+	old, cur := s.st.Was(vpoolv1alpha1.HostFencingReady), s.st.Get(vpoolv1alpha1.HostFencingReady)
 	if cur == nil || (old != nil && old.Reason == cur.Reason) || (old == nil && cur.Status == metav1.ConditionTrue) {
 		return
 	}
@@ -160,5 +226,5 @@ func (r *HostReconciler) announceFencingReady(s *hostScope) {
 	if cur.Status != metav1.ConditionTrue {
 		eventType = corev1.EventTypeWarning
 	}
-	s.events = append(s.events, pendingEvent{eventType: eventType, reason: cur.Reason, action: "CheckFencing", note: cur.Message})
+	s.st.Eventf(eventType, cur.Reason, "CheckFencing", "%s", cur.Message)
 }

@@ -1,53 +1,50 @@
 package controllers
 
 import (
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/placement"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
-// progress is what an object's Reconciling and Stalled conditions say, the
-// two kstatus (Flux, Argo CD) reads before Ready: work under way, or work
-// that only a person can unblock. Both false: neither condition is present.
-type progress struct {
-	// Reconciling: the operator is working towards the spec and will get on.
-	Reconciling bool
-	// Stalled: the operator cannot get on until a person changes the spec or
-	// the world. It wins over Reconciling.
-	Stalled bool
-	// Reason and Message are those of the condition that is True.
-	Reason, Message string
+// What kstatus (Flux, Argo CD) reads of the VM, VirtualDisk and
+// StorageRepository kinds, from the Ready condition decided for them:
+// Reconciling while the operator moves the object towards its spec by
+// itself, Stalled while a reference in the spec names nothing (or something
+// of another pool) and only a person can fix it. The Host, Pool and
+// PoolBackup rules are in their controllers (setHostProgress,
+// setPoolProgress, setBackupProgress). The README's kstatus table says the
+// same.
+
+// vmWorking are the VM Ready reasons of work under way: locking disks and
+// starting on the chosen host, stopping, or reset for a restart elsewhere.
+var vmWorking = map[string]bool{ReasonStarting: true, ReasonStopping: true, ReasonVMReset: true}
+
+// vmStalled are the VM Ready reasons only a person can clear.
+var vmStalled = map[string]bool{vpoolv1alpha1.ReasonPoolNotFound: true, placement.ReasonDiskInOtherPool: true,
+	placement.ReasonLocalDisksApart: true}
+
+// srStalled are the StorageRepository Ready reasons only a person can clear.
+var srStalled = map[string]bool{vpoolv1alpha1.ReasonPoolNotFound: true, ReasonSRHostNotFound: true, ReasonSRHostInOtherPool: true}
+
+// readyProgress is the progress a Ready condition tells through the
+// reasons of working and stalled; nothing while Ready is True.
+func readyProgress(ready *metav1.Condition, working, stalled map[string]bool) status.Progress {
+	if ready == nil || ready.Status == metav1.ConditionTrue {
+		return status.Progress{}
+	}
+	return status.ProgressOf(ready, working[ready.Reason], stalled[ready.Reason])
 }
 
-// setProgress sets the condition progress says is True and removes the other;
-// both are removed when neither holds, so each is present only while true.
-func setProgress(conds *[]metav1.Condition, generation int64, p progress) {
-	set := func(t string) {
-		meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: p.Reason,
-			Message: p.Message, ObservedGeneration: generation})
-	}
-	switch {
-	case p.Stalled:
-		set(vpoolv1alpha1.ConditionStalled)
-		meta.RemoveStatusCondition(conds, vpoolv1alpha1.ConditionReconciling)
-	case p.Reconciling:
-		set(vpoolv1alpha1.ConditionReconciling)
-		meta.RemoveStatusCondition(conds, vpoolv1alpha1.ConditionStalled)
-	default:
-		meta.RemoveStatusCondition(conds, vpoolv1alpha1.ConditionReconciling)
-		meta.RemoveStatusCondition(conds, vpoolv1alpha1.ConditionStalled)
-	}
+// setVMProgress sets a VM's Reconciling and Stalled from its Ready.
+func setVMProgress(vm *vpoolv1alpha1.VirtualMachine) {
+	status.SetProgress(vm, readyProgress(status.Find(vm, vpoolv1alpha1.ConditionReady), vmWorking, vmStalled))
 }
 
-// conditionProgress is progress copying the reason and message of cond.
-func conditionProgress(cond *metav1.Condition, reconciling, stalled bool) progress {
-	p := progress{Reconciling: reconciling, Stalled: stalled}
-	if cond != nil {
-		p.Reason, p.Message = cond.Reason, cond.Message
-	}
-	if p.Reason == "" {
-		p.Reason = vpoolv1alpha1.ReasonReconciling
-	}
-	return p
+// setSRProgress sets an SR's Stalled from its Ready: a pool or host it
+// names that does not exist, or a host of another pool. An SR whose host is
+// down is not Ready and neither Reconciling nor Stalled: it waits for the host.
+func setSRProgress(sr *vpoolv1alpha1.StorageRepository) {
+	status.SetProgress(sr, readyProgress(status.Find(sr, vpoolv1alpha1.ConditionReady), nil, srStalled))
 }

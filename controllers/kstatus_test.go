@@ -4,9 +4,11 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -150,4 +152,97 @@ func TestKstatusPoolStormGuardIsNotReady(t *testing.T) {
 		HaveField("Status", metav1.ConditionFalse), HaveField("Reason", fencing.ReasonStormGuard)))
 	g.Expect(poolCondition(ns, vpoolv1alpha1.PoolMasterAvailable)(g)).To(HaveField("Status", metav1.ConditionTrue))
 	g.Expect(kstatusOf(ns, "p", &vpoolv1alpha1.Pool{})(g)).To(Equal(status.InProgressStatus))
+}
+
+// A BMC that refuses the credentials during a fence stops the fence: the
+// host reads Failed (Stalled, FencingReady naming the Secret to fix), the BMC
+// is not asked again with the same credentials, and the fence completes once
+// the Secret is fixed.
+func TestKstatusRedfishUnauthorizedWhileFencingIsStalled(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	bmc, a2 := redfishPool(t, g, ns)
+	secret := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, key(ns, "bmc"), secret)).To(Succeed())
+	secret.Data["password"] = []byte("rotated-on-the-bmc-only")
+	g.Expect(k8s.Update(ctx, secret)).To(Succeed())
+
+	a2.Kill()
+	g.Eventually(kstatusOf(ns, "h2", &vpoolv1alpha1.Host{}), wait, poll).Should(Equal(status.FailedStatus))
+	h := getHost(g, ns, "h2")
+	g.Expect(h.Status.Phase).To(Equal(vpoolv1alpha1.HostPhaseFencing))
+	g.Expect(h.Status.Conditions).To(ContainElement(And(HaveField("Type", vpoolv1alpha1.ConditionStalled),
+		HaveField("Reason", controllers.ReasonBMCUnauthorized), HaveField("Message", ContainSubstring("Secret bmc")))))
+	g.Eventually(eventsOf(ns, "h2"), wait, poll).Should(ContainElement(controllers.ReasonBMCUnauthorized))
+	refused := bmc.AuthFailures()
+	g.Consistently(bmc.AuthFailures, 3*time.Second, poll).Should(Equal(refused), "no retry with the refused credentials")
+
+	g.Expect(k8s.Get(ctx, key(ns, "bmc"), secret)).To(Succeed())
+	secret.Data["password"] = []byte(bmcsim.DefaultPassword)
+	g.Expect(k8s.Update(ctx, secret)).To(Succeed())
+	// The manager does not watch Secrets: a change of the Host brings the
+	// retry at once (else the Secret is looked at again within StallRecheck).
+	h = getHost(g, ns, "h2")
+	patch := client.MergeFrom(h.DeepCopy())
+	h.Annotations = map[string]string{"example.com/credentials-fixed": "true"}
+	g.Expect(k8s.Patch(ctx, h, patch)).To(Succeed())
+	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseFenced))
+	g.Expect(getHost(g, ns, "h2").Status.Conditions).NotTo(ContainElement(HaveField("Type", vpoolv1alpha1.ConditionStalled)))
+}
+
+// A pool that could not restart its VMs after one more host failure
+// (Overcommitted) is not Ready: kstatus does not read it Current.
+func TestKstatusOvercommittedPoolIsNotReady(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	f := newPoolFixture(t, poolOpts{ha: true, timeout: timeout}, "h1", "h2")
+	g.Eventually(kstatusOf(f.ns, "p", &vpoolv1alpha1.Pool{}), wait, poll).Should(Equal(status.CurrentStatus))
+	for _, name := range []string{"vm-1", "vm-2"} { // 24 CPUs: two 16-CPU hosts less one cannot run both
+		createVM(t, f.ns, "p", name, withCPU("12"))
+	}
+	g.Eventually(poolCondition(f.ns, vpoolv1alpha1.ConditionReady), wait, poll).Should(And(
+		HaveField("Status", metav1.ConditionFalse), HaveField("Reason", controllers.ReasonOvercommitted)))
+	g.Expect(poolCondition(f.ns, vpoolv1alpha1.PoolMasterAvailable)(g)).To(HaveField("Status", metav1.ConditionTrue))
+	g.Expect(kstatusOf(f.ns, "p", &vpoolv1alpha1.Pool{})(g)).To(Equal(status.InProgressStatus))
+}
+
+// A running VM, its disk and its SR read Current; a VM, a disk and an SR
+// whose spec names what does not exist read Failed (Stalled) until fixed.
+func TestKstatusVMDiskAndSR(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	f := newPoolFixture(t, poolOpts{ha: true, timeout: timeout}, "h1")
+	createVDI(t, f.ns, "p", "disk", "nfs")
+	createVM(t, f.ns, "p", "vm-1", withDisk("disk"))
+	g.Eventually(runningOn(f.ns, "vm-1"), wait, poll).Should(Equal("h1"))
+	g.Eventually(kstatusOf(f.ns, "vm-1", &vpoolv1alpha1.VirtualMachine{}), wait, poll).Should(Equal(status.CurrentStatus))
+	g.Eventually(kstatusOf(f.ns, "disk", &vpoolv1alpha1.VirtualDisk{}), wait, poll).Should(Equal(status.CurrentStatus))
+	g.Eventually(kstatusOf(f.ns, "nfs", &vpoolv1alpha1.StorageRepository{}), wait, poll).Should(Equal(status.CurrentStatus))
+
+	createVDI(t, f.ns, "p", "orphan", "no-such-sr")
+	createSR(t, f.ns, "p", "ghost-local", "no-such-host")
+	createPool(t, f.ns, "q", poolOpts{})
+	createVDI(t, f.ns, "q", "foreign", "nfs")
+	createVM(t, f.ns, "p", "vm-2", withDisk("foreign"))
+	g.Eventually(kstatusOf(f.ns, "orphan", &vpoolv1alpha1.VirtualDisk{}), wait, poll).Should(Equal(status.FailedStatus))
+	g.Eventually(kstatusOf(f.ns, "ghost-local", &vpoolv1alpha1.StorageRepository{}), wait, poll).Should(Equal(status.FailedStatus))
+	g.Eventually(kstatusOf(f.ns, "vm-2", &vpoolv1alpha1.VirtualMachine{}), wait, poll).Should(Equal(status.FailedStatus))
+
+	vm := getVM(g, f.ns, "vm-2")
+	patch := client.MergeFrom(vm.DeepCopy())
+	vm.Spec.Disks = nil
+	g.Expect(k8s.Patch(ctx, vm, patch)).To(Succeed())
+	g.Eventually(kstatusOf(f.ns, "vm-2", &vpoolv1alpha1.VirtualMachine{}), wait, poll).Should(Equal(status.CurrentStatus))
+	createSR(t, f.ns, "p", "no-such-sr", "")
+	g.Eventually(kstatusOf(f.ns, "orphan", &vpoolv1alpha1.VirtualDisk{}), wait, poll).Should(Equal(status.CurrentStatus))
+}
+
+func withCPU(cpu string) func(*vpoolv1alpha1.VirtualMachine) {
+	return func(vm *vpoolv1alpha1.VirtualMachine) {
+		q := resource.MustParse(cpu)
+		vm.Spec.Resources.CPU = &q
+	}
 }

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -14,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // BackupScheduleReconciler creates the PoolBackups of a Pool's backup
@@ -52,12 +52,9 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if drTestHolds(pool) || restorePending(pool) {
 		return ctrl.Result{}, nil // the restore's status write wakes this pool
 	}
-	before := pool.DeepCopy()
-	requeue, err := r.reconcileSchedule(ctx, pool, poolConditions(pool))
-	if _, perr := schedulePart.patch(ctx, r.Client, before, pool); perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	if err != nil {
+	st := status.New(r.Client, nil, pool).Owning(schedulePart)
+	requeue, err := r.reconcileSchedule(ctx, pool, st.Set)
+	if err = st.Patch(ctx, err); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil

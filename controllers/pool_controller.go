@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -30,6 +29,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools,verbs=get;list;watch;update;patch
@@ -102,51 +102,44 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if patched, err := r.ensureMembersFinalizer(ctx, pool); patched || err != nil {
 		return ctrl.Result{}, err
 	}
-	before := pool.DeepCopy()
-	d, err := r.reconcile(ctx, pool)
+	st := status.New(r.Client, r.Recorder, pool).Owning(poolPart)
+	d, err := r.reconcile(ctx, pool, st.Set)
 	setPoolProgress(pool)
-	if err == nil {
-		pool.Status.ObservedGeneration = pool.Generation
-	}
-	written, perr := poolPart.patch(ctx, r.Client, before, pool)
-	if perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	if written {
-		r.announce(before, pool, d)
-	}
-	if err == nil {
+	r.announce(st, d)
+	if err = st.Patch(ctx, err); err == nil {
 		err = r.reconcileDelete(ctx, pool)
 	}
 	return ctrl.Result{}, err
 }
 
-// announce emits, once the status that says so is written, the events of
-// what changed in it: the master (decision d), the heartbeat timeout in
+// announce queues, for once the status that says so is written, the events
+// of what changed in it: the master (decision d), the heartbeat timeout in
 // force, a deletion that waits.
-func (r *PoolReconciler) announce(before, pool *vpoolv1alpha1.Pool, d election.Decision) {
+func (r *PoolReconciler) announce(st poolStatus, d election.Decision) {
+	before, pool := st.Before(), st.Object()
 	if d.Changed {
+		e := status.Event{Type: corev1.EventTypeNormal, Reason: d.Reason, Action: "ChangeMaster",
+			Note: fmt.Sprintf("%s (epoch %d)", d.Message, pool.Status.Epoch)}
 		if pool.Status.Master != before.Status.Master {
-			metrics.MasterChanges.WithLabelValues(d.Reason).Inc()
+			e.Observe = metrics.MasterChanges.WithLabelValues(d.Reason).Inc
 		}
-		r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, d.Reason, "ChangeMaster", "%s (epoch %d)", d.Message, pool.Status.Epoch)
+		st.Event(e)
 	}
 	if old, now := before.Status.EffectiveHeartbeatTimeout, pool.Status.EffectiveHeartbeatTimeout; old != nil && now != nil &&
 		old.Duration != now.Duration {
 		kind, msg := timeoutChange(pool, old.Duration, now.Duration)
-		r.Recorder.Eventf(pool, nil, kind, ReasonHeartbeatTimeoutChanged, "ChangeHeartbeatTimeout", "%s", msg)
+		st.Eventf(kind, ReasonHeartbeatTimeoutChanged, "ChangeHeartbeatTimeout", "%s", msg)
 	}
-	was := meta.FindStatusCondition(before.Status.Conditions, vpoolv1alpha1.ConditionReady)
-	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.ConditionReady); c != nil &&
+	was := st.Was(vpoolv1alpha1.ConditionReady)
+	if c := st.Get(vpoolv1alpha1.ConditionReady); c != nil &&
 		c.Reason == ReasonDeletionWaiting && (was == nil || was.Reason != ReasonDeletionWaiting) {
-		r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonDeletionWaiting, "Delete", "%s", c.Message)
+		st.Eventf(corev1.EventTypeWarning, ReasonDeletionWaiting, "Delete", "%s", c.Message)
 	}
 }
 
 // reconcile decides the Pool reconciler's part of the status; it returns
 // the election's decision, for announce.
-func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool) (election.Decision, error) {
-	set := poolConditions(pool)
+func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool, set setCondition) (election.Decision, error) {
 	if restorePending(pool) {
 		set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonRestoring, "waiting for the restore of spec.restoreFrom")
 		return election.Decision{}, nil
@@ -165,7 +158,7 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: settings.HeartbeatTimeout}
 	if settings.HA.Enabled {
 		c := fencing.StormGuard(tally, settings.Fencing.MaxUnhealthyPercent)
-		set(vpoolv1alpha1.PoolFencingAllowed, boolStatus(c.Allowed), c.Reason, c.Message)
+		set(vpoolv1alpha1.PoolFencingAllowed, status.Bool(c.Allowed), c.Reason, c.Message)
 	} else {
 		set(vpoolv1alpha1.PoolFencingAllowed, metav1.ConditionTrue, ReasonHADisabled,
 			"HA is off: a host is fenced only when a person forgets it (spec.state: Forgotten)")
@@ -209,16 +202,16 @@ func poolReadiness(conds []metav1.Condition) *metav1.Condition {
 func setPoolProgress(pool *vpoolv1alpha1.Pool) {
 	restored := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored)
 	sched := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolBackupScheduled)
-	var p progress
+	var p status.Progress
 	switch {
 	case restorePending(pool) && restored != nil && restored.Reason == backup.ReasonRestoreConflict:
-		p = conditionProgress(restored, false, true)
+		p = status.ProgressOf(restored, false, true)
 	case restorePending(pool):
-		p = conditionProgress(restored, true, false)
+		p = status.ProgressOf(restored, true, false)
 	case sched != nil && sched.Status == metav1.ConditionFalse && sched.Reason == ReasonScheduleInvalid:
-		p = conditionProgress(sched, false, true)
+		p = status.ProgressOf(sched, false, true)
 	}
-	setProgress(&pool.Status.Conditions, pool.Generation, p)
+	status.SetProgress(pool, p)
 }
 
 // reconcileMaster records the master the election decides; a change bumps
@@ -245,7 +238,7 @@ func (r *PoolReconciler) reconcileMaster(ctx context.Context, pool *vpoolv1alpha
 
 func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, settings *vpoolv1alpha1.EffectiveSettings,
 	hosts []vpoolv1alpha1.Host, d election.Decision,
-	set func(string, metav1.ConditionStatus, string, string)) {
+	set setCondition) {
 	masterLive := false
 	var behind []string
 	for i := range hosts {
@@ -276,7 +269,7 @@ func (r *PoolReconciler) masterConditions(pool *vpoolv1alpha1.Pool, settings *vp
 }
 
 func (r *PoolReconciler) defaultSRCondition(ctx context.Context, pool *vpoolv1alpha1.Pool, name string,
-	set func(string, metav1.ConditionStatus, string, string)) error {
+	set setCondition) error {
 	field := settingField(pool.Spec.DefaultStorageRepository != "", "defaultStorageRepository")
 	if name == "" {
 		set(vpoolv1alpha1.PoolDefaultStorageRepositoryValid, metav1.ConditionFalse, ReasonDefaultSRNotSet,
@@ -327,7 +320,7 @@ func settingField(inSpec bool, name string) string {
 // overcommitted sets the Overcommitted condition: can the Live hosts run
 // every Restart VM, and still after losing hostFailuresToTolerate of them?
 func (r *PoolReconciler) overcommitted(ctx context.Context, pool *vpoolv1alpha1.Pool, tolerate int, hosts []vpoolv1alpha1.Host,
-	set func(string, metav1.ConditionStatus, string, string)) error {
+	set setCondition) error {
 	vms := &vpoolv1alpha1.VirtualMachineList{}
 	if err := r.List(ctx, vms, client.InNamespace(pool.Namespace), client.MatchingFields{IndexPoolRef: pool.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
@@ -372,11 +365,4 @@ func timeoutChange(pool *vpoolv1alpha1.Pool, from, to time.Duration) (eventType,
 	return corev1.EventTypeWarning, fmt.Sprintf("the heartbeat timeout in force went down from %s to %s (%s): every agent "+
 		"must now renew its heartbeat at least every %s (a quarter of it); running agents adapt at their next renewal, "+
 		"and a host silent for %s is Unreachable", from, to, source, liveness.MaxInterval(to), to)
-}
-
-func boolStatus(b bool) metav1.ConditionStatus {
-	if b {
-		return metav1.ConditionTrue
-	}
-	return metav1.ConditionFalse
 }

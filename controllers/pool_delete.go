@@ -157,7 +157,7 @@ func (r *PoolReconciler) announceMembersDeleted(ctx context.Context, pool *vpool
 }
 
 // deletionReady overrides the Ready condition of a deleted Pool.
-func deletionReady(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, set func(string, metav1.ConditionStatus, string, string)) {
+func deletionReady(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, set setCondition) {
 	if pool.DeletionTimestamp.IsZero() {
 		return
 	}

@@ -15,11 +15,13 @@ import (
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts;storagerepositories;virtualdisks;virtualmachines,verbs=create;delete
@@ -40,7 +42,7 @@ const (
 // after a crash goes on where it stopped. Until Restored is True, the Pool's
 // other reconcilers wait (restorePending).
 func (r *RestoreReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1alpha1.Pool,
-	set func(string, metav1.ConditionStatus, string, string)) error {
+	set setCondition) error {
 	if pool.Spec.RestoreFrom == nil || !pool.DeletionTimestamp.IsZero() {
 		return nil // a deleted Pool starts no restore
 	}
@@ -51,12 +53,21 @@ func (r *RestoreReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1a
 		set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, reason, msg)
 		return nil
 	}
+	// stop is fail for what only a person can fix, returned as a terminal
+	// error: not retried; the Pool is reconciled again when it or what it
+	// restores from changes.
+	stop := func(reason, msg string) error {
+		set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, reason, msg)
+		return reconcile.TerminalError(fmt.Errorf("restore of pool %s stopped: %s", pool.Name, msg))
+	}
 	pb, key, data, reason, msg, err := r.fetchBackup(ctx, pool)
-	if err != nil || reason != "" {
-		if err == nil {
-			return fail(reason, msg)
-		}
+	switch {
+	case err != nil:
 		return err
+	case reason == ReasonKeyUnavailable:
+		return stop(reason, msg)
+	case reason != "":
+		return fail(reason, msg)
 	}
 	existing, err := r.existing(ctx, pool.Namespace)
 	if err != nil {
@@ -68,7 +79,7 @@ func (r *RestoreReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1a
 	}
 	if err := plan.Err(); err != nil {
 		r.recordProblems(pool, plan)
-		return fail(backup.Reason(err), fmt.Sprintf("Strict restore stopped before writing anything: %s", plan.Summary()))
+		return stop(backup.Reason(err), fmt.Sprintf("Strict restore stopped before writing anything: %s", plan.Summary()))
 	}
 	set(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, ReasonRestoring, "recreating the pool's objects")
 	if err := r.createPlanned(ctx, pool, plan); err != nil {
@@ -257,12 +268,12 @@ func (r *RestoreReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.
 	if vm.Status.PowerState != "" {
 		return nil
 	}
-	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	st := status.New(r.Client, nil, vm)
 	newVMStatus(vm)
 	if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
 		decide(vm, placement.NoLiveHost, "")
 	}
-	if err := r.Status().Patch(ctx, vm, patch); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+	if err := st.Write(ctx); err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("recording restored VM %s Halted: %w", vm.Name, err)
 	}
 	return nil

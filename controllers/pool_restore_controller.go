@@ -2,10 +2,8 @@ package controllers
 
 import (
 	"context"
-	"errors"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -21,6 +19,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // RestoreReconciler recreates a Pool from spec.restoreFrom
@@ -111,25 +110,19 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
 	}
-	before := pool.DeepCopy()
-	err := r.reconcileRestore(ctx, pool, poolConditions(pool))
-	written, perr := restorePart.patchFresh(ctx, r.Client, r.APIReader, before, pool)
-	if perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	if written {
-		r.announce(before, pool)
-	}
-	return ctrl.Result{}, err
+	st := status.New(r.Client, r.Recorder, pool).Owning(restorePart).RetryingConflicts(r.APIReader)
+	err := r.reconcileRestore(ctx, pool, st.Set)
+	announceRestored(st)
+	return ctrl.Result{}, st.Patch(ctx, err)
 }
 
-// announce emits, once written, the event of a restore that finished.
-func (r *RestoreReconciler) announce(before, pool *vpoolv1alpha1.Pool) {
-	if meta.IsStatusConditionTrue(before.Status.Conditions, vpoolv1alpha1.PoolRestored) {
+// announceRestored queues, for once written, the event of a restore that finished.
+func announceRestored(st poolStatus) {
+	if status.IsTrue(st.Before(), vpoolv1alpha1.PoolRestored) {
 		return
 	}
-	if c := meta.FindStatusCondition(pool.Status.Conditions, vpoolv1alpha1.PoolRestored); c != nil && c.Status == metav1.ConditionTrue {
-		r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, c.Reason, "Restore", "%s", c.Message)
+	if c := st.Get(vpoolv1alpha1.PoolRestored); c != nil && c.Status == metav1.ConditionTrue {
+		st.Eventf(corev1.EventTypeNormal, c.Reason, "Restore", "%s", c.Message)
 	}
 }
 
@@ -155,14 +148,14 @@ func (r *RestoreReconciler) reconcileDRTestCleanup(ctx context.Context, pool *vp
 		if err := r.cleanupDRTest(ctx, pool); err != nil {
 			return true, err
 		}
-		before := pool.DeepCopy()
+		st := status.New(r.Client, r.Recorder, pool).Owning(restorePart)
 		if pool.Status.Restore == nil {
 			pool.Status.Restore = &vpoolv1alpha1.RestoreStatus{Backup: pool.Spec.RestoreFrom.BackupName}
 		}
 		pool.Status.Restore.CleanedUp = true
-		poolConditions(pool)(vpoolv1alpha1.PoolRestored, metav1.ConditionTrue, ReasonDRTestCleanedUp,
+		st.Set(vpoolv1alpha1.PoolRestored, metav1.ConditionTrue, ReasonDRTestCleanedUp,
 			"DR test finished: every object it created was removed")
-		if _, err := restorePart.patch(ctx, r.Client, before, pool); err != nil {
+		if err := st.Write(ctx); err != nil {
 			return true, err
 		}
 		if controllerutil.ContainsFinalizer(pool, vpoolv1alpha1.FinalizerDRTestCleanup) {

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 )
@@ -50,7 +51,7 @@ func decideSchedule(sched cron.Schedule, last, now time.Time) scheduleDecision {
 // prunes the oldest beyond spec.backup.retain. It returns the time until the
 // next backup is due.
 func (r *BackupScheduleReconciler) reconcileSchedule(ctx context.Context, pool *vpoolv1alpha1.Pool,
-	set func(string, metav1.ConditionStatus, string, string)) (time.Duration, error) {
+	set setCondition) (time.Duration, error) {
 	spec := pool.Effective().Backup
 	if spec == nil {
 		pool.Status.Backup = nil
@@ -58,9 +59,10 @@ func (r *BackupScheduleReconciler) reconcileSchedule(ctx context.Context, pool *
 	}
 	sched, err := cron.ParseStandard(spec.Schedule)
 	if err != nil {
-		set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionFalse, ReasonScheduleInvalid,
-			fmt.Sprintf("%s.schedule: %q is not a cron schedule: %v", settingField(pool.Spec.Backup != nil, "backup"), spec.Schedule, err))
-		return 0, nil
+		// A spec error: not retried; the Pool is reconciled again when it changes.
+		msg := fmt.Sprintf("%s.schedule: %q is not a cron schedule: %v", settingField(pool.Spec.Backup != nil, "backup"), spec.Schedule, err)
+		set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionFalse, ReasonScheduleInvalid, msg)
+		return 0, reconcile.TerminalError(fmt.Errorf("pool %s: %s", pool.Name, msg))
 	}
 	if pool.Status.Backup == nil {
 		pool.Status.Backup = &vpoolv1alpha1.BackupScheduleStatus{}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 	"github.com/poolkeeper/poolkeeper/internal/testutil"
 )
 
@@ -28,16 +29,17 @@ func TestPoolStatusPartsKeepEachOthersFields(t *testing.T) {
 		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(pool), p)).To(Succeed())
 		return p
 	}
-	write := func(part poolStatusPart, before *vpoolv1alpha1.Pool, change func(*vpoolv1alpha1.Pool)) (bool, error) {
-		p := before.DeepCopy()
-		change(p)
-		return part.patch(ctx, c, before, p)
+	write := func(part status.Part[*vpoolv1alpha1.Pool], before *vpoolv1alpha1.Pool, change func(*vpoolv1alpha1.Pool)) (bool, error) {
+		st := status.New(c, nil, before).Owning(part)
+		change(st.Object())
+		err := st.Write(ctx)
+		return st.Written(), err
 	}
 
 	forPool, forSchedule, forRestore := read(), read(), read()
 	g.Expect(write(poolPart, forPool, func(p *vpoolv1alpha1.Pool) {
 		p.Status.Hosts.Total = 3
-		poolConditions(p)(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonRestoring, "waiting")
+		status.Set(p, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonRestoring, "waiting")
 	})).To(BeTrue())
 
 	// Read before the Pool reconciler wrote: refused, not written over it.
@@ -51,14 +53,14 @@ func TestPoolStatusPartsKeepEachOthersFields(t *testing.T) {
 	// Read again: each writes its part, and only its part.
 	g.Expect(write(schedulePart, read(), func(p *vpoolv1alpha1.Pool) {
 		p.Status.Backup = &vpoolv1alpha1.BackupScheduleStatus{LastBackup: "p-1"}
-		poolConditions(p)(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionTrue, ReasonScheduleValid, "next")
+		status.Set(p, vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionTrue, ReasonScheduleValid, "next")
 		p.Status.Hosts.Total = 9                                                       // not the schedule's
 		meta.RemoveStatusCondition(&p.Status.Conditions, vpoolv1alpha1.ConditionReady) // nor this
 	})).To(BeTrue())
 	g.Expect(write(restorePart, read(), func(p *vpoolv1alpha1.Pool) {
 		p.Status.Epoch = 5
 		p.Status.Restore = &vpoolv1alpha1.RestoreStatus{Backup: "b"}
-		poolConditions(p)(vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, ReasonRestoring, "recreating")
+		status.Set(p, vpoolv1alpha1.PoolRestored, metav1.ConditionFalse, ReasonRestoring, "recreating")
 		p.Status.Backup = nil // not the restore's
 	})).To(BeTrue())
 	// The restore only raises the epoch.

@@ -7,9 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -20,10 +18,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=poolbackups,verbs=get;list;watch;create;update;patch;delete
@@ -90,55 +90,49 @@ func (r *PoolBackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if pb.Status.Phase == vpoolv1alpha1.BackupCompleted || pb.Status.Phase == vpoolv1alpha1.BackupFailed {
 		return ctrl.Result{}, nil // a backup is one snapshot; a new one is a new PoolBackup
 	}
-	before := pb.DeepCopy()
-	err := r.take(ctx, pb)
+	st := status.New(r.Client, r.Recorder, pb)
+	err := r.take(ctx, st)
 	setBackupProgress(pb)
-	if err == nil {
-		pb.Status.ObservedGeneration = pb.Generation
-	}
-	if !equality.Semantic.DeepEqual(before.Status, pb.Status) {
-		if perr := r.Status().Patch(ctx, pb, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
-			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status of PoolBackup %s: %w", klog.KObj(pb), perr))
-		}
-	}
-	return ctrl.Result{}, err
+	return ctrl.Result{}, st.Patch(ctx, err)
 }
 
 // take dumps, seals, stores and verifies. Spec problems fail the backup for
-// good (Failed, with the field named); API errors are returned for a retry.
-func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolBackup) error {
+// good (Failed, with the field named, returned as a terminal error); API
+// errors are returned for a retry.
+func (r *PoolBackupReconciler) take(ctx context.Context, st *status.Helper[*vpoolv1alpha1.PoolBackup]) error {
+	pb := st.Object()
 	now := metav1.NewTime(r.Clock.Now())
 	if pb.Status.StartedAt == nil {
 		pb.Status.StartedAt = &now
 	}
 	pb.Status.Phase = vpoolv1alpha1.BackupInProgress
-	r.setReady(pb, metav1.ConditionFalse, ReasonBackupTaking, "taking the backup")
+	st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonBackupTaking, "taking the backup")
 
 	key, err := backupKey(ctx, r.APIReader, pb.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
 	if err != nil {
 		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrNoKey) || errors.Is(err, backup.ErrKeyTooShort) {
-			return r.fail(pb, ReasonKeyUnavailable, err.Error())
+			return r.fail(st, ReasonKeyUnavailable, err.Error())
 		}
 		return err
 	}
 	d, snap, err := r.dump(ctx, pb, now.Time)
 	if errors.Is(err, errPoolNotFound) {
-		return r.fail(pb, vpoolv1alpha1.ReasonPoolNotFound, fmt.Sprintf("spec.poolRef.name: %v", err))
+		return r.fail(st, vpoolv1alpha1.ReasonPoolNotFound, fmt.Sprintf("spec.poolRef.name: %v", err))
 	}
 	if err != nil {
 		return err
 	}
 	data, err := backup.Seal(d, key)
 	if err != nil {
-		return r.fail(pb, backup.Reason(err), err.Error())
+		return r.fail(st, backup.Reason(err), err.Error())
 	}
 	location, err := r.store(pb).Put(ctx, pb, data)
 	if errors.Is(err, backup.ErrStorageCredentials) {
-		return r.fail(pb, backup.Reason(err), err.Error())
+		return r.fail(st, backup.Reason(err), err.Error())
 	}
 	if err != nil {
 		// Retried with backoff; the condition says why meanwhile.
-		r.setReady(pb, metav1.ConditionFalse, ReasonBackupTaking, fmt.Sprintf("storing the backup failed, retrying: %v", err))
+		st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonBackupTaking, fmt.Sprintf("storing the backup failed, retrying: %v", err))
 		return fmt.Errorf("storing PoolBackup %s: %w", klog.KObj(pb), err)
 	}
 	// Read it back: a backup is Completed only once it can be restored.
@@ -147,7 +141,7 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 		return fmt.Errorf("verifying PoolBackup %s: %w", klog.KObj(pb), err)
 	}
 	if _, err := backup.Open(stored, key); err != nil {
-		return r.fail(pb, backup.Reason(err), fmt.Sprintf("the stored backup does not open: %v", err))
+		return r.fail(st, backup.Reason(err), fmt.Sprintf("the stored backup does not open: %v", err))
 	}
 	counts := d.Counts()
 	done := metav1.NewTime(r.Clock.Now())
@@ -160,11 +154,11 @@ func (r *PoolBackupReconciler) take(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	pb.Status.Location = location
 	msg := fmt.Sprintf("%d hosts, %d SRs, %d VDIs, %d VMs at revision %s; %d bytes encrypted at %s",
 		counts.Hosts, counts.SRs, counts.VDIs, counts.VMs, snap.revision, len(data), location)
-	r.setReady(pb, metav1.ConditionTrue, ReasonBackupCompleted, msg)
+	st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonBackupCompleted, msg)
 	metrics.BackupDuration.WithLabelValues("completed").Observe(done.Sub(pb.Status.StartedAt.Time).Seconds())
 	metrics.BackupSize.WithLabelValues(pb.Namespace, pb.Spec.PoolRef.Name).Set(float64(len(data)))
 	ctrl.LoggerFrom(ctx).Info("Backup completed", "bytes", len(data), "location", location)
-	r.Recorder.Eventf(pb, nil, corev1.EventTypeNormal, ReasonBackupCompleted, "Backup", "%s", msg)
+	st.Eventf(corev1.EventTypeNormal, ReasonBackupCompleted, "Backup", "%s", msg)
 	return nil
 }
 
@@ -196,14 +190,17 @@ func (r *PoolBackupReconciler) dump(ctx context.Context, pb *vpoolv1alpha1.PoolB
 	return d, snap, nil
 }
 
-func (r *PoolBackupReconciler) fail(pb *vpoolv1alpha1.PoolBackup, reason, msg string) error {
+// fail fails the backup for good: a spec problem, returned as a terminal
+// error (a new backup is a new PoolBackup).
+func (r *PoolBackupReconciler) fail(st *status.Helper[*vpoolv1alpha1.PoolBackup], reason, msg string) error {
+	pb := st.Object()
 	pb.Status.Phase = vpoolv1alpha1.BackupFailed
-	r.setReady(pb, metav1.ConditionFalse, reason, msg)
+	st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
 	if pb.Status.StartedAt != nil {
 		metrics.BackupDuration.WithLabelValues("failed").Observe(r.Clock.Since(pb.Status.StartedAt.Time).Seconds())
 	}
-	r.Recorder.Eventf(pb, nil, corev1.EventTypeWarning, reason, "Backup", "%s", msg)
-	return nil
+	st.Eventf(corev1.EventTypeWarning, reason, "Backup", "%s", msg)
+	return reconcile.TerminalError(fmt.Errorf("PoolBackup %s failed: %s: %s", klog.KObj(pb), reason, msg))
 }
 
 // setBackupProgress says, for kstatus, that a backup not yet Completed or
@@ -211,15 +208,9 @@ func (r *PoolBackupReconciler) fail(pb *vpoolv1alpha1.PoolBackup, reason, msg st
 // backup is a new PoolBackup) waits for a person.
 func setBackupProgress(pb *vpoolv1alpha1.PoolBackup) {
 	phase := pb.Status.Phase
-	ready := meta.FindStatusCondition(pb.Status.Conditions, vpoolv1alpha1.ConditionReady)
-	setProgress(&pb.Status.Conditions, pb.Generation, conditionProgress(ready,
+	status.SetProgress(pb, status.ProgressOf(status.Find(pb, vpoolv1alpha1.ConditionReady),
 		phase == vpoolv1alpha1.BackupInProgress || phase == vpoolv1alpha1.BackupPending || phase == "",
 		phase == vpoolv1alpha1.BackupFailed))
-}
-
-func (r *PoolBackupReconciler) setReady(pb *vpoolv1alpha1.PoolBackup, st metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&pb.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady, Status: st,
-		Reason: reason, Message: msg, ObservedGeneration: pb.Generation})
 }
 
 // reconcileDelete deletes the stored data, then lets the PoolBackup go.

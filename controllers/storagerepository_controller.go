@@ -6,9 +6,7 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -23,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=storagerepositories,verbs=get;list;watch
@@ -108,23 +107,15 @@ func (r *StorageRepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("StorageRepository", klog.KObj(sr)))
-	before := sr.DeepCopy()
+	st := status.New(r.Client, r.Recorder, sr)
 	in, err := r.observe(ctx, sr)
-	if err != nil {
-		return ctrl.Result{}, err
+	if err == nil {
+		ready, reason, msg := srReadiness(sr, in)
+		st.Set(vpoolv1alpha1.ConditionReady, ready, reason, msg)
+		setSRProgress(sr)
+		r.announce(ctx, st)
 	}
-	status, reason, msg := srReadiness(sr, in)
-	meta.SetStatusCondition(&sr.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.ConditionReady, Status: status,
-		Reason: reason, Message: msg, ObservedGeneration: sr.Generation})
-	sr.Status.ObservedGeneration = sr.Generation
-	if equality.Semantic.DeepEqual(before.Status, sr.Status) {
-		return ctrl.Result{}, nil
-	}
-	if err := r.Status().Patch(ctx, sr, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(fmt.Errorf("patching status of StorageRepository %s: %w", klog.KObj(sr), err))
-	}
-	r.announce(ctx, sr, meta.FindStatusCondition(before.Status.Conditions, vpoolv1alpha1.ConditionReady))
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, st.Patch(ctx, err)
 }
 
 // srInput is what an SR's readiness depends on.
@@ -222,8 +213,8 @@ func orPending(p vpoolv1alpha1.HostPhase) vpoolv1alpha1.HostPhase {
 // announce emits an event when Ready changed status or reason: Warning when
 // the SR became unusable, Normal when it became usable again. A first visit
 // that finds the SR usable says nothing.
-func (r *StorageRepositoryReconciler) announce(ctx context.Context, sr *vpoolv1alpha1.StorageRepository, old *metav1.Condition) {
-	cur := meta.FindStatusCondition(sr.Status.Conditions, vpoolv1alpha1.ConditionReady)
+func (r *StorageRepositoryReconciler) announce(ctx context.Context, st *status.Helper[*vpoolv1alpha1.StorageRepository]) {
+	old, cur := st.Was(vpoolv1alpha1.ConditionReady), st.Get(vpoolv1alpha1.ConditionReady)
 	if old != nil && old.Status == cur.Status && old.Reason == cur.Reason {
 		return
 	}
@@ -235,5 +226,5 @@ func (r *StorageRepositoryReconciler) announce(ctx context.Context, sr *vpoolv1a
 		eventType = corev1.EventTypeWarning
 	}
 	ctrl.LoggerFrom(ctx).Info("StorageRepository readiness changed", "ready", cur.Status, "reason", cur.Reason)
-	r.Recorder.Eventf(sr, nil, eventType, cur.Reason, "CheckUsable", "%s", cur.Message)
+	st.Eventf(eventType, cur.Reason, "CheckUsable", "%s", cur.Message)
 }

@@ -20,6 +20,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualdisks,verbs=get;list;watch
@@ -116,42 +117,46 @@ func (r *VirtualDiskReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, vdi); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	lock := vdi.Status.Lock
-	if lock == nil && poolRestoring(ctx, r.Client, vdi.Namespace, vdi.Spec.PoolRef.Name) {
+	if vdi.Status.Lock == nil && poolRestoring(ctx, r.Client, vdi.Namespace, vdi.Spec.PoolRef.Name) {
 		return ctrl.Result{}, nil // its Ready condition once the restore is done
 	}
+	// The write carries the resourceVersion read: a lock taken meanwhile is
+	// never released.
+	st := status.New(r.Client, r.Recorder, vdi)
+	return ctrl.Result{}, st.Patch(ctx, r.reconcile(ctx, st))
+}
+
+// reconcile sets the VDI's Ready condition and releases its lock when the
+// rule allows it, asking the API server when the cache says yes.
+func (r *VirtualDiskReconciler) reconcile(ctx context.Context, st *status.Helper[*vpoolv1alpha1.VirtualDisk]) error {
+	vdi := st.Object()
+	lock := vdi.Status.Lock
 	refused, err := r.checkSR(ctx, vdi)
 	if err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
+	setDiskReady(vdi, refused)
 	if lock == nil {
-		return ctrl.Result{}, r.setReady(ctx, vdi, refused)
+		return nil
 	}
 	release, reason, msg, err := r.mayRelease(ctx, vdi, r.Client)
 	if err != nil || !release {
-		if err == nil {
-			err = r.setReady(ctx, vdi, refused)
-		}
-		return ctrl.Result{}, err
+		return err
 	}
 	holder := &vpoolv1alpha1.Host{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: vdi.Namespace, Name: lock.Host}, holder); err != nil || !bootFenced(holder, lock.BootID) {
 		// The cache said yes; the API server must say so too.
 		release, reason, msg, err = r.mayRelease(ctx, vdi, r.APIReader)
 		if err != nil || !release {
-			return ctrl.Result{}, err
+			return err
 		}
 	}
 	vdi.Status.Lock = nil
 	setDiskReady(vdi, refused)
-	// Update carries the resourceVersion read: a lock taken meanwhile is never released.
-	if err := r.Status().Update(ctx, vdi); err != nil {
-		return ctrl.Result{}, fmt.Errorf("releasing the lock of VDI %s: %w", klog.KObj(vdi), err)
-	}
-	metrics.LocksReleased.WithLabelValues(reason).Inc()
-	ctrl.LoggerFrom(ctx).Info("VDI lock released", "VirtualDisk", klog.KObj(vdi), "host", lock.Host, "reason", reason)
-	r.Recorder.Eventf(vdi, nil, corev1.EventTypeNormal, ReasonLockReleased, "Release", "%s: %s", reason, msg)
-	return ctrl.Result{}, nil
+	ctrl.LoggerFrom(ctx).Info("Releasing VDI lock", "VirtualDisk", klog.KObj(vdi), "host", lock.Host, "reason", reason)
+	st.Event(status.Event{Type: corev1.EventTypeNormal, Reason: ReasonLockReleased, Action: "Release", Note: reason + ": " + msg,
+		Observe: metrics.LocksReleased.WithLabelValues(reason).Inc})
+	return nil
 }
 
 // mayRelease applies the release rule to the holder and the VM as reader sees them.
@@ -193,14 +198,4 @@ func (r *VirtualDiskReconciler) checkSR(ctx context.Context, vdi *vpoolv1alpha1.
 		return nil, fmt.Errorf("reading SR %s of VDI %s: %w", vdi.Spec.StorageRepository, klog.KObj(vdi), err)
 	}
 	return placement.StorageRef(vdi.Spec.PoolRef.Name, vdi.Spec.StorageRepository, err == nil, sr.Spec.PoolRef.Name), nil
-}
-
-// setReady writes the Ready condition if the lock's writer has not: the
-// writes that take and release a lock carry it (setDiskReady).
-func (r *VirtualDiskReconciler) setReady(ctx context.Context, vdi *vpoolv1alpha1.VirtualDisk, refused *placement.Decision) error {
-	before := vdi.DeepCopy()
-	if !setDiskReady(vdi, refused) {
-		return nil
-	}
-	return client.IgnoreNotFound(r.Status().Patch(ctx, vdi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
 }

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines,verbs=get;list;watch;update;patch
@@ -46,8 +46,8 @@ const (
 	ReasonStarting        = "Starting"
 	ReasonStopping        = "Stopping"
 	ReasonHalted          = "Halted"
-	ReasonHostUnreachable = "HostUnreachable"
-	ReasonVMReset         = "VMReset"
+	ReasonHostUnreachable = placement.ReasonHostUnreachable
+	ReasonVMReset         = placement.ReasonVMReset
 	ReasonDisksLocked     = "DisksLocked"
 	ReasonDiskLocked      = "DiskLockedByAnotherHost"
 	ReasonRecovered       = "Recovered"
@@ -67,13 +67,13 @@ type VirtualMachineReconciler struct {
 
 // vmScope is what one reconcile of a VM has read.
 type vmScope struct {
-	vm     *vpoolv1alpha1.VirtualMachine
-	before *vpoolv1alpha1.VirtualMachine
-	pool   *vpoolv1alpha1.Pool
+	vm *vpoolv1alpha1.VirtualMachine
+	// st writes the VM's status once, at the end of the reconcile.
+	st   *status.Helper[*vpoolv1alpha1.VirtualMachine]
+	pool *vpoolv1alpha1.Pool
 	// host is the VM's host as the cache sees it; nil if it has none or the
 	// Host is gone.
-	host   *vpoolv1alpha1.Host
-	events []pendingEvent
+	host *vpoolv1alpha1.Host
 }
 
 // SetupWithManager registers the reconciler, and the placement controller
@@ -134,35 +134,10 @@ func (r *VirtualMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, nil // the restore that creates it records its status
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("VirtualMachine", klog.KObj(vm)))
-	s := &vmScope{vm: vm, before: vm.DeepCopy()}
+	s := &vmScope{vm: vm, st: status.New(r.Client, r.Recorder, vm)}
 	err := r.reconcile(ctx, s)
-	if err == nil {
-		vm.Status.ObservedGeneration = vm.Generation
-	}
-	if perr := r.patchStatus(ctx, s); perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	for _, e := range s.events {
-		r.Recorder.Eventf(vm, nil, e.eventType, e.reason, e.action, "%s", e.note)
-		if e.observe != nil {
-			e.observe()
-		}
-	}
-	return ctrl.Result{}, err
-}
-
-func (r *VirtualMachineReconciler) patchStatus(ctx context.Context, s *vmScope) error {
-	if equality.Semantic.DeepEqual(s.before.Status, s.vm.Status) {
-		return nil
-	}
-	if err := r.Status().Patch(ctx, s.vm, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("patching status of VM %s: %w", klog.KObj(s.vm), err)
-	}
-	s.before = s.vm.DeepCopy()
-	return nil
+	setVMProgress(vm)
+	return ctrl.Result{}, s.st.Patch(ctx, err)
 }
 
 func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) error {
@@ -175,7 +150,7 @@ func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) er
 		if !apierrors.IsNotFound(err) {
 			return err
 		}
-		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, vpoolv1alpha1.ReasonPoolNotFound,
+		s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, vpoolv1alpha1.ReasonPoolNotFound,
 			fmt.Sprintf("spec.poolRef.name: Pool %q not found", vm.Spec.PoolRef.Name))
 		return nil
 	}
@@ -189,7 +164,7 @@ func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) er
 	// Only a running VM can have a size pending for its next boot.
 	defer func() {
 		if vm.Status.PowerState != vpoolv1alpha1.PowerRunning {
-			meta.RemoveStatusCondition(&vm.Status.Conditions, vpoolv1alpha1.VMResourcesPending)
+			s.st.Remove(vpoolv1alpha1.VMResourcesPending)
 		}
 	}()
 	if vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
@@ -214,51 +189,56 @@ func (r *VirtualMachineReconciler) gather(ctx context.Context, s *vmScope) error
 	return nil
 }
 
-func (r *VirtualMachineReconciler) set(s *vmScope, t string, st metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&s.vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
-		ObservedGeneration: s.vm.Generation})
-}
-
-// handleHostFailure: a VM on an Unreachable host stays Running in status
-// (nothing may move before the host is fenced); a VM on a fenced or forgotten
-// host is reset to Halted (vm-reset-powerstate), recorded before anything
-// else happens to it. It reports whether the reconcile is done.
+// handleHostFailure applies the reset decision (placement.ResetVerdict): a
+// VM on an Unreachable host stays Running in status (nothing may move
+// before the host is fenced); a VM on a fenced or forgotten host is reset to
+// Halted (vm-reset-powerstate), recorded before anything else happens to
+// it. It reports whether the reconcile is done.
 func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmScope) (bool, error) {
 	vm := s.vm
 	if vm.Status.ResidentOn == "" {
 		return false, nil
 	}
-	phase := vpoolv1alpha1.HostPhaseForgotten // a Host object goes away only once forgotten
-	if s.host != nil {
-		phase = s.host.Status.Phase
-	}
-	switch phase {
-	case vpoolv1alpha1.HostPhaseUnreachable, vpoolv1alpha1.HostPhaseFencing:
-		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonHostUnreachable, fmt.Sprintf(
-			"host %s is %s: the VM stays %s in status until the host is fenced or forgotten", vm.Status.ResidentOn, phase, vm.Status.PowerState))
-		return true, nil
-	case vpoolv1alpha1.HostPhaseFenced, vpoolv1alpha1.HostPhaseForgotten:
-	default:
-		return false, nil
-	}
-	if !bootFenced(s.host, vm.Status.ResidentBootID) {
-		if down, err := r.hostDown(ctx, vm); err != nil || !down {
+	h := residentHost(vm, s.host)
+	d := placement.ResetVerdict(h, string(vm.Status.PowerState))
+	if d.Action == placement.ResetConfirm {
+		down, err := r.hostDown(ctx, vm)
+		if err != nil || !down {
 			return true, err
 		}
+		h.Confirmed = true
+		d = placement.ResetVerdict(h, string(vm.Status.PowerState))
+	}
+	switch d.Action {
+	case placement.ResetNone:
+		return false, nil
+	case placement.ResetHold:
+		s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, d.Reason, d.Message)
+		return true, nil
 	}
 	from, now := vm.Status.ResidentOn, r.Clock.Now()
 	vm.Status.LastReset = &vpoolv1alpha1.VMReset{Host: from, At: metav1.NewTime(now), PreciseAt: &metav1.MicroTime{Time: now},
 		Generation: vm.Generation}
 	vm.Status.PowerState = vpoolv1alpha1.PowerHalted
 	vm.Status.ResidentOn, vm.Status.ResidentBootID = "", ""
-	msg := fmt.Sprintf("host %s is %s: power state reset to Halted (vm-reset-powerstate); its disk locks are released next", from, phase)
-	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonVMReset, msg)
-	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, ReasonVMReset, msg)
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, ReasonVMReset, msg)
-	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", phase)
-	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonVMReset, action: "Reset", note: msg,
-		observe: metrics.VMsReset.Inc})
+	for _, t := range []string{vpoolv1alpha1.ConditionReady, vpoolv1alpha1.VMScheduled, vpoolv1alpha1.VMDisksLocked} {
+		s.st.Set(t, metav1.ConditionFalse, d.Reason, d.Message)
+	}
+	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", h.Phase)
+	s.st.Event(status.Event{Type: corev1.EventTypeNormal, Reason: d.Reason, Action: "Reset", Note: d.Message, Observe: metrics.VMsReset.Inc})
 	return true, nil
+}
+
+// residentHost is what the cache shows of the VM's host (nil: gone).
+func residentHost(vm *vpoolv1alpha1.VirtualMachine, host *vpoolv1alpha1.Host) placement.ResidentHost {
+	phase := vpoolv1alpha1.HostPhaseForgotten // a Host object goes away only once forgotten
+	if host != nil {
+		phase = host.Status.Phase
+	}
+	return placement.ResidentHost{Name: vm.Status.ResidentOn, Phase: string(phase),
+		Unreachable: phase == vpoolv1alpha1.HostPhaseUnreachable || phase == vpoolv1alpha1.HostPhaseFencing,
+		Down:        phase == vpoolv1alpha1.HostPhaseFenced || phase == vpoolv1alpha1.HostPhaseForgotten,
+		BootFenced:  bootFenced(host, vm.Status.ResidentBootID)}
 }
 
 // hostDown re-reads the VM's host from the API server: is it really fenced
@@ -278,7 +258,7 @@ func (r *VirtualMachineReconciler) reconcileHalted(s *vmScope) {
 	vm := s.vm
 	switch {
 	case vm.Status.PowerState == vpoolv1alpha1.PowerRunning:
-		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStopping,
+		s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStopping,
 			fmt.Sprintf("waiting for host %s to stop the VM", vm.Status.ResidentOn))
 		return
 	case vm.Status.ResidentOn != "":
@@ -291,10 +271,7 @@ func (r *VirtualMachineReconciler) reconcileHalted(s *vmScope) {
 
 // setHaltedConditions records a VM halted as its spec asks.
 func setHaltedConditions(vm *vpoolv1alpha1.VirtualMachine) {
-	set := func(t string, st metav1.ConditionStatus, msg string) {
-		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: ReasonHalted, Message: msg,
-			ObservedGeneration: vm.Generation})
-	}
+	set := func(t string, st metav1.ConditionStatus, msg string) { status.Set(vm, t, st, ReasonHalted, msg) }
 	set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, "the VM is halted, as asked")
 	set(vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, "spec.powerState is Halted")
 	set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, "spec.powerState is Halted")
@@ -313,11 +290,11 @@ func newVMStatus(vm *vpoolv1alpha1.VirtualMachine) {
 func (r *VirtualMachineReconciler) reconcileRunning(ctx context.Context, s *vmScope) error {
 	vm := s.vm
 	if vm.Status.ResidentOn != "" && vm.Status.PowerState == vpoolv1alpha1.PowerRunning {
-		r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonRunning, fmt.Sprintf("running on %s", vm.Status.ResidentOn))
+		s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonRunning, fmt.Sprintf("running on %s", vm.Status.ResidentOn))
 		if meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked) {
-			r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, true))
+			s.st.Set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, true))
 		}
-		if reset := vm.Status.LastReset; reset != nil && !meta.IsStatusConditionTrue(s.before.Status.Conditions, vpoolv1alpha1.ConditionReady) {
+		if reset := vm.Status.LastReset; reset != nil && !status.IsTrue(s.st.Before(), vpoolv1alpha1.ConditionReady) {
 			r.recovered(ctx, s, reset)
 		}
 		return r.checkResize(ctx, s)
@@ -371,8 +348,8 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 		metrics.LocksAcquired.Inc()
 		taken = append(taken, vdi)
 	}
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, false))
-	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, fmt.Sprintf("starting on %s", host))
+	s.st.Set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, false))
+	s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, fmt.Sprintf("starting on %s", host))
 	return nil
 }
 
@@ -396,11 +373,11 @@ func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope,
 // decides again.
 func (r *VirtualMachineReconciler) leaveHost(s *vmScope, reason, msg string) {
 	s.vm.Status.ResidentOn, s.vm.Status.ResidentBootID = "", ""
-	r.set(s, vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, reason, msg)
-	r.set(s, vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, reason, msg)
-	r.set(s, vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
-	if c := meta.FindStatusCondition(s.before.Status.Conditions, vpoolv1alpha1.VMDisksLocked); c == nil || c.Reason != reason {
-		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: reason, action: "Start", note: msg})
+	s.st.Set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, reason, msg)
+	s.st.Set(vpoolv1alpha1.VMScheduled, metav1.ConditionFalse, reason, msg)
+	s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	if c := s.st.Was(vpoolv1alpha1.VMDisksLocked); c == nil || c.Reason != reason {
+		s.st.Eventf(corev1.EventTypeWarning, reason, "Start", "%s", msg)
 	}
 }
 
@@ -450,8 +427,8 @@ func (r *VirtualMachineReconciler) recovered(ctx context.Context, s *vmScope, re
 	took := r.Clock.Since(at)
 	note := fmt.Sprintf("running again on %s, %s after its reset (host %s: %s)", s.vm.Status.ResidentOn,
 		took.Round(time.Millisecond), reset.Host, r.failedHostStory(ctx, s.vm.Namespace, reset.Host))
-	s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeNormal, reason: ReasonRecovered, action: "Start", note: note,
-		observe: func() { metrics.RecoveryDuration.Observe(took.Seconds()); metrics.VMsRestarted.Inc() }})
+	s.st.Event(status.Event{Type: corev1.EventTypeNormal, Reason: ReasonRecovered, Action: "Start", Note: note,
+		Observe: func() { metrics.RecoveryDuration.Observe(took.Seconds()); metrics.VMsRestarted.Inc() }})
 }
 
 // failedHostStory says, as the cache shows it, when the host a VM was reset
@@ -476,8 +453,8 @@ func (r *VirtualMachineReconciler) failedHostStory(ctx context.Context, ns, name
 // boot, which needs such a host (ResourcesPending while none has).
 func (r *VirtualMachineReconciler) checkResize(ctx context.Context, s *vmScope) error {
 	vm := s.vm
-	had := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMResourcesPending) != nil
-	if !had && s.before.Status.ObservedGeneration == vm.Generation {
+	had := s.st.Get(vpoolv1alpha1.VMResourcesPending) != nil
+	if !had && s.st.Before().Status.ObservedGeneration == vm.Generation {
 		return nil
 	}
 	hosts := &vpoolv1alpha1.HostList{}
@@ -493,12 +470,12 @@ func (r *VirtualMachineReconciler) checkResize(ctx context.Context, s *vmScope) 
 	}
 	d := placement.Resized(vmNeed(vm), candidates)
 	if d == nil {
-		meta.RemoveStatusCondition(&vm.Status.Conditions, vpoolv1alpha1.VMResourcesPending)
+		s.st.Remove(vpoolv1alpha1.VMResourcesPending)
 		return nil
 	}
-	r.set(s, vpoolv1alpha1.VMResourcesPending, metav1.ConditionTrue, d.Reason, d.Message)
+	s.st.Set(vpoolv1alpha1.VMResourcesPending, metav1.ConditionTrue, d.Reason, d.Message)
 	if !had {
-		s.events = append(s.events, pendingEvent{eventType: corev1.EventTypeWarning, reason: d.Reason, action: "Resize", note: d.Message})
+		s.st.Eventf(corev1.EventTypeWarning, d.Reason, "Resize", "%s", d.Message)
 	}
 	return nil
 }

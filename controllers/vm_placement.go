@@ -26,6 +26,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
+	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // PlacementReconciler places the VMs of a pool that should run and have no
@@ -327,21 +328,21 @@ func (r *PlacementReconciler) record(ctx context.Context, pool types.NamespacedN
 			r.mu.Unlock()
 		}
 		g.Go(func() error {
-			err := r.Status().Patch(ctx, after, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+			st := status.NewFrom(r.Client, r.Recorder, before, after)
+			if d := decisions[i]; warned[d.Reason] && scheduledReason(before) != d.Reason {
+				st.Eventf(corev1.EventTypeWarning, d.Reason, "Start", "%s", d.Message)
+			}
+			err := st.Write(ctx)
 			switch {
 			case apierrors.IsConflict(err):
 				r.forget(pool, vm.Name)
 				conflicted.Store(true)
 				return nil
-			case apierrors.IsNotFound(err):
-				r.forget(pool, vm.Name)
-				return nil
 			case err != nil:
 				r.forget(pool, vm.Name)
 				return fmt.Errorf("recording the placement of VM %s: %w", klog.KObj(vm), err)
-			}
-			if d := decisions[i]; warned[d.Reason] && scheduledReason(before) != d.Reason {
-				r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, d.Reason, "Start", "%s", d.Message)
+			case !st.Written(): // the VM is gone
+				r.forget(pool, vm.Name)
 			}
 			return nil
 		})
@@ -400,10 +401,7 @@ var warned = map[string]bool{ReasonDiskLocked: true, placement.ReasonDiskInOther
 // boot is the boot ID of the host it places the VM on.
 func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision, boot string) bool {
 	before := vm.Status.DeepCopy()
-	set := func(t string, st metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
-			ObservedGeneration: vm.Generation})
-	}
+	set := func(t string, st metav1.ConditionStatus, reason, msg string) { status.Set(vm, t, st, reason, msg) }
 	if vm.Status.PowerState == "" {
 		vm.Status.PowerState = vpoolv1alpha1.PowerHalted
 	}
@@ -418,5 +416,6 @@ func decide(vm *vpoolv1alpha1.VirtualMachine, d placement.Decision, boot string)
 		reason, msg := disksWaiting(d)
 		set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionFalse, reason, msg)
 	}
+	setVMProgress(vm)
 	return !equality.Semantic.DeepEqual(*before, vm.Status)
 }
