@@ -168,12 +168,13 @@ func (d *Driver) loop(ctx context.Context, conn *golibvirt.Libvirt, events <-cha
 		d.mu.Lock()
 		d.conn = nil
 		d.mu.Unlock()
+		// (a connection whose event stream ended is given up too)
+		_ = conn.Disconnect()
+		go func() {
+			for range events { // unblocks go-libvirt's sender until the stream closes
+			}
+		}()
 		if ctx.Err() != nil {
-			_ = conn.Disconnect()
-			go func() {
-				for range events { // unblocks go-libvirt's sender until the stream closes
-				}
-			}()
 			return
 		}
 		d.log.Info("Lost the connection to libvirt; VMs keep running, their state is unknown until it is back")
