@@ -34,6 +34,7 @@
 //	PET <boot> [<until>]          -> OK
 //	DISARM <boot>                 -> OK
 //	STATUS                        -> OK boot=<boot> armed=<0|1> timeout=<ms> left=<ms> resets=<n>
+//	POWERCYCLE                    -> OK <new boot>
 //
 // <boot> is the host's boot ID, a UUID that is new at every start of the
 // emulated host and at every reset; a client learns it with BOOT and names it
@@ -41,7 +42,8 @@
 // default until TIMEOUT sets one) and leaves a running one's timer alone, as
 // opening /dev/watchdog does. TIMEOUT sets the timeout and, when armed,
 // restarts the timer (WDIOC_SETTIMEOUT); PET restarts it (WDIOC_KEEPALIVE);
-// DISARM stops it (the magic close). A connection closed without DISARM
+// DISARM stops it (the magic close); POWERCYCLE resets the host at once (a
+// test's power button). A connection closed without DISARM
 // leaves the watchdog armed; unlike Linux, the emulator does not restart the
 // timer then (it is stricter than the kernel the timing is argued for).
 // <until> is the latest CLOCK_MONOTONIC time, in nanoseconds, at which the

@@ -26,6 +26,7 @@ type Emulator struct {
 	// Log receives one line per arm, timeout change, disarm and reset.
 	Log *log.Logger
 
+	resetMu sync.Mutex
 	mu      sync.Mutex
 	boot    string
 	armed   bool
@@ -102,6 +103,9 @@ func (e *Emulator) Handle(line string) string {
 	switch cmd {
 	case "BOOT":
 		return "OK " + e.boot
+	case "POWERCYCLE":
+		next := e.resetLocked("power cycled")
+		return "OK " + next
 	case "STATUS":
 		left := time.Duration(0)
 		if e.armed {
@@ -201,19 +205,34 @@ func (e *Emulator) restart() {
 // expire resets the host when timer generation gen is still the current one.
 func (e *Emulator) expire(gen uint64) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if gen != e.gen || !e.armed {
-		e.mu.Unlock()
 		return
 	}
+	e.resetLocked(fmt.Sprintf("no pet for %s (timeout %s, last pet %s)",
+		time.Since(e.lastPet).Round(time.Millisecond), e.timeout, e.lastPet.Format(time.RFC3339Nano)))
+}
+
+// resetLocked starts a reset of the host for why and returns the next
+// boot; e.mu is held. The old boot's processes are killed and the next boot
+// started by e.Reset, in the background: meanwhile every line naming the
+// old boot is answered RESET.
+func (e *Emulator) resetLocked(why string) string {
 	old, next := e.boot, uuid.NewString()
-	lastPet, timeout := e.lastPet, e.timeout
 	e.boot, e.armed, e.timeout = next, false, e.DefaultTimeout
 	e.gen++
+	if e.timer != nil {
+		e.timer.Stop()
+	}
 	e.resets++
-	e.mu.Unlock()
-	expired := time.Now()
-	e.Log.Printf("boot %s: no pet for %s (timeout %s, last pet %s): resetting the host",
-		old, expired.Sub(lastPet).Round(time.Millisecond), timeout, lastPet.Format(time.RFC3339Nano))
+	e.Log.Printf("boot %s: %s: resetting the host", old, why)
+	go e.reset(old, next, time.Now())
+	return next
+}
+
+func (e *Emulator) reset(old, next string, expired time.Time) {
+	e.resetMu.Lock() // one reset at a time
+	defer e.resetMu.Unlock()
 	var err error
 	if e.Reset != nil {
 		err = e.Reset(old, next)
