@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -24,6 +25,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/agent"
 	"github.com/poolkeeper/poolkeeper/internal/agent/libvirt"
 	"github.com/poolkeeper/poolkeeper/internal/version"
+	"github.com/poolkeeper/poolkeeper/internal/watchdog"
 )
 
 // Exit statuses.
@@ -59,7 +61,8 @@ hosts; see the README, "Running the agent on a hypervisor host").
 Exit status:
   0  stopped by SIGINT or SIGTERM (VMs keep running)
   1  could not start or run (API server unreachable, Host missing, credentials refused)
-  2  wrong flags
+  2  wrong flags (also --watchdog none, or a watchdog too coarse for the pool's heartbeat
+     timeout, for a host fenced by its agent with a real driver)
   3  self-fenced: the Lease could not be renewed before the watchdog deadline and
      every VM was stopped; restart it (a new boot) to rejoin the pool
 
@@ -73,6 +76,7 @@ func run() int {
 		namespace, host, driver, bootID string
 		bootstrapKubeconfig, certDir    string
 		simNetworks, libvirtURI         string
+		watchdogSpec                    string
 		showVersion                     bool
 		interval                        = agent.DefaultHeartbeatInterval
 	)
@@ -90,9 +94,13 @@ func run() int {
 		"With --driver libvirt: the libvirt daemon's URI, e.g. qemu:///system or qemu+unix:///system?socket=PATH.")
 	flag.StringVar(&simNetworks, "sim-networks", "default",
 		"With --driver sim: the networks the simulated host offers, comma-separated (reported in the Host's status.networks).")
-	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: with --driver libvirt the kernel's "+
-		"(/proc/sys/kernel/random/boot_id, so that a restarted agent is the same boot and adopts its VMs); "+
-		"with --driver sim a new random one on every start.")
+	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: the emulated host's with --watchdog unix:PATH; "+
+		"else with --driver libvirt the kernel's (/proc/sys/kernel/random/boot_id, so that a restarted agent is the same "+
+		"boot and adopts its VMs); with --driver sim a new random one on every start.")
+	flag.StringVar(&watchdogSpec, "watchdog", "", "The watchdog that resets this host when the agent stops petting it "+
+		"(petted only after successful heartbeat renewals): a device path, unix:PATH (the emulator of hack/libvirt-host.sh) "+
+		"or none. Default: "+watchdog.DefaultDevice+" with a real driver, none with --driver sim. none with a real driver "+
+		"is refused for a host fenced by its agent (spec.fencing.method Agent).")
 	flag.DurationVar(&interval, "heartbeat-interval", interval,
 		"Time between two heartbeat Lease renewals; at most a quarter of the pool's heartbeat timeout.")
 	flag.StringVar(&bootstrapKubeconfig, "bootstrap-kubeconfig", "",
@@ -124,34 +132,31 @@ func run() int {
 	if bootstrapKubeconfig != "" && flag.Lookup("kubeconfig").Value.String() != "" {
 		return usageError("--kubeconfig and --bootstrap-kubeconfig exclude each other")
 	}
-	var d agent.Driver
-	switch driver {
-	case "sim":
-		sim := agent.NewSimDriver()
-		if simNetworks != "" {
-			sim.SetNetworks(strings.Split(simNetworks, ",")...)
+	if watchdogSpec == "" {
+		watchdogSpec = watchdog.DefaultDevice
+		if driver == "sim" {
+			watchdogSpec = watchdog.KindNone
 		}
-		d = sim
-	case "libvirt":
-		if bootID == "" {
-			id, err := kernelBootID()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
-				return exitError
-			}
-			bootID = id
-		}
-		lv, err := libvirt.New(context.Background(), libvirt.Options{URI: libvirtURI, Namespace: namespace, Host: host,
-			BootID: bootID, Log: log.WithName("libvirt")})
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
-			return exitError
-		}
-		defer func() { _ = lv.Close() }() // stops no VM
-		d = lv
-	default:
-		return usageError(fmt.Sprintf("unknown --driver %q (available: sim, libvirt)", driver))
 	}
+	wd, err := watchdog.Open(watchdogSpec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "poolkeeper-agent: --watchdog: %v\n", err)
+		return exitError
+	}
+	if bootID == "" {
+		// Emulated hosts share this machine's kernel: their boot is the
+		// emulated watchdog's.
+		bootID = wd.BootID()
+	}
+	d, bootID, closeDriver, err := openDriver(driver, simNetworks, libvirtURI, namespace, host, bootID, log)
+	if errors.Is(err, errUnknownDriver) {
+		return usageError(err.Error())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
+		return exitError
+	}
+	defer closeDriver() // stops no VM
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := restConfig(ctx, bootstrapKubeconfig, certDir, namespace, host)
 	if err != nil {
@@ -159,7 +164,7 @@ func run() int {
 		return exitError
 	}
 	a, err := agent.New(agent.Config{RESTConfig: cfg, Namespace: namespace, Host: host, Interval: interval,
-		Driver: d, BootID: bootID, Log: log})
+		Driver: d, BootID: bootID, Watchdog: wd, RequireWatchdog: driver != "sim", Log: log})
 	if err != nil {
 		return usageError(err.Error())
 	}
@@ -167,6 +172,9 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
 		if errors.Is(err, agent.ErrSelfFenced) {
 			return exitSelfFenced
+		}
+		if errors.Is(err, agent.ErrNoSafeWatchdog) {
+			return exitUsage
 		}
 		return exitError
 	}
@@ -199,6 +207,38 @@ func usageError(msg string) int {
 	fmt.Fprintf(os.Stderr, "poolkeeper-agent: %s\n", msg)
 	flag.Usage()
 	return exitUsage
+}
+
+var errUnknownDriver = errors.New("unknown --driver (available: sim, libvirt)")
+
+// openDriver is the --driver's VM driver, the boot ID the agent runs under
+// (bootID, else the kernel's with a real driver) and what releases the
+// driver.
+func openDriver(name, simNetworks, libvirtURI, namespace, host, bootID string,
+	log logr.Logger) (agent.Driver, string, func(), error) {
+	switch name {
+	case "sim":
+		sim := agent.NewSimDriver()
+		if simNetworks != "" {
+			sim.SetNetworks(strings.Split(simNetworks, ",")...)
+		}
+		return sim, bootID, func() {}, nil
+	case "libvirt":
+		if bootID == "" {
+			id, err := kernelBootID()
+			if err != nil {
+				return nil, "", nil, err
+			}
+			bootID = id
+		}
+		lv, err := libvirt.New(context.Background(), libvirt.Options{URI: libvirtURI, Namespace: namespace, Host: host,
+			BootID: bootID, Log: log.WithName("libvirt")})
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return lv, bootID, func() { _ = lv.Close() }, nil
+	}
+	return nil, "", nil, fmt.Errorf("%q: %w", name, errUnknownDriver)
 }
 
 // kernelBootID is the kernel's boot ID: the same for every run of the agent

@@ -27,6 +27,7 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/watchdog"
 )
 
 // ErrSelfFenced is returned by Run when the watchdog stopped every VM because
@@ -51,6 +52,13 @@ type Config struct {
 	DriverName string
 	// BootID identifies this boot; a new random one when empty.
 	BootID string
+	// Watchdog resets the host when the agent stops petting it; nil or
+	// watchdog.None for none (see watchdog.PlanFor for when it is petted).
+	Watchdog watchdog.Watchdog
+	// RequireWatchdog makes Run refuse an Agent-fenced host without a
+	// watchdog that can reset it in time (ErrNoSafeWatchdog): set it with a
+	// driver whose VMs outlive the agent.
+	RequireWatchdog bool
 	// Clock is the time source (real when nil); its durations are monotonic.
 	Clock clock.WithTicker
 	// Log receives the agent's logs.
@@ -88,6 +96,8 @@ type Agent struct {
 	frozen time.Duration
 	// wake is poked when a watched object changes.
 	wake chan struct{}
+	// petter pets the watchdog; nil without one.
+	petter *petter
 
 	hostState
 }
@@ -116,7 +126,11 @@ func New(cfg Config) (*Agent, error) {
 	if _, sim := cfg.Driver.(*SimDriver); sim && cfg.DriverName == "" {
 		cfg.DriverName = "sim"
 	}
-	return &Agent{cfg: cfg, wake: make(chan struct{}, 1)}, nil
+	a := &Agent{cfg: cfg, wake: make(chan struct{}, 1)}
+	if cfg.Watchdog != nil && cfg.Watchdog.Kind() != watchdog.KindNone {
+		a.petter = &petter{wd: cfg.Watchdog, clock: cfg.Clock, log: cfg.Log, poke: make(chan struct{}, 1)}
+	}
+	return a, nil
 }
 
 // BootID is this boot's identifier.
@@ -131,7 +145,7 @@ func (a *Agent) Freeze(d time.Duration) {
 }
 
 // Run heartbeats until ctx is done (nil) or the watchdog fires (ErrSelfFenced).
-func (a *Agent) Run(ctx context.Context) error {
+func (a *Agent) Run(ctx context.Context) (err error) {
 	log := a.cfg.Log.WithValues("host", a.cfg.Host, "bootID", a.cfg.BootID)
 	direct, err := client.New(a.cfg.RESTConfig, client.Options{Scheme: scheme})
 	if err != nil {
@@ -153,6 +167,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.setTimeout(log, a.poolTimeout(ctx, host.Spec.PoolRef.Name))
 	log.Info("Agent started", "interval", a.interval, "heartbeatTimeout", a.timeout,
 		"selfFenceAfter", liveness.SelfFenceAfter(a.timeout))
+	if err := a.checkWatchdog(log, host); err != nil {
+		return err
+	}
+	ctx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	if a.petter != nil {
+		a.petter.log = log
+		petting := make(chan struct{})
+		go func() { defer close(petting); a.petter.run(ctx, cancelRun) }()
+		defer func() { cancelRun(nil); <-petting; a.releaseWatchdog(log, err) }()
+	}
 
 	a.lastOK = a.cfg.Clock.Now()
 	next := a.cfg.Clock.Now()
@@ -171,6 +196,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			if cause := context.Cause(ctx); errors.Is(cause, watchdog.ErrHostReset) {
+				return a.hostReset(ctx, log, cause)
+			}
 			return nil
 		case <-a.wake:
 		case <-a.cfg.Clock.After(wait):
@@ -187,6 +215,10 @@ func (a *Agent) sync(ctx context.Context, log logr.Logger) error {
 	if !a.cfg.Clock.Now().Before(a.deadline()) {
 		return a.selfFence(ctx, log)
 	}
+	// Nothing runs on a host its watchdog does not guard (beat says so).
+	if !a.watchdogArmed() {
+		return nil
+	}
 	if err := a.syncVMs(ctx, log); err != nil && ctx.Err() == nil {
 		log.Info("Syncing VMs failed", "error", err.Error())
 	}
@@ -200,6 +232,7 @@ func (a *Agent) deadline() time.Time { return a.lastOK.Add(liveness.SelfFenceAft
 
 // beat is one heartbeat: watchdog check, renewal, report.
 func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
+	defer a.noteWatchdog()
 	a.sleepIfFrozen(ctx)
 	if ctx.Err() != nil {
 		return nil
@@ -235,12 +268,23 @@ func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 		log.Info("Heartbeat renewal failed", "error", err.Error(), "selfFenceIn", a.deadline().Sub(a.cfg.Clock.Now()))
 	}
 	if err == nil {
-		if serr := a.syncVMs(ctx, log); serr != nil && ctx.Err() == nil {
-			log.Info("Syncing VMs failed", "error", serr.Error())
-		}
-		if rerr := a.report(ctx); rerr != nil && ctx.Err() == nil {
-			log.Info("Reporting host status failed", "error", rerr.Error())
-		}
+		return a.afterRenewal(ctx, log)
+	}
+	return nil
+}
+
+// afterRenewal pets the watchdog, drives the VMs (once the watchdog is
+// armed) and reports, after a successful renewal.
+func (a *Agent) afterRenewal(ctx context.Context, log logr.Logger) error {
+	if ready, err := a.watchdogReady(); err != nil {
+		return a.hostReset(ctx, log, err)
+	} else if !ready {
+		log.Info("The watchdog is not armed: no VM is started or stopped until it is")
+	} else if err := a.syncVMs(ctx, log); err != nil && ctx.Err() == nil {
+		log.Info("Syncing VMs failed", "error", err.Error())
+	}
+	if err := a.report(ctx); err != nil && ctx.Err() == nil {
+		log.Info("Reporting host status failed", "error", err.Error())
 	}
 	return nil
 }
@@ -478,6 +522,7 @@ func (a *Agent) setTimeout(log logr.Logger, t time.Duration) {
 		a.pendingTimeout = 0
 	}
 	a.adaptInterval(log)
+	a.noteWatchdog()
 }
 
 // adaptInterval sets the heartbeat interval for the timeout in force.

@@ -1,0 +1,285 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/watchdog"
+)
+
+// ErrNoSafeWatchdog is returned by Run when the host is fenced by its agent
+// (spec.fencing.method Agent) and its VMs outlive the agent, but there is no
+// watchdog that can reset the host before the operator's safe time.
+var ErrNoSafeWatchdog = errors.New("this host's fencing needs a watchdog that resets it before the operator's safe time")
+
+// petter pets the watchdog from its own goroutine, so that a slow renewal
+// or driver call never starves it: it pets every PetEvery while the state
+// the heartbeat loop gave it (the start of the last successful renewal, the
+// timeout in force, whether this boot holds the Lease) allows (see
+// watchdog.PlanFor). A longer timeout reaches it only once declared in the
+// Lease, a shorter one at once (the loop's a.timeout does so).
+type petter struct {
+	wd    watchdog.Watchdog
+	clock clock.WithTicker
+	log   logr.Logger
+	poke  chan struct{}
+
+	mu      sync.Mutex
+	s       time.Time
+	t       time.Duration
+	holding bool
+
+	// op serializes pets (the petting goroutine's, and the heartbeat loop's
+	// first one) and guards what follows.
+	op            sync.Mutex
+	armed         bool
+	set           time.Duration
+	lastErr, said string
+}
+
+// noteWatchdog hands the heartbeat state to the petter.
+func (a *Agent) noteWatchdog() {
+	p := a.petter
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.s, p.t, p.holding = a.lastOK, a.timeout, a.holding
+	p.mu.Unlock()
+	select {
+	case p.poke <- struct{}{}:
+	default:
+	}
+}
+
+// watchdogReady pets the watchdog right after a successful renewal, from
+// the heartbeat loop, and reports whether VMs may run: only once the
+// watchdog is armed, so that no VM runs on a host the watchdog does not
+// guard. Its error is watchdog.ErrHostReset.
+func (a *Agent) watchdogReady() (bool, error) {
+	p := a.petter
+	if p == nil {
+		return true, nil
+	}
+	a.noteWatchdog()
+	if _, err := p.step(); err != nil {
+		return false, err
+	}
+	p.op.Lock()
+	defer p.op.Unlock()
+	return p.armed, nil
+}
+
+// watchdogArmed reports whether VMs may run as far as the watchdog goes:
+// there is none, or it is armed.
+func (a *Agent) watchdogArmed() bool {
+	p := a.petter
+	if p == nil {
+		return true
+	}
+	p.op.Lock()
+	defer p.op.Unlock()
+	return p.armed
+}
+
+// checkWatchdog refuses to run an Agent-fenced host whose VMs outlive the
+// agent without a watchdog that can reset it in time, and logs what the
+// operator's safe time rests on.
+func (a *Agent) checkWatchdog(log logr.Logger, host *vpoolv1alpha1.Host) error {
+	method := host.Spec.Fencing.Method
+	if method == "" {
+		method = vpoolv1alpha1.FencingAgent
+	}
+	agentFenced := method == vpoolv1alpha1.FencingAgent
+	if a.petter == nil {
+		if agentFenced && a.cfg.RequireWatchdog {
+			return fmt.Errorf("%w: Host %s/%s is fenced by its agent (spec.fencing.method Agent) and its VMs outlive the agent, "+
+				"so only a watchdog resets it before the operator's safe time; give --watchdog %s (softdog where there is no "+
+				"hardware watchdog: modprobe softdog) or --watchdog unix:PATH, or fence the host with Redfish or Manual",
+				ErrNoSafeWatchdog, a.cfg.Namespace, a.cfg.Host, watchdog.DefaultDevice)
+		}
+		rests := "the agent's in-process self-fence " + liveness.SelfFenceAfter(a.timeout).String() + " after its last renewal"
+		if !agentFenced {
+			rests = string(method) + " fencing"
+		}
+		log.Info("No watchdog", "watchdog", watchdog.KindNone, "fencing", method, "safeTimeRestsOn", rests)
+		return nil
+	}
+	plan, err := watchdog.PlanFor(a.timeout, a.petter.wd.Granularity())
+	if err != nil && agentFenced && a.cfg.RequireWatchdog {
+		return fmt.Errorf("%w: watchdog %s: %w", ErrNoSafeWatchdog, a.petter.wd, err)
+	}
+	log.Info("Watchdog", "watchdog", a.petter.wd.String(), "kind", a.petter.wd.Kind(), "fencing", method,
+		"timeout", plan.Timeout, "petEvery", plan.PetEvery, "petUntil", plan.PetUntil,
+		"latestExpiry", plan.LatestExpiry, "safeAfter", plan.SafeAfter, "resetBudget", plan.ResetBudget,
+		"safeTimeRestsOn", fmt.Sprintf("the %s watchdog %s: armed at the first renewal, petted only within %s of the last one, "+
+			"it resets the host at most %s after it, %s before the operator's safe time", a.petter.wd.Kind(), a.petter.wd,
+			plan.PetUntil, plan.LatestExpiry, plan.ResetBudget))
+	if err != nil {
+		log.Info("Warning: the watchdog cannot reset this host before the operator's safe time", "error", err.Error())
+	}
+	return nil
+}
+
+// run pets until ctx is done, or the watchdog says the host was reset,
+// which it hands to reset.
+func (p *petter) run(ctx context.Context, reset func(error)) {
+	for {
+		wait, err := p.step()
+		if err != nil {
+			reset(err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.poke:
+		case <-p.clock.After(wait):
+		}
+	}
+}
+
+// step pets once if it may, and says when to look again. Its error is
+// always watchdog.ErrHostReset: the other errors are logged.
+func (p *petter) step() (time.Duration, error) {
+	p.op.Lock()
+	defer p.op.Unlock()
+	p.mu.Lock()
+	s, t, holding := p.s, p.t, p.holding
+	p.mu.Unlock()
+	plan, perr := watchdog.PlanFor(t, p.wd.Granularity())
+	if perr != nil {
+		p.sayOnce("Warning: the watchdog cannot reset this host before the operator's safe time", perr)
+	}
+	if !holding {
+		return plan.PetEvery, nil
+	}
+	now := p.clock.Now()
+	ok, until := plan.MayPet(s, now)
+	if !ok {
+		p.sayOnce("Watchdog: no successful renewal since "+s.Format(time.RFC3339Nano)+"; no more pets", nil,
+			"resetBy", s.Add(plan.LatestExpiry))
+		return plan.PetEvery, nil
+	}
+	within := until.Sub(now)
+	err := p.pet(plan, within)
+	if errors.Is(err, watchdog.ErrHostReset) {
+		return 0, err
+	}
+	if err != nil {
+		if err.Error() != p.lastErr {
+			p.log.Info("Petting the watchdog failed", "watchdog", p.wd.String(), "error", err.Error())
+		}
+		p.lastErr = err.Error()
+		return plan.PetEvery, nil
+	}
+	p.lastErr = ""
+	if after := p.clock.Now(); after.After(until) {
+		p.log.Info("Warning: a watchdog pet returned after the bound its renewal allows; it may have extended the deadline",
+			"renewalStart", s, "bound", until, "returned", after)
+	}
+	return plan.PetEvery, nil
+}
+
+// pet arms the watchdog on the first pet (only now: opening a device
+// starts it), sets the plan's timeout when it changed (a pet too), and pets.
+func (p *petter) pet(plan watchdog.Plan, within time.Duration) error {
+	if !p.armed {
+		if err := p.wd.Arm(); err != nil {
+			return err
+		}
+		p.armed, p.set = true, 0
+		p.log.Info("Watchdog armed", "watchdog", p.wd.String())
+	}
+	if p.set == plan.Timeout {
+		return p.wd.Pet(within)
+	}
+	got, err := p.wd.SetTimeout(plan.Timeout, within)
+	if err != nil {
+		return err
+	}
+	p.set = plan.Timeout
+	if got > plan.Timeout {
+		p.log.Info("Warning: the watchdog rounded its timeout up; the host may reset after the operator's safe time",
+			"watchdog", p.wd.String(), "asked", plan.Timeout, "got", got)
+	} else {
+		p.log.Info("Watchdog timeout set", "watchdog", p.wd.String(), "timeout", got, "heartbeatTimeout", plan.HeartbeatTimeout)
+	}
+	return nil
+}
+
+// sayOnce logs msg the first time in a row it is said.
+func (p *petter) sayOnce(msg string, err error, kv ...any) {
+	if p.said == msg {
+		return
+	}
+	p.said = msg
+	if err != nil {
+		kv = append(kv, "error", err.Error())
+	}
+	p.log.Info(msg, kv...)
+}
+
+// releaseWatchdog releases the watchdog when Run ends with runErr. A clean
+// stop disarms it only when no VM runs: a stopped agent with VMs running
+// leaves it armed, or the operator's safe time would rest on nothing. After
+// a self-fence it stays armed too: the reset is the new boot the host needs
+// to rejoin.
+func (a *Agent) releaseWatchdog(log logr.Logger, runErr error) {
+	p := a.petter
+	if p == nil {
+		return
+	}
+	if !p.armed {
+		_ = p.wd.Close()
+		return
+	}
+	plan, _ := watchdog.PlanFor(a.timeout, p.wd.Granularity())
+	if runErr != nil {
+		if !errors.Is(runErr, watchdog.ErrHostReset) {
+			log.Info("Watchdog left armed: it resets the host (a new boot)", "watchdog", p.wd.String(), "within", plan.Timeout)
+		}
+		_ = p.wd.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	running, err := a.cfg.Driver.Running(ctx)
+	if err == nil && len(running) == 0 {
+		if derr := p.wd.Disarm(); derr != nil {
+			log.Info("Disarming the watchdog failed; it resets the host unless an agent pets it", "watchdog", p.wd.String(),
+				"error", derr.Error())
+			return
+		}
+		log.Info("Stopped with no VM running: watchdog disarmed", "watchdog", p.wd.String())
+		return
+	}
+	_ = p.wd.Close()
+	if err != nil {
+		log.Info("Stopped without knowing which VMs run: the watchdog stays armed and resets the host unless an agent pets it in time",
+			"watchdog", p.wd.String(), "within", plan.Timeout, "error", err.Error())
+		return
+	}
+	log.Info("Stopped with VMs running: the watchdog stays armed and resets the host unless an agent pets it in time "+
+		"(a restarted agent does after its first renewal)", "watchdog", p.wd.String(), "within", plan.Timeout, "runningVMs", len(running))
+}
+
+// hostReset is Run's error after the watchdog said it reset the host: the
+// VMs died with that boot, and this agent exits without another renewal.
+func (a *Agent) hostReset(ctx context.Context, log logr.Logger, cause error) error {
+	log.Info("The watchdog reset this host: this boot is over; exiting as self-fenced without another renewal", "error", cause.Error())
+	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := a.cfg.Driver.StopAll(stop); err != nil {
+		log.Info("Stopping what is left of the VMs failed", "error", err.Error())
+	}
+	return fmt.Errorf("%w: %w", ErrSelfFenced, cause)
+}
