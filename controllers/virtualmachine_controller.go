@@ -145,6 +145,7 @@ func (r *VirtualMachineReconciler) reconcile(ctx context.Context, s *vmScope) er
 	if vm.Status.PowerState == "" {
 		vm.Status.PowerState = vpoolv1alpha1.PowerHalted
 	}
+	assignIdentity(vm)
 	pool := &vpoolv1alpha1.Pool{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: vm.Spec.PoolRef.Name}, pool); err != nil {
 		if !apierrors.IsNotFound(err) {

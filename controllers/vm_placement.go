@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,11 +58,12 @@ func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) erro
 		Named("placement").
 		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, onChange(restoreEnded)))).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(placementEvent())).
-		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(usabilityChanged())).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf),
+			builder.WithPredicates(predicate.Or[client.Object](usabilityChanged(), networksChanged()))).
 		// A disk that appears or is released may unblock a VM.
 		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(diskFreed())).
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, attachmentsChanged()))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(conflictsRequeued(r))
 }
@@ -87,6 +89,32 @@ func diskFreed() predicate.Funcs {
 	})
 	p.CreateFunc = func(event.CreateEvent) bool { return true }
 	return p
+}
+
+// networksChanged passes a Host whose agent reports other networks or
+// starts to report attachments.
+func networksChanged() predicate.Funcs {
+	return onChange(func(o, n *vpoolv1alpha1.Host) bool {
+		return !slices.Equal(o.Status.Networks, n.Status.Networks) || o.Status.Driver != n.Status.Driver
+	})
+}
+
+// attachmentsChanged passes an SR that a host plugs or unplugs.
+func attachmentsChanged() predicate.Funcs {
+	return onChange(func(o, n *vpoolv1alpha1.StorageRepository) bool {
+		return !equality.Semantic.DeepEqual(attachedHosts(o), attachedHosts(n))
+	})
+}
+
+// attachedHosts are the hosts that have sr attached.
+func attachedHosts(sr *vpoolv1alpha1.StorageRepository) []string {
+	var out []string
+	for _, a := range sr.Status.Attachments {
+		if a.Attached && (sr.Spec.Libvirt == nil || a.StoragePool == "" || a.StoragePool == sr.Spec.Libvirt.StoragePool) {
+			out = append(out, a.Host)
+		}
+	}
+	return out
 }
 
 // waitsForHost: the VM should run but is not placed.
@@ -124,7 +152,11 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// The VM update the cache lacks wakes this pool again when it comes.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	round, err := r.gather(ctx, hosts.Items, vms.Items)
+	srs := &vpoolv1alpha1.StorageRepositoryList{}
+	if err := r.List(ctx, srs, client.InNamespace(pool.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing storage repositories of pool %s: %w", pool.Name, err)
+	}
+	round, err := r.gather(ctx, hosts.Items, vms.Items, srs.Items)
 	if err != nil || len(round.pending) == 0 {
 		return ctrl.Result{}, err
 	}
@@ -161,8 +193,8 @@ type placementRound struct {
 
 // gather sorts a pool's VMs into those that wait to be placed, those that
 // are starting, and the capacity the placed ones take.
-func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.Host, vms []vpoolv1alpha1.VirtualMachine) (
-	*placementRound, error) {
+func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.Host, vms []vpoolv1alpha1.VirtualMachine,
+	srs []vpoolv1alpha1.StorageRepository) (*placementRound, error) {
 	round := &placementRound{boots: map[string]string{}}
 	phases := map[string]vpoolv1alpha1.HostPhase{}
 	for i := range hosts {
@@ -192,11 +224,19 @@ func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.
 			round.waiting, round.pending = append(round.waiting, vm), append(round.pending, p)
 		}
 	}
+	attached := map[string][]string{} // host → the SRs it has attached
+	for i := range srs {
+		for _, h := range attachedHosts(&srs[i]) {
+			attached[h] = append(attached[h], srs[i].Name)
+		}
+	}
 	for i := range hosts {
 		h := &hosts[i]
-		// A host two agents claim takes no new VM (hostUsable).
+		// A host two agents claim takes no new VM (hostUsable). A host whose
+		// agent reports its driver reports its attachments too.
 		round.hosts = append(round.hosts, placement.Host{Name: h.Name, Live: hostUsable(h),
-			Capacity: hostCapacity(h), Used: used[h.Name]})
+			Capacity: hostCapacity(h), Used: used[h.Name], Networks: h.Status.Networks,
+			ReportsAttachments: h.Status.Driver != "", Attached: attached[h.Name]})
 	}
 	return round, nil
 }
@@ -208,6 +248,11 @@ func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.Vir
 	phases map[string]vpoolv1alpha1.HostPhase) (p placement.Pending, ready bool, err error) {
 	p = placement.Pending{VM: placement.VM{Name: vm.Name, Need: vmNeed(vm), Affinity: vm.Spec.Affinity.Host},
 		StartOrder: vm.Spec.StartOrder, BestEffort: vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartBestEffort}
+	for _, nic := range vm.Spec.Interfaces {
+		if !slices.Contains(p.Networks, nic.Network) {
+			p.Networks = append(p.Networks, nic.Network)
+		}
+	}
 	if reset := vm.Status.LastReset; vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartNever && reset != nil &&
 		reset.Generation == vm.Generation {
 		p.Blocked = &placement.Decision{Reason: placement.ReasonDoNotRestart, Message: fmt.Sprintf(
@@ -228,6 +273,9 @@ func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.Vir
 			return p, true, nil
 		}
 		disks = append(disks, disk)
+		if vdi != nil && !slices.Contains(p.StorageRepositories, vdi.Spec.StorageRepository) {
+			p.StorageRepositories = append(p.StorageRepositories, vdi.Spec.StorageRepository)
+		}
 	}
 	p.PinnedTo, p.Blocked = placement.CheckDisks(vm.Spec.PoolRef.Name, disks)
 	return p, true, nil
