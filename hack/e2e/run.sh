@@ -313,7 +313,19 @@ scenario_agent_identity() {
   local denied=${out##*: }
   kubectl --kubeconfig "$h1kc" annotate vhost h2 e2e/check=stolen --overwrite >/dev/null 2>&1 &&
     die "the agent of h1 wrote h2's Host"
-  log "agents run as their own ServiceAccounts (both Live, a VM running); h1's agent may not renew h2's Lease: $denied"
+  # Each agent reports its own attachment of the shared SR (pbd-plug).
+  kubectl wait -n "$ns" sr/nfs --for=jsonpath='{.status.attachments[?(@.host=="h2")].attached}'=true --timeout=$WAIT >/dev/null ||
+    die "h2's agent did not report its attachment of SR nfs"
+  [[ "$(kubectl get -n "$ns" sr nfs -o jsonpath='{.status.attachments[?(@.host=="h1")].attached}')" == true ]] ||
+    die "h1's attachment of SR nfs is missing: $(kubectl get -n "$ns" sr nfs -o jsonpath='{.status.attachments}')"
+  out=$(kubectl --kubeconfig "$h1kc" patch -n "$ns" sr nfs --subresource=status --type=json \
+    -p '[{"op":"replace","path":"/status/attachments/1/attached","value":false},{"op":"replace","path":"/status/attachments/0/attached","value":false}]' 2>&1) &&
+    die "the agent of h1 rewrote h2's attachment"
+  grep -q "may write only its own attachment" <<<"$out" || die "unexpected refusal: $out"
+  out=$(kubectl --kubeconfig "$h1kc" patch -n "$ns" vdi a-root --subresource=status --type=merge \
+    -p '{"status":{"lock":{"host":"h1","mode":"RW","bootID":"forged"}}}' 2>&1) && die "the agent of h1 wrote a VDI lock"
+  grep -q "never its lock" <<<"$out" || die "unexpected refusal: $out"
+  log "agents run as their own ServiceAccounts (both Live, a VM running, SR nfs attached on both); h1's agent may not renew h2's Lease: $denied"
 }
 
 # A second agent for a live host (another boot with the host's identity: a
