@@ -406,6 +406,13 @@ scenario_invalid_objects() {
 }
 
 all=(invalid_objects short_pause member_dies_ha master_dies_ha_off delete_dead_host backup_restore agent_identity second_agent)
+# More scenarios, by subject: each file defines scenario_<name> functions
+# with the helpers above and appends their names to all.
+for f in hack/e2e/scenarios/*.sh; do
+  [[ -e "$f" ]] || continue
+  # shellcheck source=/dev/null
+  source "$f"
+done
 selected=("$@")
 [[ ${#selected[@]} -gt 0 ]] || selected=("${all[@]}")
 start_control_plane
