@@ -1,0 +1,96 @@
+package liveness
+
+import (
+	"sync"
+	"time"
+)
+
+// Recount records, per pool, from when the operator counts its hosts'
+// silence afresh, as after a restart: from the first time it saw the storm
+// guard lifted after it had held, and from the end of any stretch in which
+// the operator itself could not reach the API server. A host that rode out
+// an outage is then never counted fenced on a safe time computed from a
+// renewal before it: its silence counts from after the outage.
+//
+// The guard's verdict it is given is the raw one (silence counted from the
+// last renewal observed), so counting afresh never lifts the guard itself.
+type Recount struct {
+	mu    sync.Mutex
+	pools map[string]*recount
+	// outageEnd is the end of the operator's last outage, for every pool.
+	outageEnd time.Time
+}
+
+type recount struct {
+	holding   bool
+	heldSince time.Time
+	from      time.Time
+}
+
+// RecountChange says what a Note changed, for events and metrics.
+type RecountChange struct {
+	// Held is true when the guard began to hold; Lifted when it was seen
+	// lifted after holding (the count starts again at Since), after holding
+	// for Held.
+	Began, Lifted bool
+	Since         time.Time
+	HeldFor       time.Duration
+}
+
+// NewRecount returns an empty Recount.
+func NewRecount() *Recount { return &Recount{pools: map[string]*recount{}} }
+
+// Note records the storm guard's verdict for pool at now.
+func (r *Recount) Note(pool string, now time.Time, held bool) RecountChange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pools[pool]
+	if p == nil {
+		p = &recount{}
+		r.pools[pool] = p
+	}
+	switch {
+	case held && !p.holding:
+		p.holding, p.heldSince = true, now
+		return RecountChange{Began: true, Since: now}
+	case !held && p.holding:
+		p.holding = false
+		if now.After(p.from) {
+			p.from = now
+		}
+		return RecountChange{Lifted: true, Since: now, HeldFor: now.Sub(p.heldSince)}
+	}
+	return RecountChange{}
+}
+
+// Outage records that the operator could not reach the API server until end.
+func (r *Recount) Outage(end time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if end.After(r.outageEnd) {
+		r.outageEnd = end
+	}
+}
+
+// From is when the silence of pool's hosts counts from at the earliest
+// (zero: no recount), and whether the guard holds now as last noted.
+func (r *Recount) From(pool string) (from time.Time, holding bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	from = r.outageEnd
+	if p := r.pools[pool]; p != nil {
+		holding = p.holding
+		if p.from.After(from) {
+			from = p.from
+		}
+	}
+	return from, holding
+}
+
+// Afresh is o with its silence counted from no earlier than from.
+func (o Observation) Afresh(from time.Time) Observation {
+	if from.After(o.LastSeen) {
+		o.LastSeen = from
+	}
+	return o
+}
