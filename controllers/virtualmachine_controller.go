@@ -225,7 +225,7 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 	for _, t := range []string{vpoolv1alpha1.ConditionReady, vpoolv1alpha1.VMScheduled, vpoolv1alpha1.VMDisksLocked} {
 		s.st.Set(t, metav1.ConditionFalse, d.Reason, d.Message)
 	}
-	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", h.Phase)
+	ctrl.LoggerFrom(ctx).Info("VM reset after host failure", "host", from, "hostPhase", h.Phase, "reason", d.Reason)
 	s.st.Event(status.Event{Type: corev1.EventTypeNormal, Reason: d.Reason, Action: "Reset", Note: d.Message, Observe: metrics.VMsReset.Inc})
 	return true, nil
 }
@@ -233,10 +233,11 @@ func (r *VirtualMachineReconciler) handleHostFailure(ctx context.Context, s *vmS
 // residentHost is what the cache shows of the VM's host (nil: gone).
 func residentHost(vm *vpoolv1alpha1.VirtualMachine, host *vpoolv1alpha1.Host) placement.ResidentHost {
 	phase := vpoolv1alpha1.HostPhaseForgotten // a Host object goes away only once forgotten
+	boot := ""
 	if host != nil {
-		phase = host.Status.Phase
+		phase, boot = host.Status.Phase, host.Status.BootID
 	}
-	return placement.ResidentHost{Name: vm.Status.ResidentOn, Phase: string(phase),
+	return placement.ResidentHost{Name: vm.Status.ResidentOn, Phase: string(phase), Boot: boot, ResidentBoot: vm.Status.ResidentBootID,
 		Unreachable: phase == vpoolv1alpha1.HostPhaseUnreachable || phase == vpoolv1alpha1.HostPhaseFencing,
 		Down:        phase == vpoolv1alpha1.HostPhaseFenced || phase == vpoolv1alpha1.HostPhaseForgotten,
 		BootFenced:  bootFenced(host, vm.Status.ResidentBootID)}

@@ -172,7 +172,7 @@ func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d
 			return disk, fmt.Sprintf("VirtualDisk %s is not locked for this host", vdi.Name), nil
 		case l.Host != a.cfg.Host:
 			return disk, fmt.Sprintf("VirtualDisk %s is locked RW by host %s", vdi.Name, l.Host), nil
-		case l.BootID != a.cfg.BootID && !a.simulated():
+		case l.BootID != a.cfg.BootID:
 			return disk, fmt.Sprintf("VirtualDisk %s is locked for boot %s of this host, not this boot %s", vdi.Name, l.BootID, a.cfg.BootID), nil
 		}
 	}
@@ -202,15 +202,6 @@ func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d
 		}
 	}
 	return disk, "", nil
-}
-
-// simulated says whether the VMs are the sim driver's, which die with the
-// agent's process: no VM of an earlier boot runs any more, so a lock taken
-// for that boot of this host is this host's to use. A real driver's VMs
-// outlive the agent, and its boot ID is the kernel's.
-func (a *Agent) simulated() bool {
-	_, sim := a.cfg.Driver.(*SimDriver)
-	return sim
 }
 
 // hostNetworks lists the networks this host offers: the driver's, or the

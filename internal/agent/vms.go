@@ -51,7 +51,7 @@ func (a *Agent) stopUnwanted(ctx context.Context, log logr.Logger, running []str
 	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
 	for _, name := range running {
 		vm := mine[name]
-		if vm != nil && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning {
+		if vm != nil && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && a.placedOnThisBoot(vm) {
 			continue
 		}
 		if err := a.cfg.Driver.Stop(ctx, name); err != nil {
@@ -117,8 +117,14 @@ func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.Vi
 	plugged map[string]attachment) (bool, error) {
 	dvm := toDriverVM(vm)
 	notReady := ""
+	if !a.placedOnThisBoot(vm) {
+		notReady = fmt.Sprintf("placed on boot %s of this host, not this boot %s: the operator places it again", vm.Status.ResidentBootID, a.cfg.BootID)
+	}
 	dvm.Disks = dvm.Disks[:0]
 	for _, d := range vm.Spec.Disks {
+		if notReady != "" {
+			break
+		}
 		disk, why, err := a.diskFor(ctx, vm, d, plugged)
 		if err != nil {
 			return false, err
@@ -148,6 +154,13 @@ func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.Vi
 	}
 	log.Info("Started VM", "vm", vm.Name)
 	return true, nil
+}
+
+// placedOnThisBoot says whether vm was placed on this boot of the host (or
+// before boot IDs were recorded). A VM placed on an earlier boot ended with
+// it: the operator resets it (HostRebooted) and places it again.
+func (a *Agent) placedOnThisBoot(vm *vpoolv1alpha1.VirtualMachine) bool {
+	return vm.Status.ResidentBootID == "" || vm.Status.ResidentBootID == a.cfg.BootID
 }
 
 // interfacesOf gives the VM's interfaces with their MAC addresses: spec's,

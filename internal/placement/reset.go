@@ -10,6 +10,9 @@ const (
 	// ReasonVMReset: the VM's host is fenced or forgotten; the VM's power
 	// state is reset to Halted so it can start elsewhere.
 	ReasonVMReset = "VMReset"
+	// ReasonHostRebooted: the VM's host reports a boot other than the one
+	// the VM was placed on: that boot ended, and the VM with it.
+	ReasonHostRebooted = "HostRebooted"
 )
 
 // ResetAction is what happens to a VM whose host may have failed.
@@ -44,6 +47,16 @@ type ResidentHost struct {
 	BootFenced bool
 	// Confirmed: the API server, read just now, shows the host down.
 	Confirmed bool
+	// Boot is the boot ID the host's agent reports now; ResidentBoot the one
+	// the VM was placed on (status.residentBootID). Only the agent holding
+	// the host's Lease reports, and an agent runs only VMs placed on its own
+	// boot: a host that reports another boot runs the VM no more.
+	Boot, ResidentBoot string
+}
+
+// rebooted: the host reports a boot other than the VM's.
+func (h ResidentHost) rebooted() bool {
+	return h.Boot != "" && h.ResidentBoot != "" && h.Boot != h.ResidentBoot
 }
 
 // ResetDecision is what ResetVerdict decided, with the reason and message
@@ -60,6 +73,10 @@ func ResetVerdict(h ResidentHost, power string) ResetDecision {
 	case h.Unreachable:
 		return ResetDecision{Action: ResetHold, Reason: ReasonHostUnreachable, Message: fmt.Sprintf(
 			"host %s is %s: the VM stays %s in status until the host is fenced or forgotten", h.Name, h.Phase, power)}
+	case !h.Down && h.rebooted():
+		return ResetDecision{Action: ResetNow, Reason: ReasonHostRebooted, Message: fmt.Sprintf(
+			"host %s rebooted: boot %s, which the VM was placed on, ended (the host runs boot %s): power state reset to Halted (vm-reset-powerstate); its disk locks are released next",
+			h.Name, h.ResidentBoot, h.Boot)}
 	case !h.Down:
 		return ResetDecision{}
 	case !h.BootFenced && !h.Confirmed:
