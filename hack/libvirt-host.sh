@@ -8,7 +8,11 @@
 #              own (virtlogd + libvirtd in private mount and network namespaces,
 #              with their own /run/libvirt, /var/lib/libvirt, /etc/libvirt,
 #              /var/log/libvirt and /var/cache/libvirt, so hosts never see each
-#              other's domains), a storage pool "default" (a dir pool) and an
+#              other's domains), two storage pools (dir pools): "default", the
+#              host's local storage in ROOT/NAME/lib/images, and "shared",
+#              ROOT/shared/images, one directory for every host of ROOT (the
+#              shared storage of a pool: a VM restarted on another host sees
+#              its disk's data), and an
 #              isolated network "default" (a bridge in the host's own network
 #              namespace, no DHCP, nothing on this machine's network), under an
 #              emulated watchdog (hack/watchdog-emulator) that resets the host
@@ -26,9 +30,24 @@
 #
 # ROOT is $POOLKEEPER_LIBVIRT_ROOT (default /tmp/poolkeeper-libvirt); a host's
 # files are in ROOT/NAME: boot_id (the current boot), watchdog.log (boots,
-# arms, resets), boot.log and log/ (the daemons' logs), lib/images (the pool).
-# Domains use KVM (type 'kvm') when /dev/kvm opens, else QEMU TCG (type
-# 'qemu'): up says which on stderr.
+# arms, resets), boot.log and log/ (the daemons' logs), lib/images (the pool
+# default); ROOT/shared/images is the pool shared of every host.
+# Domains use KVM (type 'kvm') when KVM works, else QEMU TCG (type 'qemu'):
+# up says which on stderr. KVM works when /dev/kvm opens and QEMU boots the
+# installed Linux kernel with it (tried once per boot of this machine, within
+# 15s; some nested KVMs, such as PVM, open but run no stock kernel);
+# $POOLKEEPER_LIBVIRT_KVM=yes or no skips the try. Where KVM does not work the
+# host's daemons see no /dev/kvm (/dev/null is mounted over it in the host's
+# namespace), so libvirt offers only 'qemu'.
+#
+# QEMU's image locking is off on simulated hosts: their QEMU processes share
+# this machine's kernel, whose file locks would refuse a second QEMU of a VM
+# whose disk another host's QEMU holds, where real shared storage may not —
+# and hide from the tests the very double start they look for. In each
+# host's daemons a wrapper, ROOT/.bin/qemu/qemu-system-x86_64, is first in
+# PATH, where libvirt looks for its emulator: it runs
+# /usr/bin/qemu-system-x86_64 with "locking":"off" added to every file block
+# node.
 #
 # It installs what it needs from Debian's packages when missing (libvirt,
 # QEMU, and a kernel and busybox-static for test guests) and must run as root
@@ -60,6 +79,66 @@ ensure_packages() {
 	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >&2 ||
 		{ apt-get -o DPkg::Lock::Timeout=600 update -q >&2 &&
 			apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >&2; }
+}
+
+# ensure_qemu_account: libvirt's QEMU driver (9.0) refuses to start without
+# the user libvirt-qemu and the groups kvm and libvirt-qemu, even when
+# qemu.conf runs QEMU as root; they come with libvirt-daemon-system, which
+# --no-install-recommends leaves out. Made as that package makes them, only
+# when missing.
+ensure_qemu_account() {
+	local g
+	for g in kvm libvirt-qemu; do
+		getent group "$g" >/dev/null || groupadd -r "$g"
+	done
+	if ! getent passwd libvirt-qemu >/dev/null; then
+		useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+	fi
+}
+
+# kvm_works: whether QEMU runs Linux with KVM here (see the header).
+kvm_works() {
+	(exec 3<>/dev/kvm) 2>/dev/null || return 1
+	case ${POOLKEEPER_LIBVIRT_KVM:-} in
+	yes) return 0 ;;
+	no) return 1 ;;
+	esac
+	local cache kernel
+	cache=/tmp/poolkeeper-kvm.$(cat /proc/sys/kernel/random/boot_id)
+	(
+		flock 9
+		[ -s "$cache" ] && exit 0
+		kernel=$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)
+		# Without a root file system the kernel panics and QEMU exits: in
+		# a second or two with a working KVM.
+		if [ -n "$kernel" ] && timeout 15 qemu-system-x86_64 -accel kvm -cpu host -m 128 -nodefaults -display none \
+			-serial stdio -no-reboot -kernel "$kernel" -append "console=ttyS0 panic=-1" 2>/dev/null |
+			tr -d '\r' | grep -a -c '^\[.*Linux version' >/dev/null 2>&1; then
+			echo yes >"$cache"
+		else
+			echo no >"$cache"
+		fi
+	) 9>"$cache.lock"
+	[ "$(cat "$cache")" = yes ]
+}
+
+QEMU=/usr/bin/qemu-system-x86_64
+
+# write_qemu_wrapper: the emulator of the hosts' daemons, QEMU with image
+# locking off (see the header).
+write_qemu_wrapper() {
+	mkdir -p "$ROOT/.bin/qemu"
+	{
+		echo '#!/bin/bash'
+		echo '# QEMU with image locking off, for the simulated hosts of hack/libvirt-host.sh.'
+		cat <<-'EOF'
+			from='"driver":"file",' to='"driver":"file","locking":"off",' args=()
+			for a in "$@"; do args+=("${a//"$from"/"$to"}"); done
+		EOF
+		echo "exec $QEMU \"\${args[@]}\""
+	} >"$ROOT/.bin/qemu/qemu-system-x86_64.new"
+	chmod +x "$ROOT/.bin/qemu/qemu-system-x86_64.new"
+	mv -f "$ROOT/.bin/qemu/qemu-system-x86_64.new" "$ROOT/.bin/qemu/qemu-system-x86_64"
 }
 
 build_emulator() {
@@ -112,11 +191,17 @@ boot() {
 	mount --bind "$dir/etc" /etc/libvirt
 	mount --bind "$dir/log" /var/log/libvirt
 	mount --bind "$dir/cache" /var/cache/libvirt
+	# A KVM that runs no Linux kernel is not offered (see kvm_works).
+	if [ "$(cat "$dir/kvm" 2>/dev/null)" = no ] && [ -e /dev/kvm ]; then
+		mount --bind /dev/null /dev/kvm
+	fi
 	ip link set lo up
 	ip link add pkbr0 type bridge
 	ip link set pkbr0 up
 	virtlogd -d -p /run/libvirt/virtlogd.pid
-	exec libvirtd -p /run/libvirt/libvirtd.pid
+	# libvirt's emulator is the first qemu-system-x86_64 in PATH: QEMU
+	# without image locking (see the header).
+	PATH=$ROOT/.bin/qemu:$PATH exec libvirtd -p /run/libvirt/libvirtd.pid
 }
 
 uri() { echo "qemu+unix:///system?socket=$ROOT/$1/run/libvirt-sock"; }
@@ -130,22 +215,32 @@ running() {
 
 # (virsh's output is read whole: grep -q would close the pipe early, which
 # pipefail counts as a failure)
-pool_running() { [[ $(virsh -q -c "$(uri "$1")" pool-info default 2>/dev/null) =~ State:\ *running ]]; }
+pool_running() { [[ $(virsh -q -c "$(uri "$1")" pool-info "$2" 2>/dev/null) =~ State:\ *running ]]; }
 net_active() { [[ $(virsh -q -c "$(uri "$1")" net-info default 2>/dev/null) =~ Active:\ *yes ]]; }
 
-# ensure_host_objects NAME: the default storage pool and network, defined
-# once (persistent, autostarted) and active.
-ensure_host_objects() {
+# ensure_pool NAME POOL TARGET: a dir storage pool, defined once
+# (persistent, autostarted) and active.
+ensure_pool() {
 	local v=(virsh -q -c "$(uri "$1")")
-	if ! "${v[@]}" pool-info default >/dev/null 2>&1; then
-		"${v[@]}" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
-		"${v[@]}" pool-autostart default >/dev/null
+	if ! "${v[@]}" pool-info "$2" >/dev/null 2>&1; then
+		"${v[@]}" pool-define-as "$2" dir --target "$3" >/dev/null
+		"${v[@]}" pool-autostart "$2" >/dev/null
 	fi
 	# (libvirtd may be autostarting it meanwhile)
-	pool_running "$1" ||
-		"${v[@]}" pool-start default >/dev/null 2>&1 ||
-		pool_running "$1" ||
-		say "host $1: storage pool default could not be started"
+	pool_running "$1" "$2" ||
+		"${v[@]}" pool-start "$2" >/dev/null 2>&1 ||
+		pool_running "$1" "$2" ||
+		say "host $1: storage pool $2 could not be started"
+}
+
+# ensure_host_objects NAME: the storage pools default (the host's own
+# storage) and shared (one directory for every host), and the network
+# default.
+ensure_host_objects() {
+	local v=(virsh -q -c "$(uri "$1")")
+	ensure_pool "$1" default /var/lib/libvirt/images
+	mkdir -p "$ROOT/shared/images"
+	ensure_pool "$1" shared "$ROOT/shared/images"
 	# The network's bridge is made by boot in the host's own network
 	# namespace; libvirt only attaches domains to it (no firewall, no DHCP).
 	if ! net_active "$1"; then
@@ -170,12 +265,15 @@ up() {
 	local name=$1 dir=$ROOT/$1
 	[ "$(id -u)" = 0 ] || die "must run as root"
 	ensure_packages
+	ensure_qemu_account
 	if ! running "$name"; then
 		mkdir -p "$dir"
 		build_emulator
+		write_qemu_wrapper
 		# A host whose emulator is gone may have left processes behind.
-		[ -f "$dir/mntns" ] && "$EMULATOR" kill --dir "$dir" 2>/dev/null || true
+		if [ -f "$dir/mntns" ]; then "$EMULATOR" kill --dir "$dir" 2>/dev/null || true; fi
 		write_config "$dir"
+		if kvm_works; then echo yes >"$dir/kvm"; else echo no >"$dir/kvm"; fi
 		setsid "$EMULATOR" serve --dir "$dir" --socket "$dir/watchdog.sock" --log "$dir/watchdog.log" \
 			-- /bin/bash "$SELF" _boot "$name" </dev/null >>"$dir/emulator.log" 2>&1 &
 		echo $! >"$dir/emulator.pid"
@@ -188,12 +286,15 @@ up() {
 			break
 		fi
 		running "$name" || die "host $name: the emulator exited; see $dir/emulator.log and $dir/boot.log"
-		[ "$i" = 600 ] && die "host $name: libvirtd did not answer within 60s; see $dir/boot.log and $dir/log"
+		[ "$i" = 600 ] && die "host $name: libvirtd did not answer within 60s; see $dir/boot.log and $dir/log;" \
+			"its last errors: $(grep -s ' error : ' "$dir/log/libvirtd.log" | tail -n 3)"
 		sleep 0.1
 	done
 	ensure_host_objects "$name"
-	if (exec 3<>/dev/kvm) 2>/dev/null; then
-		say "host $name: /dev/kvm opens: domains can use type 'kvm'"
+	if [ "$(cat "$dir/kvm" 2>/dev/null)" = yes ]; then
+		say "host $name: KVM works: domains can use type 'kvm'"
+	elif [ -e /dev/kvm ]; then
+		say "host $name: /dev/kvm is there but QEMU boots no Linux kernel with it: domains use type 'qemu' (TCG)"
 	else
 		say "host $name: no usable /dev/kvm: domains must use type 'qemu' (TCG)"
 	fi
