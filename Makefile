@@ -72,10 +72,29 @@ bench: ## Run the benchmarks and print their figures.
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build bin/poolkeeper (manager), bin/poolkeeper-agent and bin/controlplane (make run's).
+build: manifests generate ## Build bin/poolkeeper (manager), bin/poolkeeper-agent, bin/kubectl-poolkeeper (kubectl plugin) and bin/controlplane (make run's).
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/poolkeeper .
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/poolkeeper-agent ./cmd/poolkeeper-agent
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-poolkeeper ./cmd/kubectl-poolkeeper
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/controlplane ./hack/controlplane
+
+# Where the plugin's release archives are downloaded from (the krew manifest's URIs).
+PLUGIN_URI ?= https://github.com/poolkeeper/poolkeeper/releases/download/$(VERSION)
+PLUGIN_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+.PHONY: plugin-dist
+plugin-dist: ## Build the kubectl plugin's release archives and its krew manifest (dist/krew/poolkeeper.yaml).
+	@mkdir -p dist/krew
+	@set -e; manifest=$$(cat cmd/kubectl-poolkeeper/krew.yaml); \
+	for p in $(PLUGIN_PLATFORMS); do \
+		os=$${p%/*} arch=$${p#*/} dir=$$(mktemp -d); \
+		archive=dist/kubectl-poolkeeper_$(VERSION)_$${os}_$${arch}.tar.gz; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -ldflags '$(LDFLAGS)' -o $$dir/kubectl-poolkeeper ./cmd/kubectl-poolkeeper; \
+		cp LICENSE $$dir/; tar -C $$dir -czf $$archive kubectl-poolkeeper LICENSE; rm -rf $$dir; \
+		manifest=$${manifest//\$$\{SHA256_$${os}_$${arch}\}/$$(sha256sum $$archive | cut -d' ' -f1)}; echo "$$archive"; \
+	done; \
+	manifest=$${manifest//\$$\{VERSION\}/$(VERSION)}; manifest=$${manifest//\$$\{URI\}/$(PLUGIN_URI)}; \
+	echo "$$manifest" >dist/krew/poolkeeper.yaml; echo dist/krew/poolkeeper.yaml
 
 .PHONY: run
 run: build ## Run the operator: on an embedded control plane, or with leader election on the cluster of $KUBECONFIG.
