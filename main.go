@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,14 +22,17 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/version"
 )
 
@@ -63,6 +67,9 @@ Usage: poolkeeper [flags]
 func run() error {
 	var (
 		metricsAddr          string
+		metricsCertPath      string
+		metricsCertName      string
+		metricsCertKey       string
 		probeAddr            string
 		secureMetrics        bool
 		enableHTTP2          bool
@@ -80,6 +87,11 @@ func run() error {
 		"Address the metrics endpoint binds to (HTTPS when --metrics-secure). Use \"0\" to disable it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true,
 		"Serve metrics over HTTPS, authenticated and authorized through the API server (TokenReview and SubjectAccessReview).")
+	flag.StringVar(&metricsCertPath, "metrics-cert-path", "",
+		"Directory holding the metrics server's certificate and key (e.g. a cert-manager Secret's mount); "+
+			"reloaded when they change. Default: a self-signed certificate made at start.")
+	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "File name of the metrics server certificate in --metrics-cert-path.")
+	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "File name of the metrics server key in --metrics-cert-path.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default against HTTP/2 rapid-reset attacks).")
@@ -117,6 +129,15 @@ func run() error {
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	var metricsCerts *certwatcher.CertWatcher
+	if metricsCertPath != "" {
+		var err error
+		metricsCerts, err = certwatcher.New(filepath.Join(metricsCertPath, metricsCertName), filepath.Join(metricsCertPath, metricsCertKey))
+		if err != nil {
+			return fmt.Errorf("loading the metrics certificate from --metrics-cert-path %s: %w", metricsCertPath, err)
+		}
+		metricsOpts.TLSOpts = append(metricsOpts.TLSOpts, func(c *tls.Config) { c.GetCertificate = metricsCerts.GetCertificate })
+	}
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -146,6 +167,15 @@ func run() error {
 	}); err != nil {
 		return err
 	}
+
+	if metricsCerts != nil {
+		if err := mgr.Add(metricsCerts); err != nil {
+			return fmt.Errorf("watching the metrics certificate: %w", err)
+		}
+	}
+	// Pool gauges, computed at scrape time from the manager's cache.
+	crmetrics.Registry.MustRegister(&metrics.PoolCollector{Reader: mgr.GetCache(), Clock: clock.RealClock{},
+		OnError: func(err error) { ctrl.Log.WithName("metrics").Error(err, "Listing pool objects for the pool gauges") }})
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)

@@ -39,7 +39,7 @@ plugin_backup() {
 # storm guard holds (1 of 3 hosts stale, more than the 20% allowed), then,
 # once the guard allows it, Fencing and Fenced.
 plugin_fence() {
-  local ns=$1 phase last="" row out fencing="" seen=() guard=""
+  local ns=$1 phase last="" row out fencing="" seen=() guard="" w
   kubectl patch -n "$ns" vpool p --type merge -p '{"spec":{"fencing":{"maxUnhealthyPercent":20}}}' >/dev/null
   kill -9 "$(agent_pid "$ns" h2)"
   for _ in $(seq 1 900); do
@@ -58,6 +58,18 @@ plugin_fence() {
   [[ -n $guard ]] || die "status did not show the storm guard holding while h2 was Unreachable: ${seen[*]}"
   [[ " ${seen[*]} " == *" Unreachable Fencing Fenced "* ]] || die "status did not show h2 Unreachable, Fencing, then Fenced: ${seen[*]}"
   grep -q "Agent, started .* ago" <<<"$fencing" || die "the Fencing row shows no progress: $fencing"
+  # The pool gauges say the same, computed at scrape time from the manager's cache.
+  local m scraped want=("poolkeeper_hosts{namespace=\"$ns\",phase=\"Fenced\",pool=\"p\"} 1"
+    "poolkeeper_hosts{namespace=\"$ns\",phase=\"Live\",pool=\"p\"} 2"
+    "poolkeeper_pool_fencing_allowed{namespace=\"$ns\",pool=\"p\",reason=\"FencingAllowed\"} 1")
+  for _ in $(seq 1 20); do
+    scraped=$(scrape) m=ok
+    for w in "${want[@]}"; do [[ $(metric "$scraped" "${w% *}") == "${w##* }" ]] || m="${w% *} is $(metric "$scraped" "${w% *}")"; done
+    [[ $m == ok ]] && break; sleep 0.5
+  done
+  [[ $m == ok ]] || die "pool gauges after the fence: $m"
+  [[ $(metric "$scraped" "poolkeeper_pool_last_verification_timestamp_seconds{namespace=\"$ns\",pool=\"p\"}") != 0 ]] ||
+    die "no poolkeeper_pool_last_verification_timestamp_seconds for pool p after backup-verify"
   plugin_report+=("status showed h2 ${seen[*]}; while Unreachable: '$guard'; while Fencing: '$(sed 's/  */ /g' <<<"$fencing")'")
 }
 
@@ -87,6 +99,7 @@ plugin_forget() {
 
 scenario_plugin() {
   local ns=e2e-plugin out plugin_report=()
+  scraper
   pool "$ns" true h1 h1 h2 h3
   vm "$ns" a h2
   kubectl wait -n "$ns" vmachine/a --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
