@@ -380,7 +380,10 @@ func (r *HostReconciler) decisionInput(ctx context.Context, s *hostScope) error 
 		RunningVMs: len(h.Status.RunningVMs), MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
 	}
 	r.syncInput(s)
-	if h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.in.HAEnabled || s.in.Forget) {
+	// A host waiting for its agent's safe time is not counted fenced while
+	// the storm guard holds (fencing.Agent), so the guard is looked at then.
+	waiting := h.Status.Phase == vpoolv1alpha1.HostPhaseFencing && s.in.HAEnabled && !s.in.Forget
+	if waiting || h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.in.HAEnabled || s.in.Forget) {
 		if err := r.tallyPool(ctx, s); err != nil {
 			return err
 		}
@@ -394,12 +397,14 @@ func (r *HostReconciler) decisionInput(ctx context.Context, s *hostScope) error 
 func (r *HostReconciler) syncInput(s *hostScope) {
 	h := s.host
 	s.in.Phase, s.in.Fencing = h.Status.Phase, h.Status.Fencing
-	s.in.Heartbeat = r.Tracker.Get(client.ObjectKeyFromObject(h))
+	s.in.Heartbeat = r.heartbeatOf(s)
 	s.in.Withdrawable = h.Spec.State == vpoolv1alpha1.HostForgotten && h.DeletionTimestamp.IsZero() && h.Status.ForgetStartedAt == nil
 }
 
-// guard runs the fencing chain on the scope's tally.
+// guard runs the fencing chain on the scope's tally, and records the storm
+// guard's verdict for the pool's recount.
 func (r *HostReconciler) guard(s *hostScope) fencing.Check {
+	r.noteGuard(s)
 	return fencing.MayFence(fencing.Request{
 		Automatic: s.in.HAEnabled && !s.in.Forget, Method: s.in.Method, Tally: s.tally, Methods: s.in.Methods,
 		MaxUnhealthyPercent: s.settings.Fencing.MaxUnhealthyPercent, MaxConcurrent: s.settings.Fencing.MaxConcurrent,

@@ -126,6 +126,15 @@ func TestStormGuardFencesNobody(t *testing.T) {
 	startAgent(t, ns, "h3", interval, nil)
 	g.Eventually(phaseOf(ns, "h3"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
 	g.Eventually(phaseOf(ns, "h2"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseFenced))
+
+	// The silence of h2 was counted afresh from the guard's lift, not from
+	// before the storm: its safe time is a full T + T/2 after h3 was seen back.
+	h2 = getHost(g, ns, "h2")
+	h3 := getHost(g, ns, "h3")
+	g.Expect(h2.Status.Fencing.SafeAt.Time).To(BeTemporally(">=", h3.Status.LastHeartbeatTime.Add(timeout+timeout/2)))
+	g.Eventually(func(g Gomega) []string {
+		return append(eventReasons(g, ns, "h2"), eventReasons(g, ns, "h3")...)
+	}, wait, poll).Should(ContainElement(controllers.ReasonOutageRiddenOut))
 }
 
 func redfishHost(bmc *bmcsim.BMC, system string) func(*vpoolv1alpha1.Host) {

@@ -25,7 +25,6 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/election"
-	"github.com/poolkeeper/poolkeeper/internal/fencing"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
@@ -157,7 +156,7 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 	}
 	pool.Status.EffectiveHeartbeatTimeout = &metav1.Duration{Duration: settings.HeartbeatTimeout}
 	if settings.HA.Enabled {
-		c := fencing.StormGuard(tally, settings.Fencing.MaxUnhealthyPercent)
+		c := recountedGuard(r.Tracker.Recount(), pool, tally, settings, r.Clock.Now())
 		set(vpoolv1alpha1.PoolFencingAllowed, status.Bool(c.Allowed), c.Reason, c.Message)
 	} else {
 		set(vpoolv1alpha1.PoolFencingAllowed, metav1.ConditionTrue, ReasonHADisabled,
@@ -167,6 +166,9 @@ func (r *PoolReconciler) reconcile(ctx context.Context, pool *vpoolv1alpha1.Pool
 	d := r.reconcileMaster(ctx, pool, &settings, hosts.Items)
 	r.masterConditions(pool, &settings, hosts.Items, d, set)
 	if err := r.defaultSRCondition(ctx, pool, settings.DefaultStorageRepository, set); err != nil {
+		return d, err
+	}
+	if err := r.heartbeatSRCondition(ctx, pool, &settings, set); err != nil {
 		return d, err
 	}
 	if err := r.overcommitted(ctx, pool, int(settings.HA.HostFailuresToTolerate), hosts.Items, set); err != nil {

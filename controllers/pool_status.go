@@ -36,7 +36,7 @@ var poolPart = status.Part[*vpoolv1alpha1.Pool]{
 	},
 	Conditions: []string{vpoolv1alpha1.ConditionReady, vpoolv1alpha1.PoolMasterAvailable, vpoolv1alpha1.PoolMembersRecovered,
 		vpoolv1alpha1.PoolDefaultStorageRepositoryValid, vpoolv1alpha1.PoolFencingAllowed, vpoolv1alpha1.PoolOvercommitted,
-		vpoolv1alpha1.ConditionReconciling, vpoolv1alpha1.ConditionStalled},
+		vpoolv1alpha1.PoolHeartbeatStorage, vpoolv1alpha1.ConditionReconciling, vpoolv1alpha1.ConditionStalled},
 }
 
 // restorePart is what the restore reconciler writes. It may raise the epoch,

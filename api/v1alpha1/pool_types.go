@@ -72,6 +72,19 @@ type HASpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	HostFailuresToTolerate int32 `json:"hostFailuresToTolerate,omitempty"`
+
+	// heartbeatStorageRepository names a shared StorageRepository of the pool
+	// (XenServer's heartbeat SR, pool-ha-enable heartbeat-sr-uuids=) whose
+	// statefile is the agents' second heartbeat channel: with it, an outage
+	// of the API server or etcd that cuts off more than
+	// spec.fencing.maxUnhealthyPercent of the hosts stops no VM. Without it
+	// an agent that cannot renew its Lease for the heartbeat timeout stops
+	// every VM, outage or not (the Pool's HeartbeatStorage condition says so).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	HeartbeatStorageRepository string `json:"heartbeatStorageRepository,omitempty"`
 }
 
 // PoolFencingSpec is the storm guard for automatic fencing.
@@ -298,6 +311,10 @@ const (
 	PoolDefaultStorageRepositoryValid = "DefaultStorageRepositoryValid"
 	// PoolFencingAllowed is False when the storm guard stops all fencing.
 	PoolFencingAllowed = "FencingAllowed"
+	// PoolHeartbeatStorage says, with HA on, whether the pool has a heartbeat
+	// SR: False means a control-plane outage longer than the heartbeat
+	// timeout stops every VM.
+	PoolHeartbeatStorage = "HeartbeatStorage"
 	// PoolOvercommitted is True when surviving capacity cannot honour
 	// spec.ha.hostFailuresToTolerate or restart every Restart VM.
 	PoolOvercommitted = "Overcommitted"

@@ -36,9 +36,16 @@ func (Agent) Start(in HostInput) *vpoolv1alpha1.FencingStatus {
 // Step does nothing: the watchdog acts on the host, the operator only waits.
 func (Agent) Step(context.Context, Env, HostInput) (Progress, error) { return Progress{}, nil }
 
-// Decide is Fenced once the safe time has passed.
+// Decide is Fenced once the safe time has passed, and never while the
+// storm guard holds: a host cut off with the majority keeps its VMs past its
+// renewal deadline (liveness.Survive), and its silence counts afresh once
+// the guard lifts (liveness.Recount).
 func (Agent) Decide(in HostInput) Decision {
 	safeAt := SafeAt(in.Heartbeat, in.Timeout)
+	if in.Guard.Reason == ReasonStormGuard {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonStormGuard, Message: in.Guard.Message +
+			"; this host's silence counts afresh once the guard lifts, as its agent may ride the outage out"}
+	}
 	if in.Now.Before(safeAt) {
 		return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonAwaitingSafeTime, RequeueAfter: safeAt.Sub(in.Now),
 			Message: fmt.Sprintf("the agent's watchdog stops every VM by %s; the host counts as fenced at %s",

@@ -241,7 +241,7 @@ func (m *model) stepOperator() {
 		}
 	}
 	guard := fencing.StormGuard(t, m.pct)
-	m.recount.Note("pool", now, !guard.Allowed)
+	m.recount.Note("pool", now, !guard.Allowed, t.Stale())
 	if !m.opReach() || !guard.Allowed {
 		return
 	}

@@ -25,23 +25,25 @@ type recount struct {
 	holding   bool
 	heldSince time.Time
 	from      time.Time
+	peak      int
 }
 
 // RecountChange says what a Note changed, for events and metrics.
 type RecountChange struct {
-	// Held is true when the guard began to hold; Lifted when it was seen
+	// Began is true when the guard began to hold; Lifted when it was seen
 	// lifted after holding (the count starts again at Since), after holding
-	// for Held.
+	// for HeldFor with at most Peak hosts stale at once.
 	Began, Lifted bool
 	Since         time.Time
 	HeldFor       time.Duration
+	Peak          int
 }
 
 // NewRecount returns an empty Recount.
 func NewRecount() *Recount { return &Recount{pools: map[string]*recount{}} }
 
-// Note records the storm guard's verdict for pool at now.
-func (r *Recount) Note(pool string, now time.Time, held bool) RecountChange {
+// Note records the storm guard's verdict for pool at now, with stale hosts.
+func (r *Recount) Note(pool string, now time.Time, held bool, stale int) RecountChange {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.pools[pool]
@@ -51,14 +53,16 @@ func (r *Recount) Note(pool string, now time.Time, held bool) RecountChange {
 	}
 	switch {
 	case held && !p.holding:
-		p.holding, p.heldSince = true, now
-		return RecountChange{Began: true, Since: now}
-	case !held && p.holding:
+		p.holding, p.heldSince, p.peak = true, now, stale
+		return RecountChange{Began: true, Since: now, Peak: stale}
+	case held:
+		p.peak = max(p.peak, stale)
+	case p.holding:
 		p.holding = false
 		if now.After(p.from) {
 			p.from = now
 		}
-		return RecountChange{Lifted: true, Since: now, HeldFor: now.Sub(p.heldSince)}
+		return RecountChange{Lifted: true, Since: now, HeldFor: now.Sub(p.heldSince), Peak: p.peak}
 	}
 	return RecountChange{}
 }

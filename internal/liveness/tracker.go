@@ -57,12 +57,16 @@ type Tracker struct {
 
 	mu      sync.RWMutex
 	entries map[types.NamespacedName]*entry
+	recount *Recount
 }
 
 // NewTracker returns an empty tracker; its start time is now on c.
 func NewTracker(c clock.PassiveClock) *Tracker {
-	return &Tracker{clock: c, started: c.Now(), entries: map[types.NamespacedName]*entry{}}
+	return &Tracker{clock: c, started: c.Now(), entries: map[types.NamespacedName]*entry{}, recount: NewRecount()}
 }
+
+// Recount is the tracker's record of when each pool's silence counts afresh.
+func (t *Tracker) Recount() *Recount { return t.recount }
 
 // Observe records that the Lease key was seen at resourceVersion rv now,
 // declaring a self-fence deadline of declared. It reports whether that is a

@@ -1,0 +1,73 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/fencing"
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/status"
+)
+
+// Reasons of the recount after a storm.
+const (
+	// ReasonOutageRiddenOut: the storm guard held and was lifted; every
+	// host's silence counts afresh from the lift.
+	ReasonOutageRiddenOut = "OutageRiddenOut"
+)
+
+// poolKey names a pool in the tracker's recount.
+func poolKey(namespace, name string) string { return namespace + "/" + name }
+
+// noteGuard records the raw storm guard verdict of the scope's tally (HA
+// pools only): the start of a storm, and its lift, from which every host's
+// silence counts afresh (liveness.Recount).
+func (r *HostReconciler) noteGuard(s *hostScope) {
+	if !s.tallied || !s.settings.HA.Enabled {
+		return
+	}
+	g := fencing.StormGuard(s.tally, s.settings.Fencing.MaxUnhealthyPercent)
+	c := r.Tracker.Recount().Note(poolKey(s.pool.Namespace, s.pool.Name), s.now, !g.Allowed, s.tally.Stale())
+	if !c.Lifted {
+		return
+	}
+	msg := fmt.Sprintf("the storm guard of pool %s held for %s with up to %d hosts stale and was lifted at %s; "+
+		"every host's silence counts afresh from then, so none is fenced before %s", s.pool.Name, c.HeldFor.Round(time.Millisecond),
+		c.Peak, c.Since.UTC().Format(time.RFC3339), c.Since.Add(liveness.SafeAfter(s.timeout)).UTC().Format(time.RFC3339))
+	s.st.Event(status.Event{Type: corev1.EventTypeNormal, Reason: ReasonOutageRiddenOut, Action: "CountAfresh", Note: msg,
+		Observe: func() { metrics.ObserveOutageRiddenOut(c.HeldFor, c.Peak) }})
+}
+
+// heartbeatOf is the host's heartbeat as the phase machine counts it: from
+// the last renewal observed, or afresh from the pool's recount.
+func (r *HostReconciler) heartbeatOf(s *hostScope) liveness.Observation {
+	from, _ := r.Tracker.Recount().From(poolKey(s.host.Namespace, s.host.Spec.PoolRef.Name))
+	return r.Tracker.Get(client.ObjectKeyFromObject(s.host)).Afresh(from)
+}
+
+// ReasonCountingAfresh is FencingAllowed's reason while the pool's hosts'
+// silence counts afresh after a storm: fencing is allowed, but no host is
+// counted fenced on a safe time from before the storm.
+const ReasonCountingAfresh = "CountingAfresh"
+
+// recountedGuard is the storm guard of a pool's tally as the Pool's
+// FencingAllowed condition says it: with the recount in force, if any. The
+// Host reconciler notes the guard's verdicts (noteGuard), and announces a
+// lift; the Pool only reads them.
+func recountedGuard(rc *liveness.Recount, pool *vpoolv1alpha1.Pool, tally fencing.Tally,
+	settings vpoolv1alpha1.EffectiveSettings, now time.Time) fencing.Check {
+	key := poolKey(pool.Namespace, pool.Name)
+	c := fencing.StormGuard(tally, settings.Fencing.MaxUnhealthyPercent)
+	if from, _ := rc.From(key); c.Allowed && !from.IsZero() && now.Before(from.Add(liveness.SafeAfter(settings.HeartbeatTimeout))) {
+		c.Reason = ReasonCountingAfresh
+		c.Message += fmt.Sprintf("; after an outage (storm guard lifted, or the operator cut off) every host's silence counts "+
+			"afresh from %s: no host is counted fenced before %s", from.UTC().Format(time.RFC3339),
+			from.Add(liveness.SafeAfter(settings.HeartbeatTimeout)).UTC().Format(time.RFC3339))
+	}
+	return c
+}

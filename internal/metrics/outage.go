@@ -1,0 +1,33 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// OutageRiddenOut is how long each storm guard held before it was lifted
+	// (an outage the pool rode out, counted afresh after).
+	OutageRiddenOut = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "poolkeeper_outage_ridden_out_seconds",
+		Help:    "How long the storm guard held (hosts cut off at once, nobody fenced) before it was lifted.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+	})
+	// OutageHosts is how many hosts were stale at once at the peak of the
+	// last outage ridden out.
+	OutageHosts = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "poolkeeper_outage_ridden_out_hosts",
+		Help: "Hosts stale at once at the peak of the last outage the storm guard rode out.",
+	})
+)
+
+func init() { crmetrics.Registry.MustRegister(OutageRiddenOut, OutageHosts) }
+
+// ObserveOutageRiddenOut records an outage ridden out: held for d, with
+// hosts stale at its peak.
+func ObserveOutageRiddenOut(d time.Duration, hosts int) {
+	OutageRiddenOut.Observe(d.Seconds())
+	OutageHosts.Set(float64(hosts))
+}
