@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -76,6 +77,7 @@ func run() int {
 		namespace, host, driver, bootID string
 		bootstrapKubeconfig, certDir    string
 		simNetworks, libvirtURI         string
+		simStorageDir                   string
 		watchdogSpec                    string
 		showVersion                     bool
 		interval                        = agent.DefaultHeartbeatInterval
@@ -94,6 +96,9 @@ func run() int {
 		"With --driver libvirt: the libvirt daemon's URI, e.g. qemu:///system or qemu+unix:///system?socket=PATH.")
 	flag.StringVar(&simNetworks, "sim-networks", "default",
 		"With --driver sim: the networks the simulated host offers, comma-separated (reported in the Host's status.networks).")
+	flag.StringVar(&simStorageDir, "sim-storage-dir", "",
+		"With --driver sim: the directory that stands for the shared storage of the pool's shared SRs; the heartbeat SR's "+
+			"statefile is DIR/<SR>/statefile. Give the agents of one simulated pool the same directory.")
 	flag.StringVar(&bootID, "boot-id", "", "Boot ID to report. Default: the emulated host's with --watchdog unix:PATH; "+
 		"else with --driver libvirt the kernel's (/proc/sys/kernel/random/boot_id, so that a restarted agent is the same "+
 		"boot and adopts its VMs); with --driver sim a new random one on every start.")
@@ -164,7 +169,8 @@ func run() int {
 		return exitError
 	}
 	a, err := agent.New(agent.Config{RESTConfig: cfg, Namespace: namespace, Host: host, Interval: interval,
-		Driver: d, BootID: bootID, Watchdog: wd, RequireWatchdog: driver != "sim", Log: log})
+		Driver: d, BootID: bootID, Watchdog: wd, RequireWatchdog: driver != "sim", Log: log,
+		StatefileDir: statefileDir(driver, simStorageDir)})
 	if err != nil {
 		return usageError(err.Error())
 	}
@@ -249,4 +255,13 @@ func kernelBootID() (string, error) {
 		return "", fmt.Errorf("reading the kernel's boot ID (or give --boot-id): %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// statefileDir resolves a heartbeat SR to its statefile directory: with the
+// sim driver under --sim-storage-dir; nil (no statefile) otherwise for now.
+func statefileDir(driver, simStorageDir string) func(string) (string, error) {
+	if driver != "sim" || simStorageDir == "" {
+		return nil
+	}
+	return func(sr string) (string, error) { return filepath.Join(simStorageDir, sr, "statefile"), nil }
 }

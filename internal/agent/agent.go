@@ -61,6 +61,10 @@ type Config struct {
 	RequireWatchdog bool
 	// Clock is the time source (real when nil); its durations are monotonic.
 	Clock clock.WithTicker
+	// StatefileDir resolves the pool's heartbeat SR to the directory of its
+	// statefile on this host (nil: no statefile; a control-plane outage
+	// then stops the VMs as without a heartbeat SR).
+	StatefileDir func(storageRepository string) (string, error)
 	// Log receives the agent's logs.
 	Log logr.Logger
 }
@@ -98,6 +102,8 @@ type Agent struct {
 	wake chan struct{}
 	// petter pets the watchdog; nil without one.
 	petter *petter
+	// surv is the heartbeat SR's statefile; nil without one.
+	surv *survival
 
 	hostState
 }
@@ -172,6 +178,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
+	if a.openStatefile(ctx, log, host.Spec.PoolRef.Name); a.surv != nil {
+		a.publish(true)
+		stopped := make(chan struct{})
+		go func() { defer close(stopped); a.runStatefile(ctx, log, host.Spec.PoolRef.Name) }()
+		defer func() { cancelRun(nil); <-stopped }()
+	}
 	if a.petter != nil {
 		a.petter.log = log
 		petting := make(chan struct{})
@@ -228,7 +240,15 @@ func (a *Agent) sync(ctx context.Context, log logr.Logger) error {
 	return nil
 }
 
-func (a *Agent) deadline() time.Time { return a.lastOK.Add(liveness.SelfFenceAfter(a.timeout)) }
+// deadline is the self-fence deadline: S + T, or later while the
+// statefile confirms an outage exemption (liveness.Survive).
+func (a *Agent) deadline() time.Time {
+	d := a.lastOK.Add(liveness.SelfFenceAfter(a.timeout))
+	if ex := a.exemptUntil(); ex.After(d) {
+		return ex
+	}
+	return d
+}
 
 // beat is one heartbeat: watchdog check, renewal, report.
 func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
@@ -245,11 +265,20 @@ func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 	// operator may already have started to count this host as fenced.
 	rctx, cancel := context.WithTimeout(ctx, a.interval+liveness.SelfFenceAfter(a.timeout))
 	if a.holding {
-		rctx, cancel = context.WithDeadline(ctx, a.deadline())
+		deadline := a.deadline()
+		if a.surv != nil {
+			// Each attempt is bounded by an interval, so the statefile says
+			// within one that this host cannot reach the API server.
+			if bound := start.Add(a.interval); bound.Before(deadline) {
+				deadline = bound
+			}
+		}
+		rctx, cancel = context.WithDeadline(ctx, deadline)
 	}
 	wasHolding := a.holding
 	err := a.renew(rctx, log)
 	cancel()
+	defer func() { a.publish(err == nil || apiAnswered(err)) }()
 	if errors.Is(err, errDisplaced) {
 		return a.stepDown(ctx, log, err)
 	}
@@ -311,6 +340,14 @@ func (a *Agent) selfFence(ctx context.Context, log logr.Logger) error {
 		return fmt.Errorf("self-fence: stopping VMs: %w (%w)", err, ErrSelfFenced)
 	}
 	return ErrSelfFenced
+}
+
+// apiAnswered reports whether err is an answer of the API server (a
+// conflict, a refusal): the renewal reached it.
+func apiAnswered(err error) bool {
+	var st apierrors.APIStatus
+	return errors.As(err, &st) && !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) &&
+		!apierrors.IsServiceUnavailable(err) && !apierrors.IsTooManyRequests(err)
 }
 
 // errDisplaced is returned by renew when another boot took the Lease from

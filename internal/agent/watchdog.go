@@ -36,6 +36,9 @@ type petter struct {
 	s       time.Time
 	t       time.Duration
 	holding bool
+	// exempt is the S a confirmed outage exemption justifies: its read's
+	// start plus liveness.ExemptionGrace, minus T (zero: none).
+	exempt time.Time
 
 	// op serializes pets (the petting goroutine's, and the heartbeat loop's
 	// first one) and guards what follows.
@@ -53,6 +56,22 @@ func (a *Agent) noteWatchdog() {
 	}
 	p.mu.Lock()
 	p.s, p.t, p.holding = a.lastOK, a.timeout, a.holding
+	p.mu.Unlock()
+	select {
+	case p.poke <- struct{}{}:
+	default:
+	}
+}
+
+// notePetterExemption hands the petter the last confirmed exemption: it
+// pets as if the last renewal had started at confirmed + B - T.
+func (a *Agent) notePetterExemption(confirmed time.Time, t time.Duration) {
+	p := a.petter
+	if p == nil || confirmed.IsZero() {
+		return
+	}
+	p.mu.Lock()
+	p.exempt = confirmed.Add(liveness.ExemptionGrace(t) - liveness.SelfFenceAfter(t))
 	p.mu.Unlock()
 	select {
 	case p.poke <- struct{}{}:
@@ -154,6 +173,9 @@ func (p *petter) step() (time.Duration, error) {
 	defer p.op.Unlock()
 	p.mu.Lock()
 	s, t, holding := p.s, p.t, p.holding
+	if p.exempt.After(s) {
+		s = p.exempt
+	}
 	p.mu.Unlock()
 	plan, perr := watchdog.PlanFor(t, p.wd.Granularity())
 	if perr != nil {
