@@ -44,7 +44,9 @@ const (
 type bmcCheck struct {
 	generation int64
 	at         time.Time
-	recheck    time.Duration
+	// readiness is its verdict (or the fence's, which talked to the BMC
+	// since), set again by every reconcile until its recheck.
+	readiness fencing.Readiness
 }
 
 // fenceStall is a fence stopped on a terminal failure: it is tried again
@@ -122,7 +124,7 @@ func (r *HostReconciler) fenceStep(ctx context.Context, s *hostScope) (time.Dura
 	}
 	if _, was := r.fenceStalls.LoadAndDelete(key); s.fencer.Remote() && (was || !status.IsTrue(s.host, vpoolv1alpha1.HostFencingReady)) {
 		// The remote method answers again: FencingReady (and so Stalled) say so.
-		r.setFencingReady(s, s.fencer.Readiness(ctx, env, s.in))
+		r.noteReadiness(s, s.fencer.Readiness(ctx, env, s.in))
 	}
 	s.in.Down = p.Down
 	return p.RequeueAfter, nil
@@ -167,10 +169,13 @@ func (r *HostReconciler) fenceFailed(ctx context.Context, s *hostScope, fl *fenc
 	metrics.Fences.WithLabelValues(string(s.in.Method), "failed").Inc()
 	log := ctrl.LoggerFrom(ctx).WithValues("method", s.in.Method, "attempt", f.Attempts, "error", fl.Err.Error())
 	if fl.Terminal {
-		r.fenceStalls.Store(client.ObjectKeyFromObject(s.host), fenceStall{generation: s.host.Generation, secrets: s.secretsRead})
+		key, stall := client.ObjectKeyFromObject(s.host), fenceStall{generation: s.host.Generation, secrets: s.secretsRead}
 		msg := fmt.Sprintf("%s fencing attempt %d failed: %s; %s", s.in.Method, f.Attempts, fl.Err.Error(), fl.Fix)
-		r.setFencingReady(s, fencing.Readiness{Reason: fl.Reason, Message: msg})
-		s.st.Eventf(corev1.EventTypeWarning, fl.Reason, fl.Action, "%s", msg)
+		r.noteReadiness(s, fencing.Readiness{Reason: fl.Reason, Message: msg, Recheck: fencing.BMCRecheckFailed})
+		// The fence stops only once the status saying so is written: after a
+		// lost write (a conflict) the next reconcile tries again and tells it.
+		s.st.Event(status.Event{Type: corev1.EventTypeWarning, Reason: fl.Reason, Action: fl.Action, Note: msg,
+			Observe: func() { r.fenceStalls.Store(key, stall) }})
 		log.Info("Fencing stopped until its configuration changes")
 		return StallRecheck
 	}
@@ -186,6 +191,14 @@ func (r *HostReconciler) setFencingReady(s *hostScope, rd fencing.Readiness) {
 	s.st.Set(vpoolv1alpha1.HostFencingReady, status.Bool(rd.Ready), rd.Reason, rd.Message)
 }
 
+// noteReadiness sets FencingReady from what the host's remote method has
+// just answered, and keeps the verdict until its recheck: every reconcile
+// sets it again, so that a status write lost to a conflict loses nothing.
+func (r *HostReconciler) noteReadiness(s *hostScope, rd fencing.Readiness) {
+	r.setFencingReady(s, rd)
+	r.bmcChecks.Store(client.ObjectKeyFromObject(s.host), bmcCheck{generation: s.host.Generation, at: s.now, readiness: rd})
+}
+
 // checkFencing sets the FencingReady condition from the method's
 // readiness. A remote method (Redfish) is checked as soon as the spec is
 // written, so a missing Secret or refused credentials are said on the first
@@ -193,10 +206,9 @@ func (r *HostReconciler) setFencingReady(s *hostScope, rd fencing.Readiness) {
 // the BMC. It returns when to check again (zero: on the next spec change).
 func (r *HostReconciler) checkFencing(ctx context.Context, s *hostScope) time.Duration {
 	h := s.host
-	set := func(rd fencing.Readiness) { r.setFencingReady(s, rd) }
 	env := hostEnv{r: r, s: s}
 	if !s.fencer.Remote() {
-		set(s.fencer.Readiness(ctx, env, s.in))
+		r.setFencingReady(s, s.fencer.Readiness(ctx, env, s.in))
 		return 0
 	}
 	if h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
@@ -204,14 +216,15 @@ func (r *HostReconciler) checkFencing(ctx context.Context, s *hostScope) time.Du
 	}
 	last, _ := r.bmcChecks.Load(client.ObjectKeyFromObject(h))
 	if c, ok := last.(bmcCheck); ok && c.generation == h.Generation {
-		if next := c.at.Add(c.recheck); s.now.Before(next) {
+		if next := c.at.Add(c.readiness.Recheck); s.now.Before(next) {
+			r.setFencingReady(s, c.readiness)
+			r.announceFencingReady(s)
 			return next.Sub(s.now)
 		}
 	}
 	rd := s.fencer.Readiness(ctx, env, s.in)
-	set(rd)
+	r.noteReadiness(s, rd)
 	r.announceFencingReady(s)
-	r.bmcChecks.Store(client.ObjectKeyFromObject(h), bmcCheck{generation: h.Generation, at: s.now, recheck: rd.Recheck})
 	return rd.Recheck
 }
 

@@ -35,7 +35,9 @@ type Event struct {
 	// Type is corev1.EventTypeNormal for an action taken, Warning for a
 	// refusal or a failure; Reason is the condition reason it goes with.
 	Type, Reason, Action, Note string
-	// Observe, if set, records the metric of what the event announces.
+	// Observe, if set, runs once the status is written: it records the
+	// metric, or what the controller keeps in memory, of what the event
+	// announces.
 	Observe func()
 }
 
