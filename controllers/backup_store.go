@@ -14,10 +14,13 @@ import (
 )
 
 // backupStore is the store spec.storage of the backup names: Secrets in its
-// namespace (the default) or an S3-compatible bucket.
+// namespace (the default), an S3-compatible bucket, or a BackupLocation.
 func backupStore(c client.Client, reader client.Reader, pb *vpoolv1alpha1.PoolBackup) backup.Store {
-	if pb.Spec.Storage.Type == vpoolv1alpha1.StorageS3 {
+	switch pb.Spec.Storage.Type {
+	case vpoolv1alpha1.StorageS3:
 		return &backup.S3Store{Reader: reader}
+	case vpoolv1alpha1.StorageLocation:
+		return &backup.LocationStore{Reader: reader}
 	}
 	return &backup.SecretStore{Client: c, Reader: reader}
 }

@@ -90,8 +90,14 @@ func (r *PoolBackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if pb.Status.Phase == vpoolv1alpha1.BackupCompleted || pb.Status.Phase == vpoolv1alpha1.BackupFailed {
 		return ctrl.Result{}, nil // a backup is one snapshot; a new one is a new PoolBackup
 	}
+	if pb.Annotations[vpoolv1alpha1.AnnotationStoredKey] != "" {
+		return ctrl.Result{}, nil // found in a location: its sync writes its status, nothing is taken
+	}
 	st := status.New(r.Client, r.Recorder, pb)
 	err := r.take(ctx, st)
+	if pb.Status.Phase != vpoolv1alpha1.BackupCompleted {
+		pb.Status.CompletedAt = nil // set before the dump is stored, for its description
+	}
 	setBackupProgress(pb)
 	return ctrl.Result{}, st.Patch(ctx, err)
 }
@@ -126,8 +132,19 @@ func (r *PoolBackupReconciler) take(ctx context.Context, st *status.Helper[*vpoo
 	if err != nil {
 		return r.fail(st, backup.Reason(err), err.Error())
 	}
+	// What a location stores with the dump to describe it.
+	counts := d.Counts()
+	done := metav1.NewTime(r.Clock.Now())
+	pb.Status.CompletedAt = &done
+	pb.Status.PoolEpoch = ptr.To(snap.pool.Status.Epoch)
+	pb.Status.Counts = &counts
+	pb.Status.KeyID = backup.KeyID(key)
 	location, err := r.store(pb).Put(ctx, pb, data)
-	if errors.Is(err, backup.ErrStorageCredentials) {
+	if err != nil {
+		pb.Status.CompletedAt = nil
+	}
+	if errors.Is(err, backup.ErrStorageCredentials) || errors.Is(err, backup.ErrLocationNotFound) ||
+		errors.Is(err, backup.ErrReadOnlyLocation) || errors.Is(err, backup.ErrKeyTaken) {
 		return r.fail(st, backup.Reason(err), err.Error())
 	}
 	if err != nil {
@@ -143,12 +160,7 @@ func (r *PoolBackupReconciler) take(ctx context.Context, st *status.Helper[*vpoo
 	if _, err := backup.Open(stored, key); err != nil {
 		return r.fail(st, backup.Reason(err), fmt.Sprintf("the stored backup does not open: %v", err))
 	}
-	counts := d.Counts()
-	done := metav1.NewTime(r.Clock.Now())
 	pb.Status.Phase = vpoolv1alpha1.BackupCompleted
-	pb.Status.CompletedAt = &done
-	pb.Status.PoolEpoch = ptr.To(snap.pool.Status.Epoch)
-	pb.Status.Counts = &counts
 	pb.Status.SizeBytes = int64(len(data))
 	pb.Status.SHA256 = backup.Checksum(data)
 	pb.Status.Location = location

@@ -71,3 +71,7 @@ const LabelScheduled = "vpool.poolkeeper.io/scheduled"
 
 // FinalizerBackupData holds a PoolBackup until its stored data is deleted.
 const FinalizerBackupData = "vpool.poolkeeper.io/backup-data"
+
+// AnnotationStoredKey, on a PoolBackup a BackupLocation's sync created, is
+// the key of its object in the location's bucket.
+const AnnotationStoredKey = "vpool.poolkeeper.io/stored-key"

@@ -5,7 +5,7 @@ import (
 )
 
 // BackupStorageType is where a backup's bytes are kept.
-// +kubebuilder:validation:Enum=Secret;S3
+// +kubebuilder:validation:Enum=Secret;S3;Location
 type BackupStorageType string
 
 const (
@@ -14,6 +14,9 @@ const (
 	StorageSecret BackupStorageType = "Secret"
 	// StorageS3 keeps the dump in an S3-compatible bucket.
 	StorageS3 BackupStorageType = "S3"
+	// StorageLocation keeps the dump in the bucket of a BackupLocation,
+	// self-describing, under a key that a fresh cluster can find.
+	StorageLocation BackupStorageType = "Location"
 )
 
 // S3Storage addresses an S3-compatible bucket.
@@ -39,19 +42,31 @@ type S3Storage struct {
 	// credentialsSecretRef names a Secret with accessKeyID and secretAccessKey.
 	// +required
 	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
+	// caBundleSecretRef names a Secret whose `ca.crt` entry holds the PEM
+	// certificates of the private CA that signed the endpoint's certificate;
+	// without it the system's roots are trusted.
+	// +optional
+	CABundleSecretRef *LocalObjectReference `json:"caBundleSecretRef,omitempty"`
 }
 
 // BackupStorage is where a backup is stored.
 // +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'S3' || has(self.s3)",message="s3 is required when type is S3",fieldPath=".s3"
 // +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'S3') || !has(self.s3)",message="s3 may only be set when type is S3",fieldPath=".s3"
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'Location' || has(self.locationRef)",message="locationRef is required when type is Location",fieldPath=".locationRef"
+// +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'Location') || !has(self.locationRef)",message="locationRef may only be set when type is Location",fieldPath=".locationRef"
 type BackupStorage struct {
-	// type is Secret (default: in-cluster Secrets in the pool's namespace) or S3.
+	// type is Secret (default: in-cluster Secrets in the pool's namespace),
+	// S3 or Location.
 	// +optional
 	// +kubebuilder:default=Secret
 	Type BackupStorageType `json:"type,omitempty"`
 	// s3 addresses the bucket when type is S3.
 	// +optional
 	S3 *S3Storage `json:"s3,omitempty"`
+	// locationRef names the BackupLocation, in this namespace, whose bucket
+	// holds the dump when type is Location.
+	// +optional
+	LocationRef *LocalObjectReference `json:"locationRef,omitempty"`
 }
 
 // BackupEncryption names the key a backup is encrypted with. The dump holds
@@ -143,6 +158,11 @@ type PoolBackupStatus struct {
 	// location says where the dump is stored.
 	// +optional
 	Location string `json:"location,omitempty"`
+	// keyID identifies the key the dump was sealed with (a fingerprint of
+	// the key material or of the recipients, never the key itself), so that
+	// a DR site can tell which key it needs.
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
 	// conditions: Ready.
 	// +optional
 	// +listType=map

@@ -31,6 +31,13 @@ var (
 	// ErrStorageCredentials: the credentials of the backup's storage are
 	// missing or incomplete.
 	ErrStorageCredentials = errors.New("storage credentials unavailable")
+	// ErrLocationNotFound: spec.storage.locationRef names no BackupLocation.
+	ErrLocationNotFound = errors.New("backup location not found")
+	// ErrReadOnlyLocation: a write to a ReadOnly BackupLocation was refused.
+	ErrReadOnlyLocation = errors.New("backup location is read-only")
+	// ErrKeyTaken: the location already holds another PoolBackup's dump
+	// under the key this one would be stored at.
+	ErrKeyTaken = errors.New("stored key taken")
 )
 
 // Condition reasons for the errors above, returned by Reason.
@@ -55,6 +62,12 @@ const (
 	ReasonRestoreConflict = "Conflicts"
 	// ReasonStorageCredentials is the reason for ErrStorageCredentials.
 	ReasonStorageCredentials = "StorageCredentialsUnavailable"
+	// ReasonLocationNotFound is the reason for ErrLocationNotFound.
+	ReasonLocationNotFound = "LocationNotFound"
+	// ReasonLocationReadOnly is the reason for ErrReadOnlyLocation.
+	ReasonLocationReadOnly = "LocationReadOnly"
+	// ReasonKeyTaken is the reason for ErrKeyTaken.
+	ReasonKeyTaken = "StoredKeyTaken"
 )
 
 // Reason maps an error of this package to a condition reason (one of the
@@ -84,6 +97,12 @@ func Reason(err error) string {
 		return ReasonRestoreConflict
 	case errors.Is(err, ErrStorageCredentials):
 		return ReasonStorageCredentials
+	case errors.Is(err, ErrLocationNotFound):
+		return ReasonLocationNotFound
+	case errors.Is(err, ErrReadOnlyLocation):
+		return ReasonLocationReadOnly
+	case errors.Is(err, ErrKeyTaken):
+		return ReasonKeyTaken
 	}
 	return ""
 }

@@ -3,20 +3,13 @@ package backup
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -116,16 +109,7 @@ func (s *S3Store) Get(ctx context.Context, b *vpoolv1alpha1.PoolBackup) ([]byte,
 	if err != nil {
 		return nil, fmt.Errorf("reading PoolBackup %s/%s from %s: %w", b.Namespace, b.Name, s3Location(b), err)
 	}
-	got := Checksum(data)
-	if stored := out.Metadata[s3MetaSHA256]; stored != "" && stored != got {
-		return nil, fmt.Errorf("%w: PoolBackup %s/%s: %s has sha256 %s, stored with %s",
-			ErrChecksum, b.Namespace, b.Name, s3Location(b), got, stored)
-	}
-	if want := b.Status.SHA256; want != "" && want != got {
-		return nil, fmt.Errorf("%w: PoolBackup %s/%s: %s has sha256 %s, its status records %s",
-			ErrChecksum, b.Namespace, b.Name, s3Location(b), got, want)
-	}
-	return data, nil
+	return data, verifyStored(b, s3Location(b), data, out.Metadata[s3MetaSHA256])
 }
 
 // Delete deletes the backup's object; an object or bucket that is not
@@ -147,45 +131,7 @@ func (s *S3Store) Delete(ctx context.Context, b *vpoolv1alpha1.PoolBackup) error
 
 // client makes an S3 client for the backup's bucket with its credentials.
 func (s *S3Store) client(ctx context.Context, b *vpoolv1alpha1.PoolBackup) (*s3.Client, error) {
-	spec := b.Spec.Storage.S3
-	name := spec.CredentialsSecretRef.Name
-	sec := &corev1.Secret{}
-	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: name}, sec); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("%w: spec.storage.s3.credentialsSecretRef: Secret %q not found", ErrStorageCredentials, name)
-		}
-		return nil, err
-	}
-	id, secret := string(sec.Data[S3AccessKeyID]), string(sec.Data[S3SecretAccessKey])
-	if id == "" || secret == "" {
-		return nil, fmt.Errorf("%w: spec.storage.s3.credentialsSecretRef: Secret %q needs the entries %s and %s",
-			ErrStorageCredentials, name, S3AccessKeyID, S3SecretAccessKey)
-	}
-	region := spec.Region
-	if region == "" {
-		region = S3DefaultRegion
-	}
-	return s3.New(s3.Options{
-		BaseEndpoint: aws.String(spec.Endpoint),
-		Region:       region,
-		Credentials:  credentials.NewStaticCredentialsProvider(id, secret, ""),
-		UsePathStyle: true,
-		// S3-compatible services do not all take the newer checksum trailers.
-		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
-		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
-	}), nil
-}
-
-// s3Gone reports whether err says the object or its bucket does not exist.
-func s3Gone(err error) bool {
-	var noKey *s3types.NoSuchKey
-	var noBucket *s3types.NoSuchBucket
-	var notFound *s3types.NotFound
-	if errors.As(err, &noKey) || errors.As(err, &noBucket) || errors.As(err, &notFound) {
-		return true
-	}
-	var api smithy.APIError
-	return errors.As(err, &api) && (api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NoSuchBucket" || api.ErrorCode() == "NotFound")
+	return newS3Client(ctx, s.Reader, b.Namespace, "spec.storage.s3", b.Spec.Storage.S3)
 }
 
 func checkS3Backup(b *vpoolv1alpha1.PoolBackup) error {

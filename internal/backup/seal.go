@@ -194,6 +194,13 @@ func Checksum(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// KeyID is the fingerprint of key material (PoolBackup status.keyID): 16
+// hex digits that tell keys apart and say nothing about the key.
+func KeyID(key []byte) string {
+	sum := sha256.Sum256(append([]byte("poolkeeper.io key-id\x00"), key...))
+	return hex.EncodeToString(sum[:8])
+}
+
 // checkKey refuses key material that would not protect the dump.
 func checkKey(key []byte) error {
 	switch {
