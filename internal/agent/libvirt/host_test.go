@@ -27,6 +27,17 @@ var daemon struct {
 	once     sync.Once
 	uri, err string
 	down     func()
+	// kvm is the simulated host's verdict on KVM ("yes" or "no", from
+	// ROOT/NAME/kvm), empty for a daemon of $POOLKEEPER_TEST_LIBVIRT_URI.
+	kvm string
+}
+
+// libvirtRoot is hack/libvirt-host.sh's state root.
+func libvirtRoot() string {
+	if root := os.Getenv("POOLKEEPER_LIBVIRT_ROOT"); root != "" {
+		return root
+	}
+	return "/tmp/poolkeeper-libvirt"
 }
 
 func TestMain(m *testing.M) {
@@ -79,11 +90,10 @@ func startDaemon() {
 			return
 		}
 		// down keeps a host's disks for its next up; this one has none.
-		root := os.Getenv("POOLKEEPER_LIBVIRT_ROOT")
-		if root == "" {
-			root = "/tmp/poolkeeper-libvirt"
-		}
-		_ = os.RemoveAll(filepath.Join(root, name))
+		_ = os.RemoveAll(filepath.Join(libvirtRoot(), name))
+	}
+	if v, err := os.ReadFile(filepath.Join(libvirtRoot(), name, "kvm")); err == nil {
+		daemon.kvm = strings.TrimSpace(string(v))
 	}
 	sc := bufio.NewScanner(&stdout)
 	for sc.Scan() {
