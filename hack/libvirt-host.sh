@@ -37,8 +37,8 @@
 # installed Linux kernel with it (tried once per boot of this machine, within
 # 15s; some nested KVMs, such as PVM, open but run no stock kernel);
 # $POOLKEEPER_LIBVIRT_KVM=yes or no skips the try. Where KVM does not work the
-# host's daemons see no /dev/kvm (/dev/null is mounted over it in the host's
-# namespace), so libvirt offers only 'qemu'.
+# host's daemons see no /dev/kvm (the host's namespace has a /dev without
+# it), so libvirt offers only 'qemu'.
 #
 # QEMU's image locking is off on simulated hosts: their QEMU processes share
 # this machine's kernel, whose file locks would refuse a second QEMU of a VM
@@ -127,6 +127,7 @@ QEMU=/usr/bin/qemu-system-x86_64
 # write_qemu_wrapper: the emulator of the hosts' daemons, QEMU with image
 # locking off (see the header).
 write_qemu_wrapper() {
+	local new=$ROOT/.bin/qemu/qemu-system-x86_64.new.$$ # (hosts started at once)
 	mkdir -p "$ROOT/.bin/qemu"
 	{
 		echo '#!/bin/bash'
@@ -136,15 +137,29 @@ write_qemu_wrapper() {
 			for a in "$@"; do args+=("${a//"$from"/"$to"}"); done
 		EOF
 		echo "exec $QEMU \"\${args[@]}\""
-	} >"$ROOT/.bin/qemu/qemu-system-x86_64.new"
-	chmod +x "$ROOT/.bin/qemu/qemu-system-x86_64.new"
-	mv -f "$ROOT/.bin/qemu/qemu-system-x86_64.new" "$ROOT/.bin/qemu/qemu-system-x86_64"
+	} >"$new"
+	chmod +x "$new"
+	# Replaced only when it changed: libvirt probes QEMU again when its
+	# emulator's ctime moves.
+	if cmp -s "$new" "$ROOT/.bin/qemu/qemu-system-x86_64"; then
+		rm -f "$new"
+	else
+		mv -f "$new" "$ROOT/.bin/qemu/qemu-system-x86_64"
+	fi
 }
 
 build_emulator() {
 	mkdir -p "$ROOT/.bin"
-	(cd "$REPO" && go build -o "$EMULATOR.new" ./hack/watchdog-emulator) >&2
-	mv -f "$EMULATOR.new" "$EMULATOR"
+	# (hosts started at once build it once)
+	(
+		flock 9
+		if [ -x "$EMULATOR" ] && [ -z "$(find "$REPO/hack/watchdog-emulator" "$REPO/internal/watchdog" "$REPO/go.mod" \
+			"$REPO/go.sum" -newer "$EMULATOR" -print -quit)" ]; then
+			exit 0
+		fi
+		(cd "$REPO" && go build -o "$EMULATOR.new" ./hack/watchdog-emulator) >&2
+		mv -f "$EMULATOR.new" "$EMULATOR"
+	) 9>"$ROOT/.bin/emulator.lock"
 }
 
 # write_config DIR: the daemons' configuration, for root in a container.
@@ -193,7 +208,7 @@ boot() {
 	mount --bind "$dir/cache" /var/cache/libvirt
 	# A KVM that runs no Linux kernel is not offered (see kvm_works).
 	if [ "$(cat "$dir/kvm" 2>/dev/null)" = no ] && [ -e /dev/kvm ]; then
-		mount --bind /dev/null /dev/kvm
+		hide_kvm "$dir"
 	fi
 	ip link set lo up
 	ip link add pkbr0 type bridge
@@ -202,6 +217,34 @@ boot() {
 	# libvirt's emulator is the first qemu-system-x86_64 in PATH: QEMU
 	# without image locking (see the header).
 	PATH=$ROOT/.bin/qemu:$PATH exec libvirtd -p /run/libvirt/libvirtd.pid
+}
+
+# hide_kvm DIR: a /dev without kvm in this (the host's) mount namespace: a
+# tmpfs with every other entry of the machine's /dev bound into it. libvirt
+# takes KVM for usable whenever /dev/kvm exists and opens (and then probes
+# QEMU again at every domain start when QEMU finds it is not), so it must not
+# exist at all.
+hide_kvm() {
+	local host=$1/hostdev e n
+	mkdir -p "$host"
+	mount --rbind /dev "$host"
+	mount -t tmpfs -o mode=755,nosuid devfs /dev
+	for e in "$host"/* "$host"/.[!.]*; do
+		[ -e "$e" ] || [ -L "$e" ] || continue
+		n=${e##*/}
+		if [ "$n" = kvm ]; then
+			continue
+		elif [ "$n" = ptmx ]; then
+			ln -s pts/ptmx /dev/ptmx # a bound ptmx finds no devpts beside it
+		elif [ -L "$e" ]; then
+			cp -a "$e" "/dev/$n"
+		elif [ -d "$e" ]; then
+			mkdir -p "/dev/$n" && mount --rbind "$e" "/dev/$n"
+		else
+			: >"/dev/$n" && mount --bind "$e" "/dev/$n"
+		fi
+	done
+	umount -l "$host"
 }
 
 uri() { echo "qemu+unix:///system?socket=$ROOT/$1/run/libvirt-sock"; }
