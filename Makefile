@@ -124,6 +124,16 @@ deploy: manifests ## Deploy the operator to the cluster of $KUBECONFIG (config/d
 	cd config/manager && kubectl kustomize . >/dev/null
 	kubectl kustomize config/default | sed 's#ghcr.io/poolkeeper/poolkeeper:latest#$(IMG)#' | kubectl apply --server-side -f -
 
+# The image dist/install.yaml names: this release's.
+INSTALLER_IMG ?= ghcr.io/poolkeeper/poolkeeper:$(VERSION)
+DIST ?= dist
+
+.PHONY: build-installer
+build-installer: manifests ## Write $(DIST)/install.yaml: CRDs, RBAC, the manager (image INSTALLER_IMG), its PDB and metrics Service.
+	@mkdir -p $(DIST)
+	kubectl kustomize config/default | sed 's#ghcr.io/poolkeeper/poolkeeper:latest#$(INSTALLER_IMG)#' >$(DIST)/install.yaml
+	@echo "$(DIST)/install.yaml: kubectl apply --server-side -f $(DIST)/install.yaml"
+
 .PHONY: undeploy
 undeploy: ## Remove the operator from the cluster of $KUBECONFIG, keeping the CRDs and every object (UNINSTALL_CRDS=true deletes them).
 ifeq ($(UNINSTALL_CRDS),true)
