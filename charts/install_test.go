@@ -72,8 +72,8 @@ func kubectl(stdin string, args ...string) (string, error) {
 // first (a dry run of a custom object needs its CRD installed), in
 // namespace ns, and returns kubectl's output.
 func dryRunApply(g Gomega, manifest, ns string) string {
-	if out, err := kubectl("", "get", "namespace", ns); err != nil {
-		out, err = kubectl("", "create", "namespace", ns)
+	if _, err := kubectl("", "get", "namespace", ns); err != nil {
+		out, err := kubectl("", "create", "namespace", ns)
 		g.Expect(err).NotTo(HaveOccurred(), out)
 	}
 	var crds, rest []string
