@@ -25,20 +25,16 @@ func backupStore(c client.Client, reader client.Reader, pb *vpoolv1alpha1.PoolBa
 	return &backup.SecretStore{Client: c, Reader: reader}
 }
 
-// backupKey reads the key material of a backup: the `key` entry of the
-// Secret named by spec.encryption.keySecretRef. No key, no backup.
-func backupKey(ctx context.Context, reader client.Reader, namespace, name string) ([]byte, error) {
+// backupKey reads the key material of a backup from the Secret named by
+// spec.encryption.keySecretRef: its passphrase (`key`), or its age
+// recipients and identities. No key, no backup.
+func backupKey(ctx context.Context, reader client.Reader, namespace, name string) (backup.Keys, error) {
 	s := &corev1.Secret{}
 	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q not found: %w", name, err)
+			return backup.Keys{}, fmt.Errorf("spec.encryption.keySecretRef: Secret %q not found: %w", name, err)
 		}
-		return nil, err
+		return backup.Keys{}, err
 	}
-	key := s.Data["key"]
-	if len(key) < backup.MinKeySize {
-		return nil, fmt.Errorf("spec.encryption.keySecretRef: Secret %q needs a `key` entry of at least %d bytes (has %d): %w",
-			name, backup.MinKeySize, len(key), backup.ErrKeyTooShort)
-	}
-	return key, nil
+	return backup.ParseKeys(s.Data, fmt.Sprintf("spec.encryption.keySecretRef: Secret %q", name))
 }

@@ -73,7 +73,7 @@ func (r *RestoreReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1a
 	if err != nil {
 		return err
 	}
-	plan, err := backup.Preflight(pb, data, key, pool, existing)
+	plan, err := backup.PreflightWith(pb, data, key, pool, existing)
 	if err != nil {
 		return fail(backup.Reason(err), "preflight: "+err.Error()+"; nothing was written")
 	}
@@ -119,32 +119,32 @@ func (r *RestoreReconciler) reconcileRestore(ctx context.Context, pool *vpoolv1a
 // A problem with any of them is a reason and a message for the Restored
 // condition; only API errors are errors.
 func (r *RestoreReconciler) fetchBackup(ctx context.Context, pool *vpoolv1alpha1.Pool) (
-	pb *vpoolv1alpha1.PoolBackup, key, data []byte, reason, msg string, err error) {
+	pb *vpoolv1alpha1.PoolBackup, key backup.Keys, data []byte, reason, msg string, err error) {
 	name := pool.Spec.RestoreFrom.BackupName
 	pb = &vpoolv1alpha1.PoolBackup{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name}, pb); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil, nil, ReasonBackupNotFound, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q not found", name), nil
+			return nil, backup.Keys{}, nil, ReasonBackupNotFound, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q not found", name), nil
 		}
-		return nil, nil, nil, "", "", err
+		return nil, backup.Keys{}, nil, "", "", err
 	}
 	if pb.Status.Phase != vpoolv1alpha1.BackupCompleted {
-		return nil, nil, nil, backup.ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
+		return nil, backup.Keys{}, nil, backup.ReasonBackupNotCompleted, fmt.Sprintf("spec.restoreFrom.backupName: PoolBackup %q is %s, not Completed",
 			name, orUnknown(string(pb.Status.Phase))), nil
 	}
 	key, err = backupKey(ctx, r.APIReader, pool.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
 	if err != nil {
 		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrKeyTooShort) {
-			return nil, nil, nil, ReasonKeyUnavailable, "PoolBackup " + pb.Name + ": " + err.Error(), nil
+			return nil, backup.Keys{}, nil, ReasonKeyUnavailable, "PoolBackup " + pb.Name + ": " + err.Error(), nil
 		}
-		return nil, nil, nil, "", "", err
+		return nil, backup.Keys{}, nil, "", "", err
 	}
 	data, err = r.store(pb).Get(ctx, pb)
 	if err != nil {
 		if errors.Is(err, backup.ErrChecksum) || errors.Is(err, backup.ErrMissingChunk) || errors.Is(err, backup.ErrStorageCredentials) {
-			return nil, nil, nil, backup.Reason(err), "preflight: " + err.Error() + "; nothing was written", nil
+			return nil, backup.Keys{}, nil, backup.Reason(err), "preflight: " + err.Error() + "; nothing was written", nil
 		}
-		return nil, nil, nil, "", "", err
+		return nil, backup.Keys{}, nil, "", "", err
 	}
 	return pb, key, data, "", "", nil
 }

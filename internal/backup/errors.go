@@ -68,6 +68,8 @@ const (
 	ReasonLocationReadOnly = "LocationReadOnly"
 	// ReasonKeyTaken is the reason for ErrKeyTaken.
 	ReasonKeyTaken = "StoredKeyTaken"
+	// ReasonNoIdentity is the reason for ErrNoIdentity.
+	ReasonNoIdentity = "NoIdentity"
 )
 
 // Reason maps an error of this package to a condition reason (one of the
@@ -103,6 +105,8 @@ func Reason(err error) string {
 		return ReasonLocationReadOnly
 	case errors.Is(err, ErrKeyTaken):
 		return ReasonKeyTaken
+	case errors.Is(err, ErrNoIdentity):
+		return ReasonNoIdentity
 	}
 	return ""
 }

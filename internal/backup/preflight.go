@@ -24,6 +24,12 @@ import (
 // condition reason. A plan is returned even when it is Blocked: the caller
 // reports plan.Err() and writes nothing.
 func Preflight(backup *vpoolv1alpha1.PoolBackup, data, key []byte, target *vpoolv1alpha1.Pool, existing Existing) (*RestorePlan, error) {
+	return PreflightWith(backup, data, PassphraseKeys(key), target, existing)
+}
+
+// PreflightWith is Preflight with the key material of a key Secret: a dump
+// of either format opens (OpenAny).
+func PreflightWith(backup *vpoolv1alpha1.PoolBackup, data []byte, keys Keys, target *vpoolv1alpha1.Pool, existing Existing) (*RestorePlan, error) {
 	if backup == nil || target == nil || target.Spec.RestoreFrom == nil {
 		return nil, errors.New("restore preflight: needs a PoolBackup and a Pool with spec.restoreFrom")
 	}
@@ -45,7 +51,7 @@ func Preflight(backup *vpoolv1alpha1.PoolBackup, data, key []byte, target *vpool
 	if got := Checksum(data); got != want {
 		return nil, fmt.Errorf("%w: PoolBackup %s: stored sha256 %s, computed %s", ErrChecksum, name, want, got)
 	}
-	d, err := Open(data, key)
+	d, err := OpenAny(data, keys)
 	if err != nil {
 		return nil, fmt.Errorf("opening PoolBackup %s: %w", name, err)
 	}

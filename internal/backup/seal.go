@@ -68,7 +68,9 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Seal encodes d for storage: JSON, gzip, then AES-256-GCM with a key derived
+// Seal encodes d in the first format (the operator writes the age format,
+// SealAge; Seal remains for tools and tests that need the first format):
+// JSON, gzip, then AES-256-GCM with a key derived
 // from key (at least MinKeySize bytes, used as given: a trailing newline is
 // part of it). There is no unencrypted form: an empty key is ErrNoKey.
 // The records are streamed into the compressor one by one, so the only
@@ -131,7 +133,8 @@ func seal(key []byte, schema uint16, write func(io.Writer) error) ([]byte, error
 	return aead.Seal(h, h[offNonce:offNonce+nonceSize], out[headerSize:], h), nil
 }
 
-// Open reverses Seal. It does not modify data. It fails with ErrNoKey or
+// Open reverses Seal, and opens a dump of the age format sealed to the
+// passphrase key (see OpenAny). It does not modify data. It fails with ErrNoKey or
 // ErrKeyTooShort for unusable key material, ErrCorrupt when data is not a
 // sealed dump, is truncated or was modified, ErrWrongKey when data was sealed
 // with another key, and ErrSchemaVersion when a newer poolkeeper wrote it.
@@ -139,6 +142,9 @@ func seal(key []byte, schema uint16, write func(io.Writer) error) ([]byte, error
 func Open(data []byte, key []byte) (*Dump, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
+	}
+	if IsAge(data) {
+		return OpenAny(data, PassphraseKeys(key))
 	}
 	if len(data) < headerSize+tagSize {
 		return nil, fmt.Errorf("%w: %d bytes is too short for a sealed pool dump (at least %d)", ErrCorrupt, len(data), headerSize+tagSize)
@@ -173,12 +179,7 @@ func Open(data []byte, key []byte) (*Dump, error) {
 		return nil, fmt.Errorf("%w: the dump has schema version %d, this build reads up to %d: restore it with a newer poolkeeper",
 			ErrSchemaVersion, schema, SchemaVersion)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(plain))
-	if err != nil {
-		return nil, fmt.Errorf("%w: decompressing: %w", ErrCorrupt, err)
-	}
-	zr.Multistream(false)
-	d, err := readDump(zr)
+	d, err := readGzipDump(bytes.NewReader(plain))
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +187,16 @@ func Open(data []byte, key []byte) (*Dump, error) {
 		return nil, fmt.Errorf("%w: the header says schema version %d, the content %d", ErrCorrupt, schema, d.SchemaVersion)
 	}
 	return d, nil
+}
+
+// readGzipDump reads one gzip stream of a JSON dump.
+func readGzipDump(r io.Reader) (*Dump, error) {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompressing: %w", ErrCorrupt, err)
+	}
+	zr.Multistream(false)
+	return readDump(zr)
 }
 
 // Checksum is the hex SHA-256 of the stored bytes (PoolBackup status.sha256).
