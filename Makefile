@@ -134,6 +134,12 @@ build-installer: manifests ## Write $(DIST)/install.yaml: CRDs, RBAC, the manage
 	kubectl kustomize config/default | sed 's#ghcr.io/poolkeeper/poolkeeper:latest#$(INSTALLER_IMG)#' >$(DIST)/install.yaml
 	@echo "$(DIST)/install.yaml: kubectl apply --server-side -f $(DIST)/install.yaml"
 
+.PHONY: chart
+chart: manifests ## Refresh the Helm chart's copies of the CRDs, the manager's RBAC rules and the alerts (charts/poolkeeper).
+	rm -f charts/poolkeeper/crds/*.yaml && cp config/crd/bases/*.yaml charts/poolkeeper/crds/
+	cp config/rbac/role.yaml charts/poolkeeper/files/role.yaml
+	cp config/prometheus/rules.yaml charts/poolkeeper/files/rules.yaml
+
 .PHONY: undeploy
 undeploy: ## Remove the operator from the cluster of $KUBECONFIG, keeping the CRDs and every object (UNINSTALL_CRDS=true deletes them).
 ifeq ($(UNINSTALL_CRDS),true)
