@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	filage "filippo.io/age"
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -281,6 +282,12 @@ func completedBackup(name, sum string) *vpoolv1alpha1.PoolBackup {
 // of a Completed PoolBackup b1, as the operator does.
 func storedBackup(t *testing.T, key []byte) client.Client {
 	t.Helper()
+	return storedBackupSealed(t, func(d *backup.Dump) ([]byte, error) { return backup.Seal(d, key) })
+}
+
+// storedBackupSealed is storedBackup with the dump sealed by seal.
+func storedBackupSealed(t *testing.T, seal func(*backup.Dump) ([]byte, error)) client.Client {
+	t.Helper()
 	g := NewWithT(t)
 	objs := degradedPool()
 	var hosts []vpoolv1alpha1.Host
@@ -297,7 +304,7 @@ func storedBackup(t *testing.T, key []byte) client.Client {
 		}
 	}
 	d := backup.NewDump(objs[0].(*vpoolv1alpha1.Pool), hosts, nil, vdis, vms, now)
-	data, err := backup.Seal(d, key)
+	data, err := seal(d)
 	g.Expect(err).NotTo(HaveOccurred())
 	pb := completedBackup("b1", backup.Checksum(data))
 	counts := d.Counts()
@@ -372,11 +379,34 @@ func TestBackupVerify(t *testing.T) {
 		g.Expect(v.FailReason).To(Equal(backup.ReasonChecksumMismatch))
 		g.Expect(v.Failure).To(ContainSubstring("checksum mismatch"))
 	})
+	t.Run("the age format, with a passphrase or identities", func(t *testing.T) {
+		g := NewWithT(t)
+		c := storedBackupSealed(t, func(d *backup.Dump) ([]byte, error) { return backup.SealAge(d, backup.PassphraseKeys(key)) })
+		code, out, errOut := plugin(c, "", "backup-verify", "b1", "--key-file", keyFile(t, key))
+		g.Expect(code).To(Equal(exitOK), errOut)
+		g.Expect(out).To(ContainSubstring("age format, with"))
+
+		id, err := filage.GenerateX25519Identity()
+		g.Expect(err).NotTo(HaveOccurred())
+		keys, err := backup.ParseKeys(map[string][]byte{backup.SecretRecipients: []byte(id.Recipient().String() + "\n")}, "test")
+		g.Expect(err).NotTo(HaveOccurred())
+		c = storedBackupSealed(t, func(d *backup.Dump) ([]byte, error) { return backup.SealAge(d, keys) })
+		code, out, errOut = plugin(c, "", "backup-verify", "b1", "--identities-file", keyFile(t, []byte(id.String()+"\n")))
+		g.Expect(code).To(Equal(exitOK), errOut)
+		g.Expect(out).To(ContainSubstring("poolbackup/b1 verified"))
+
+		other, err := filage.GenerateX25519Identity()
+		g.Expect(err).NotTo(HaveOccurred())
+		code, out, _ = plugin(c, "", "backup-verify", "b1", "--identities-file", keyFile(t, []byte(other.String()+"\n")))
+		g.Expect(code).To(Equal(exitFailed))
+		g.Expect(out).To(ContainSubstring("FAIL decrypt"))
+		g.Expect(out).To(ContainSubstring("wrong key"))
+	})
 	t.Run("no key file is a usage error", func(t *testing.T) {
 		g := NewWithT(t)
 		code, _, errOut := plugin(fakeClient(), "", "backup-verify", "b1")
 		g.Expect(code).To(Equal(exitUsage))
-		g.Expect(errOut).To(ContainSubstring("--key-file is required"))
+		g.Expect(errOut).To(ContainSubstring("give one of --key-file"))
 	})
 }
 

@@ -22,7 +22,9 @@ the stored bytes (from the chunk Secrets of the backup's namespace, or from
 its S3 bucket with the credentials Secret the PoolBackup names), check their
 sha256 against the one recorded in the PoolBackup's status, and decrypt them
 with the key in --key-file (the bytes of the key Secret's "key" entry, e.g.
-kubectl get secret KEY -o jsonpath='{.data.key}' | base64 -d > key.bin). It
+kubectl get secret KEY -o jsonpath='{.data.key}' | base64 -d > key.bin), or,
+for a backup sealed to age recipients, with the identities in
+--identities-file (the "identities" entry, or the DR site's own copy). It
 checks what xe pool-restore-database dry-run=true checks before
 xe pool-restore-database: the dump opens with this key and holds what the
 backup says.
@@ -37,21 +39,23 @@ Examples:
   kubectl poolkeeper backup-verify demo-1 --key-file key.bin --save demo-1.pkdump`
 
 type verifyFlags struct {
-	keyFile string
-	save    string
-	record  bool
+	keyFile      string
+	identityFile string
+	save         string
+	record       bool
 }
 
 func newBackupVerifyCommand(o *options) *cobra.Command {
 	var f verifyFlags
 	cmd := &cobra.Command{
-		Use:   "backup-verify BACKUP --key-file FILE",
+		Use:   "backup-verify BACKUP --key-file FILE | --identities-file FILE",
 		Short: "Download a backup, check its sha256 and decrypt it with a key file (before xe pool-restore-database)",
 		Long:  backupVerifyLong,
 		Args:  exactArgs(1, "BACKUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.keyFile == "" {
-				return usageError{errors.New("--key-file is required: the file holding the backup's key material")}
+			if (f.keyFile == "") == (f.identityFile == "") {
+				return usageError{errors.New("give one of --key-file (the backup's passphrase, the key Secret's `key` entry) " +
+					"or --identities-file (its age identities, the `identities` entry)")}
 			}
 			c, ns, err := o.connect(o)
 			if err != nil {
@@ -61,6 +65,8 @@ func newBackupVerifyCommand(o *options) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&f.keyFile, "key-file", "", "File holding the key material (the key Secret's `key` entry, as bytes).")
+	cmd.Flags().StringVar(&f.identityFile, "identities-file", "",
+		"File holding age identities (AGE-SECRET-KEY-..., the key Secret's `identities` entry), for backups sealed to recipients.")
 	cmd.Flags().StringVar(&f.save, "save", "", "Also write the downloaded (still encrypted) bytes to this file.")
 	cmd.Flags().BoolVar(&f.record, "record", true, "Annotate a backup that passes with the time of the verification.")
 	return cmd
@@ -123,9 +129,9 @@ func runBackupVerify(ctx context.Context, o *options, c client.Client, ns, name 
 }
 
 func verify(ctx context.Context, o *options, c client.Client, v *verification, f verifyFlags) error {
-	key, err := os.ReadFile(f.keyFile)
+	keys, keyName, err := readKeys(f)
 	if err != nil {
-		return usageError{fmt.Errorf("reading --key-file: %w", err)}
+		return err
 	}
 	pb := &vpoolv1alpha1.PoolBackup{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: v.Backup}, pb); err != nil {
@@ -158,7 +164,7 @@ func verify(ctx context.Context, o *options, c client.Client, v *verification, f
 	}
 	v.pass("sha256", v.SHA256+" as status.sha256 records")
 
-	d, note, err := open(data, key)
+	d, note, err := open(data, keys)
 	if err != nil {
 		return v.fail("decrypt", err)
 	}
@@ -166,7 +172,11 @@ func verify(ctx context.Context, o *options, c client.Client, v *verification, f
 	v.Counts, v.PoolEpoch = &counts, d.Pool.Status.Epoch
 	taken := d.TakenAt
 	v.TakenAt = &taken
-	v.pass("decrypt", fmt.Sprintf("with %s%s: pool %s taken %s at epoch %d (schema %d)", f.keyFile, note,
+	format := "poolkeeper's first format"
+	if backup.IsAge(data) {
+		format = "age format"
+	}
+	v.pass("decrypt", fmt.Sprintf("%s, with %s%s: pool %s taken %s at epoch %d (schema %d)", format, keyName, note,
 		d.Pool.Metadata.Name, d.TakenAt.UTC().Format(time.RFC3339), d.Pool.Status.Epoch, d.SchemaVersion))
 
 	if sc := pb.Status.Counts; sc != nil && *sc != counts {
@@ -186,15 +196,33 @@ func verify(ctx context.Context, o *options, c client.Client, v *verification, f
 	return nil
 }
 
-// open decrypts data with the key as given; a key file that ends in a
+// readKeys reads the key material of --key-file or --identities-file, as
+// the operator reads the key Secret's entries.
+func readKeys(f verifyFlags) (backup.Keys, string, error) {
+	file, entry := f.keyFile, backup.SecretKey
+	if f.identityFile != "" {
+		file, entry = f.identityFile, backup.SecretIdentities
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return backup.Keys{}, "", usageError{fmt.Errorf("reading the key material: %w", err)}
+	}
+	keys, err := backup.ParseKeys(map[string][]byte{entry: raw}, file)
+	if err != nil {
+		return backup.Keys{}, "", usageError{err}
+	}
+	return keys, file, nil
+}
+
+// open decrypts data with keys as given; a passphrase file that ends in a
 // newline the Secret's key does not have (echo KEY > file) is tried without.
-func open(data, key []byte) (*backup.Dump, string, error) {
-	d, err := backup.Open(data, key)
+func open(data []byte, keys backup.Keys) (*backup.Dump, string, error) {
+	d, err := backup.OpenAny(data, keys)
 	if !errors.Is(err, backup.ErrWrongKey) {
 		return d, "", err
 	}
-	if trimmed := bytes.TrimRight(key, "\r\n"); len(trimmed) < len(key) {
-		if d, err2 := backup.Open(data, trimmed); err2 == nil {
+	if trimmed := bytes.TrimRight(keys.Passphrase, "\r\n"); len(keys.Passphrase) > 0 && len(trimmed) < len(keys.Passphrase) {
+		if d, err2 := backup.OpenAny(data, backup.PassphraseKeys(trimmed)); err2 == nil {
 			return d, " (without the file's final newline)", nil
 		}
 	}
