@@ -405,6 +405,8 @@ func (r *HostReconciler) syncInput(s *hostScope) {
 // guard's verdict for the pool's recount.
 func (r *HostReconciler) guard(s *hostScope) fencing.Check {
 	r.noteGuard(s)
+	// A lift noted just now counts this host's silence afresh at once.
+	s.in.Heartbeat = r.heartbeatOf(s)
 	return fencing.MayFence(fencing.Request{
 		Automatic: s.in.HAEnabled && !s.in.Forget, Method: s.in.Method, Tally: s.tally, Methods: s.in.Methods,
 		MaxUnhealthyPercent: s.settings.Fencing.MaxUnhealthyPercent, MaxConcurrent: s.settings.Fencing.MaxConcurrent,

@@ -53,7 +53,7 @@ func (r *HostReconciler) heartbeatOf(s *hostScope) liveness.Observation {
 // ReasonCountingAfresh is FencingAllowed's reason while the pool's hosts'
 // silence counts afresh after a storm: fencing is allowed, but no host is
 // counted fenced on a safe time from before the storm.
-const ReasonCountingAfresh = "CountingAfresh"
+const ReasonCountingAfresh = fencing.ReasonCountingAfresh
 
 // recountedGuard is the storm guard of a pool's tally as the Pool's
 // FencingAllowed condition says it: with the recount in force, if any. The

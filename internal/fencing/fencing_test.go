@@ -123,6 +123,10 @@ func TestNext(t *testing.T) {
 			in: HostInput{Now: t0.Add(20 * time.Second), Phase: unreachable, Heartbeat: observed(t0), Guard: allowed}, phase: unreachable, reason: ReasonAwaitingPerson},
 		"unreachable with HA starts fencing": {
 			in: HostInput{Now: t0.Add(20 * time.Second), Phase: unreachable, HAEnabled: true, Heartbeat: observed(t0), Guard: allowed}, phase: inFencing, reason: ReasonFencingStarted},
+		"unreachable, silence counted afresh after an outage: no fence before a timeout from the recount": {
+			in: HostInput{Now: t0.Add(20 * time.Second), Phase: unreachable, HAEnabled: true,
+				Heartbeat: observed(t0).Afresh(t0.Add(16 * time.Second)), Guard: allowed},
+			phase: unreachable, reason: ReasonCountingAfresh, requeue: 6 * time.Second},
 		"unreachable with HA blocked by the guard": {
 			in: HostInput{Now: t0.Add(20 * time.Second), Phase: unreachable, HAEnabled: true, Heartbeat: observed(t0), Guard: Check{Reason: ReasonStormGuard, Message: "storm"}}, phase: unreachable, reason: ReasonStormGuard},
 		"unreachable without HA but forgotten starts fencing": {

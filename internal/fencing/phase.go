@@ -26,6 +26,9 @@ const (
 	ReasonForgetRefused     = "ForgetRefused"
 	ReasonForgotten         = "Forgotten"
 	ReasonMasterForget      = "MasterForgetBlocked"
+	// ReasonCountingAfresh: after an outage the host's silence counts afresh
+	// (liveness.Recount) and has not yet reached the timeout: no fence begins.
+	ReasonCountingAfresh = "CountingAfresh"
 )
 
 // HostInput is everything the phase machine looks at for one host.
@@ -147,6 +150,15 @@ func nextUnreachable(in HostInput) Decision {
 	}
 	if !in.Guard.Allowed {
 		return Decision{Phase: vpoolv1alpha1.HostPhaseUnreachable, Reason: in.Guard.Reason, Message: in.Guard.Message}
+	}
+	// Counted afresh after an outage, the silence must reach the timeout
+	// again before a fence begins: a host that rode out the outage renews
+	// within that time (and a fence method that acts at once, Redfish, never
+	// powers it off on the silence from before).
+	if stale, recheck := liveness.Verdict(in.Heartbeat.LastSeen, in.Now, in.Timeout); !stale {
+		return Decision{Phase: vpoolv1alpha1.HostPhaseUnreachable, Reason: ReasonCountingAfresh, RequeueAfter: recheck,
+			Message: fmt.Sprintf("after an outage the host's silence counts afresh from %s: no fence begins before it "+
+				"reaches the timeout %s", in.Heartbeat.LastSeen.UTC().Format(time.RFC3339), in.Timeout)}
 	}
 	return Decision{Phase: vpoolv1alpha1.HostPhaseFencing, Reason: ReasonFencingStarted,
 		Message: fmt.Sprintf("fencing the host with method %s", in.Method)}
