@@ -79,11 +79,14 @@ scrape() {
 metric() { awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }' <<<"$1"; }
 
 # agent NS HOST [KUBECONFIG]: start a host agent process; its pid goes to
-# $work/NS-HOST.pid.
+# $work/NS-HOST.pid. With HEARTBEAT_SR set, the agents of NS share the
+# simulated storage $work/NS-storage (the heartbeat SR's statefile in it).
 agent() {
+  local storage=()
+  [[ -n "${HEARTBEAT_SR:-}" ]] && storage=(--sim-storage-dir "$work/$1-storage")
   # In a subshell, so the agent is not a job of this shell (no job notices).
   (KUBECONFIG="${3:-$KUBECONFIG}" bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
-    >>"$work/$1-$2.log" 2>&1 & echo $! >"$work/$1-$2.pid")
+    "${storage[@]}" >>"$work/$1-$2.log" 2>&1 & echo $! >"$work/$1-$2.pid")
   pids+=("$(cat "$work/$1-$2.pid")")
 }
 agent_pid() { cat "$work/$1-$2.pid"; }
@@ -108,15 +111,17 @@ KC
   echo "$file"
 }
 
-# pool NS HA MASTER HOSTS...: a pool with a shared SR and hosts.
+# pool NS HA MASTER HOSTS...: a pool with a shared SR and hosts; with
+# HEARTBEAT_SR=nfs that SR is the pool's heartbeat SR.
 pool() {
   local ns=$1 ha=$2 master=$3; shift 3
+  local hb=${HEARTBEAT_SR:+", heartbeatStorageRepository: $HEARTBEAT_SR"}
   kubectl create namespace "$ns" >/dev/null
   kubectl apply -n "$ns" -f - >/dev/null <<YAML
 apiVersion: vpool.poolkeeper.io/v1alpha1
 kind: Pool
 metadata: {name: p}
-spec: {ha: {enabled: $ha}, heartbeatTimeout: $T, master: $master, defaultStorageRepository: nfs}
+spec: {ha: {enabled: $ha$hb}, heartbeatTimeout: $T, master: $master, defaultStorageRepository: nfs}
 ---
 apiVersion: vpool.poolkeeper.io/v1alpha1
 kind: StorageRepository
