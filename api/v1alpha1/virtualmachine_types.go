@@ -191,6 +191,11 @@ type VirtualMachineSpec struct {
 	// +kubebuilder:validation:Maximum=10000
 	StartOrder int32 `json:"startOrder,omitempty"`
 
+	// applianceRef names the VirtualAppliance (vApp) the VM belongs to: its
+	// VMs start, and are recovered, together, in startOrder.
+	// +optional
+	ApplianceRef *LocalObjectReference `json:"applianceRef,omitempty"`
+
 	// interfaces are the VM's network interfaces. Names are unique within a VM.
 	// +optional
 	// +listType=map

@@ -136,6 +136,9 @@ type VirtualMachineRecordStatus struct {
 	ResidentOn string `json:"residentOn,omitempty"`
 	// SuspendVirtualDisk holds the memory of a Suspended VM.
 	SuspendVirtualDisk string `json:"suspendVirtualDisk,omitempty"`
+	// UUID is the VM's identity (status.uuid): recoveries match a VM
+	// across backups by it.
+	UUID string `json:"uuid,omitempty"`
 }
 
 // SecretRecord is a Secret in a dump.
@@ -214,6 +217,7 @@ func NewDump(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, srs []vpoolv1
 					PowerState:         vm.Status.PowerState,
 					ResidentOn:         vm.Status.ResidentOn,
 					SuspendVirtualDisk: vm.Status.SuspendVirtualDisk,
+					UUID:               vm.Status.UUID,
 				},
 			})
 		}
