@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -249,4 +250,20 @@ func writeStatus(g Gomega, obj client.Object, st state) {
 		meta.SetStatusCondition(conds, c)
 	}
 	g.Expect(k8s.Status().Update(context.Background(), obj)).To(Succeed())
+}
+
+// TestGenericChecksAreOne: Argo CD needs one self-contained script per kind;
+// the kinds without a phase share the same rules, word for word.
+func TestGenericChecksAreOne(t *testing.T) {
+	g := NewWithT(t)
+	dir := filepath.Join("resource_customizations", vpoolv1alpha1.GroupVersion.Group)
+	read := func(kind string) string {
+		b, err := os.ReadFile(filepath.Join(dir, kind, "health.lua"))
+		g.Expect(err).NotTo(HaveOccurred())
+		return strings.Replace(string(b), "poolkeeper "+kind+",", "poolkeeper KIND,", 1)
+	}
+	want := read("Pool")
+	for _, kind := range []string{"StorageRepository", "VirtualDisk", "VirtualMachine", "BackupLocation", "Recovery"} {
+		g.Expect(read(kind)).To(Equal(want), "%s/health.lua differs from Pool's", kind)
+	}
 }
