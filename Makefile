@@ -26,8 +26,11 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the API types and markers.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the API types and markers, and the Helm chart's copies of them.
 	$(CONTROLLER_GEN) rbac:roleName=poolkeeper-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -f charts/poolkeeper/crds/*.yaml && cp config/crd/bases/*.yaml charts/poolkeeper/crds/
+	cp config/rbac/role.yaml charts/poolkeeper/files/role.yaml
+	cp config/prometheus/rules.yaml charts/poolkeeper/files/rules.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
@@ -48,9 +51,9 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 .PHONY: verify
 verify: manifests generate ## Fail if generated files are stale or go.mod is untidy.
 	$(GO) mod tidy
-	@if [ -n "$$(git status --porcelain -- api config go.mod go.sum)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts go.mod go.sum)" ]; then \
 		echo "Generated files or go.mod are stale; run 'make manifests generate' and 'go mod tidy':"; \
-		git status --porcelain -- api config go.mod go.sum; git diff -- api config go.mod go.sum | head -50; exit 1; fi
+		git status --porcelain -- api config charts go.mod go.sum; git diff -- api config charts go.mod go.sum | head -50; exit 1; fi
 
 .PHONY: envtest
 envtest: ## Build (once) and print the envtest binaries directory.
@@ -135,10 +138,7 @@ build-installer: manifests ## Write $(DIST)/install.yaml: CRDs, RBAC, the manage
 	@echo "$(DIST)/install.yaml: kubectl apply --server-side -f $(DIST)/install.yaml"
 
 .PHONY: chart
-chart: manifests ## Refresh the Helm chart's copies of the CRDs, the manager's RBAC rules and the alerts (charts/poolkeeper).
-	rm -f charts/poolkeeper/crds/*.yaml && cp config/crd/bases/*.yaml charts/poolkeeper/crds/
-	cp config/rbac/role.yaml charts/poolkeeper/files/role.yaml
-	cp config/prometheus/rules.yaml charts/poolkeeper/files/rules.yaml
+chart: manifests ## Refresh the Helm chart's copies of the CRDs, the manager's RBAC rules and the alerts (charts/poolkeeper; make manifests does it too).
 
 .PHONY: undeploy
 undeploy: ## Remove the operator from the cluster of $KUBECONFIG, keeping the CRDs and every object (UNINSTALL_CRDS=true deletes them).
