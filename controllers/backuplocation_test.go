@@ -180,11 +180,17 @@ func TestBackupLocationSyncToDRSite(t *testing.T) {
 	g.Eventually(restored(dr, "p"), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
 	g.Expect(getPool(g, dr, "p").Status.Restore.Created).To(Equal(vpoolv1alpha1.BackupCounts{Hosts: 2, SRs: 2, VDIs: 4, VMs: 4}))
 
-	// Deleting a synced PoolBackup of a ReadOnly location deletes nothing stored.
-	g.Expect(k8s.Delete(ctx, getBackup(g, dr, "b1"))).To(Succeed())
+	// Deleting a synced PoolBackup of a ReadOnly location deletes nothing
+	// stored: the PoolBackup goes, and the next sync finds the backup again.
+	gone := getBackup(g, dr, "b1")
+	g.Expect(k8s.Delete(ctx, gone)).To(Succeed())
 	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(ctx, key(dr, "b1"), &vpoolv1alpha1.PoolBackup{}))
+		pb := &vpoolv1alpha1.PoolBackup{}
+		err := k8s.Get(ctx, key(dr, "b1"), pb)
+		return apierrors.IsNotFound(err) || (err == nil && pb.UID != gone.UID)
 	}, wait, poll).Should(BeTrue())
+	g.Eventually(completed(dr, "b1"), wait, poll).Should(Equal(vpoolv1alpha1.BackupCompleted))
+	g.Expect(getBackup(g, dr, "b1").UID).NotTo(Equal(gone.UID))
 	stored, _ := s3Object(g, be, objectKey)
 	g.Expect(stored).To(Equal(data))
 	g.Expect(requests.total()).To(BeNumerically(">", 0))
