@@ -3,6 +3,7 @@
 //	go run ./cmd/bench liveness        # 1000 hosts, interval 10s, timeout 40s: a few minutes
 //	go run ./cmd/bench liveness --hosts 100 --interval 2s --timeout 8s --steady 5s --kill 10
 //	go run ./cmd/bench recovery [--dead-hosts 10]  # HA recovery time against the API write floor (recovery.go)
+//	go run ./cmd/bench libvirt [--vms 12]          # real guests on simulated libvirt hosts: power loss, agent restart (libvirt.go)
 //
 // The liveness subcommand starts envtest with the CRDs, runs the real manager
 // (--manager, built by `make build`) against it, and creates a Pool with HA
@@ -78,13 +79,15 @@ func main() {
 		os.Exit(mainLiveness(os.Args[2:]))
 	case "recovery":
 		os.Exit(mainRecovery(os.Args[2:]))
+	case "libvirt":
+		os.Exit(mainLibvirt(os.Args[2:]))
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: bench liveness|recovery [flags]   (bench liveness -h lists the flags)")
+	fmt.Fprintln(os.Stderr, "usage: bench liveness|recovery|libvirt [flags]   (bench liveness -h lists the flags)")
 	os.Exit(2)
 }
 
