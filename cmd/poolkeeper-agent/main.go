@@ -169,7 +169,7 @@ func run() int {
 		return exitError
 	}
 	a, err := agent.New(agent.Config{RESTConfig: cfg, Namespace: namespace, Host: host, Interval: interval,
-		Driver: d, BootID: bootID, Watchdog: wd, RequireWatchdog: driver != "sim", Log: log,
+		Driver: d, DriverName: driver, BootID: bootID, Watchdog: wd, RequireWatchdog: driver != "sim", Log: log,
 		StatefileDir: statefileDir(driver, simStorageDir)})
 	if err != nil {
 		return usageError(err.Error())

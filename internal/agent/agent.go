@@ -195,12 +195,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	next := a.cfg.Clock.Now()
 	for {
 		if !a.cfg.Clock.Now().Before(next) {
+			a.beatDue = a.cfg.Clock.Now().Add(a.interval)
 			if err := a.beat(ctx, log); err != nil {
 				return err
 			}
 			next = a.cfg.Clock.Now().Add(a.interval)
-		} else if err := a.sync(ctx, log); err != nil {
-			return err
+		} else {
+			a.beatDue = next
+			if err := a.sync(ctx, log); err != nil {
+				return err
+			}
 		}
 		wait := next.Sub(a.cfg.Clock.Now())
 		if untilDeadline := a.deadline().Sub(a.cfg.Clock.Now()); a.holding && untilDeadline < wait {

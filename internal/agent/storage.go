@@ -36,6 +36,10 @@ type hostState struct {
 	waiting map[string]string
 	// plugs are the last plug results, by SR.
 	plugs map[string]plugResult
+	// beatDue is when the next heartbeat is due: VM starts, which may take
+	// seconds each with a real hypervisor, stop then and go on after the
+	// renewal, so that starting many VMs never starves the heartbeat.
+	beatDue time.Time
 }
 
 // plugResult is a plug of one SR's spec, at a time on the agent's clock.

@@ -149,6 +149,10 @@ func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.Vi
 		return false, nil
 	}
 	delete(a.waiting, vm.Name)
+	if !a.beatDue.IsZero() && !a.cfg.Clock.Now().Before(a.beatDue) {
+		a.poke() // the heartbeat first; the next sync goes on starting
+		return false, nil
+	}
 	if err := a.cfg.Driver.Start(ctx, dvm); err != nil {
 		return false, err
 	}
