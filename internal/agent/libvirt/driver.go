@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -281,6 +284,29 @@ func readTag(conn *golibvirt.Libvirt, dom golibvirt.Domain) (Tag, bool, error) {
 	return t, true, nil
 }
 
+// lost is err, or err marked ErrDisconnected when it is the transport that
+// failed (the daemon gone, its socket cut) rather than libvirt refusing the
+// call: go-libvirt reports those as net or syscall errors, EOF, an
+// interrupted call, or EINVAL once it has seen the socket close, and its
+// reader notices the loss only a moment later. So a caller sees
+// ErrDisconnected as soon as a call fails for it, not a broken pipe.
+func lost(err error) error {
+	if err == nil || errors.Is(err, ErrDisconnected) {
+		return err
+	}
+	var le golibvirt.Error
+	if errors.As(err, &le) {
+		return err
+	}
+	var op *net.OpError
+	if errors.As(err, &op) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, golibvirt.ErrInterrupted) || errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	return err
+}
+
 func isCode(err error, code golibvirt.ErrorNumber) bool {
 	var e golibvirt.Error
 	return errors.As(err, &e) && e.Code == uint32(code)
@@ -328,7 +354,7 @@ func (d *Driver) active() (*golibvirt.Libvirt, []ours, error) {
 func (d *Driver) Running(context.Context) ([]string, error) {
 	_, doms, err := d.active()
 	if err != nil {
-		return nil, err
+		return nil, lost(err)
 	}
 	names := make([]string, 0, len(doms))
 	for _, o := range doms {
@@ -341,7 +367,8 @@ func (d *Driver) Running(context.Context) ([]string, error) {
 // Suspended for one the guest suspended (pmsuspended), Unknown for a crashed
 // one or one libvirt has no state for. Running, blocked and shutting-down
 // domains are Running (absent).
-func (d *Driver) PowerStates(context.Context) (map[string]string, error) {
+func (d *Driver) PowerStates(context.Context) (_ map[string]string, err error) {
+	defer func() { err = lost(err) }()
 	conn, doms, err := d.active()
 	if err != nil {
 		return nil, err
@@ -375,7 +402,8 @@ func (d *Driver) Changes() <-chan struct{} { return d.changes }
 // and tagged for this host is the VM running: Start does nothing. Any other
 // domain of that name (untagged, another host's, defined but inactive) is
 // refused, untouched.
-func (d *Driver) Start(_ context.Context, vm agent.VM) error {
+func (d *Driver) Start(_ context.Context, vm agent.VM) (err error) {
+	defer func() { err = lost(err) }()
 	conn, g, err := d.client()
 	if err != nil {
 		return err
@@ -481,7 +509,8 @@ func (d *Driver) lookupOurs(conn *golibvirt.Libvirt, name string) (golibvirt.Dom
 // StopTimeout for the guest to power off, then destroy. A VM with no
 // domain, or whose domain is not this host's, is halted as far as this
 // host is concerned: nothing is done.
-func (d *Driver) Stop(ctx context.Context, name string) error {
+func (d *Driver) Stop(ctx context.Context, name string) (err error) {
+	defer func() { err = lost(err) }()
 	conn, _, err := d.client()
 	if err != nil {
 		return err
@@ -553,7 +582,8 @@ func destroy(conn *golibvirt.Libvirt, dom golibvirt.Domain) error {
 
 // StopAll implements agent.Driver, the self-fence: every active domain
 // tagged for this host is destroyed at once, with no graceful wait.
-func (d *Driver) StopAll(context.Context) error {
+func (d *Driver) StopAll(context.Context) (err error) {
+	defer func() { err = lost(err) }()
 	conn, doms, err := d.active()
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package libvirt
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -26,7 +27,10 @@ const uriEnv = "POOLKEEPER_TEST_LIBVIRT_URI"
 var daemon struct {
 	once     sync.Once
 	uri, err string
-	down     func()
+	// name is the simulated host's name, empty for a daemon of
+	// $POOLKEEPER_TEST_LIBVIRT_URI.
+	name string
+	down func()
 	// kvm is the simulated host's verdict on KVM ("yes" or "no", from
 	// ROOT/NAME/kvm), empty for a daemon of $POOLKEEPER_TEST_LIBVIRT_URI.
 	kvm string
@@ -81,6 +85,7 @@ func startDaemon() {
 		daemon.err = fmt.Sprintf("%s up %s: %v\n%s%s", script, name, err, stdout.String(), stderr.String())
 		return
 	}
+	daemon.name = name
 	daemon.down = func() {
 		if out, err := exec.Command(script, "down", name).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "%s down %s: %v\n%s", script, name, err, out)
@@ -105,14 +110,81 @@ func startDaemon() {
 	fmt.Fprintf(os.Stderr, "libvirt test host %s up in %v: %s\n", name, time.Since(start).Round(time.Millisecond), daemon.uri)
 }
 
+// daemonDied says whether err, from a call on a connection to the test
+// daemon, is that connection lost.
+func daemonDied(err error) bool {
+	return errors.Is(lost(err), ErrDisconnected)
+}
+
+// reviveDaemon is for a test daemon that died under a test: libvirtd
+// crashed or was killed, which the driver does not cause and cannot
+// prevent (it only reconnects). It logs what the simulated host's logs
+// say about the death and brings the host up again, for the tests after
+// this one.
+func reviveDaemon(t *testing.T) {
+	t.Helper()
+	t.Logf("the test daemon died under this test; what its host's logs say:\n%s", hostDiagnosis())
+	if daemon.name == "" {
+		t.Fatalf("the daemon at $%s is gone", uriEnv)
+	}
+	script, _ := filepath.Abs("../../../hack/libvirt-host.sh")
+	if out, err := exec.Command(script, "down", daemon.name).CombinedOutput(); err != nil {
+		t.Fatalf("%s down %s: %v\n%s", script, daemon.name, err, out)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(script, "up", daemon.name)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s up %s: %v\n%s", script, daemon.name, err, stderr.String())
+	}
+	t.Logf("test host %s up again", daemon.name)
+}
+
+// hostDiagnosis is the tail of the simulated host's logs: its boots and how
+// the daemon exited (the emulator's log), and the daemon's last errors.
+func hostDiagnosis() string {
+	if daemon.name == "" {
+		return "(a daemon of $" + uriEnv + ": no logs here)"
+	}
+	dir := filepath.Join(libvirtRoot(), daemon.name)
+	var b strings.Builder
+	for _, f := range []struct {
+		path, only string
+		n          int
+	}{
+		{"watchdog.log", "", 10},
+		{"boot.log", "", 10},
+		{"emulator.log", "", 10},
+		{"log/libvirtd.log", " error : ", 15},
+	} {
+		data, err := os.ReadFile(filepath.Join(dir, f.path))
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", f.path, err)
+			continue
+		}
+		var lines []string
+		for l := range strings.Lines(string(data)) {
+			if f.only == "" || strings.Contains(l, f.only) {
+				lines = append(lines, l)
+			}
+		}
+		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s", f.path, f.n, strings.Join(lines[max(0, len(lines)-f.n):], ""))
+	}
+	return b.String()
+}
+
+func dial(uri string) (*golibvirt.Libvirt, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return nil, err
+	}
+	return golibvirt.ConnectToURI(u)
+}
+
 // rawConn is a connection of the test's own, behind the driver's back.
 func rawConn(t *testing.T, uri string) *golibvirt.Libvirt {
 	t.Helper()
-	u, err := url.Parse(uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := golibvirt.ConnectToURI(u)
+	c, err := dial(uri)
 	if err != nil {
 		t.Fatalf("connecting to %s: %v", uri, err)
 	}

@@ -32,7 +32,8 @@ func lookupPool(conn *golibvirt.Libvirt, name string) (golibvirt.StoragePool, er
 
 // Plug implements agent.StoragePlugger: the pool is looked up by name,
 // started when inactive and refreshed.
-func (d *Driver) Plug(_ context.Context, storagePool string) error {
+func (d *Driver) Plug(_ context.Context, storagePool string) (err error) {
+	defer func() { err = lost(err) }()
 	conn, _, err := d.client()
 	if err != nil {
 		return err
@@ -62,7 +63,8 @@ func (d *Driver) Plug(_ context.Context, storagePool string) error {
 // when missing. It returns the volume's key, libvirt's stable identifier of
 // it (the file's path in a dir pool). An existing volume is used as it is,
 // whatever its size or format.
-func (d *Driver) EnsureVolume(_ context.Context, storagePool, name string, sizeBytes int64) (string, error) {
+func (d *Driver) EnsureVolume(_ context.Context, storagePool, name string, sizeBytes int64) (_ string, err error) {
+	defer func() { err = lost(err) }()
 	conn, _, err := d.client()
 	if err != nil {
 		return "", err
@@ -181,7 +183,8 @@ func findVolume(conn *golibvirt.Libvirt, disk agent.Disk) (golibvirt.StorageVol,
 }
 
 // Networks implements agent.NetworkLister: the active libvirt networks.
-func (d *Driver) Networks(context.Context) ([]string, error) {
+func (d *Driver) Networks(context.Context) (_ []string, err error) {
+	defer func() { err = lost(err) }()
 	conn, _, err := d.client()
 	if err != nil {
 		return nil, err
