@@ -90,6 +90,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&StorageRepositoryReconciler{Client: mgr.GetClient(), Recorder: recorder},
 		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
 		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
+		&VirtualApplianceReconciler{Client: mgr.GetClient(), Clock: opts.Clock, Recorder: recorder},
 		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder,
 			Store: opts.Store},
 		&BackupLocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
@@ -120,6 +121,9 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		},
 		&vpoolv1alpha1.PoolBackup{}: func(o client.Object) []string {
 			return []string{o.(*vpoolv1alpha1.PoolBackup).Spec.PoolRef.Name}
+		},
+		&vpoolv1alpha1.VirtualAppliance{}: func(o client.Object) []string {
+			return []string{o.(*vpoolv1alpha1.VirtualAppliance).Spec.PoolRef.Name}
 		},
 	}
 	for obj, fn := range byPool {
