@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
@@ -40,6 +42,8 @@ import (
 type PlacementReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	// Clock is the time a vApp's startDelay is measured on.
+	Clock clock.PassiveClock
 	// Writers is the number of status writes of one pass made at once.
 	Writers int
 
@@ -54,9 +58,15 @@ type PlacementReconciler struct {
 // setupPlacement registers the placement controller beside the VM controller.
 func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) error {
 	r.placed = map[types.NamespacedName]map[string]string{}
+	if r.Clock == nil {
+		r.Clock = opts.Clock
+	}
+	// A Pool's annotations changing asks for a pass now, as
+	// `kubectl annotate` can.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("placement").
-		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, onChange(restoreEnded)))).
+		For(&vpoolv1alpha1.Pool{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{},
+			predicate.AnnotationChangedPredicate{}, onChange(restoreEnded)))).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(placementEvent())).
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf),
 			builder.WithPredicates(predicate.Or[client.Object](usabilityChanged(), networksChanged()))).
@@ -64,6 +74,9 @@ func setupPlacement(mgr ctrl.Manager, r *PlacementReconciler, opts Options) erro
 		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(poolOf), builder.WithPredicates(diskFreed())).
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf),
 			builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, attachmentsChanged()))).
+		// A vApp's startDelay and its members' running times gate its groups.
+		Watches(&vpoolv1alpha1.VirtualAppliance{}, handler.EnqueueRequestsFromMapFunc(r.poolsOfAppliance),
+			builder.WithPredicates(applianceStartChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(conflictsRequeued(r))
 }
@@ -79,6 +92,40 @@ func placementEvent() predicate.Funcs {
 		vm, ok := e.Object.(*vpoolv1alpha1.VirtualMachine)
 		return ok && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning
 	}
+	return p
+}
+
+// poolsOfAppliance maps a vApp to its pool and the pools of the VMs that
+// name it (a VM of another pool is told the vApp is not of its pool).
+func (r *PlacementReconciler) poolsOfAppliance(ctx context.Context, obj client.Object) []reconcile.Request {
+	app, ok := obj.(*vpoolv1alpha1.VirtualAppliance)
+	if !ok {
+		return nil
+	}
+	pools := []string{app.Spec.PoolRef.Name}
+	vms := &vpoolv1alpha1.VirtualMachineList{}
+	if err := r.List(ctx, vms, client.InNamespace(app.Namespace), client.MatchingFields{IndexApplianceRef: app.Name},
+		client.UnsafeDisableDeepCopy); err == nil {
+		for i := range vms.Items {
+			if p := vms.Items[i].Spec.PoolRef.Name; !slices.Contains(pools, p) {
+				pools = append(pools, p)
+			}
+		}
+	}
+	reqs := make([]reconcile.Request, 0, len(pools))
+	for _, p := range pools {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: app.Namespace, Name: p}})
+	}
+	return reqs
+}
+
+// applianceStartChanged passes a vApp that appears, goes, changes spec or
+// records other members (their running times).
+func applianceStartChanged() predicate.Funcs {
+	p := onChange(func(o, n *vpoolv1alpha1.VirtualAppliance) bool {
+		return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Status.Members, n.Status.Members)
+	})
+	p.CreateFunc = func(event.CreateEvent) bool { return true }
 	return p
 }
 
@@ -156,10 +203,17 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.List(ctx, srs, client.InNamespace(pool.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing storage repositories of pool %s: %w", pool.Name, err)
 	}
+	// Of every pool: a VM may name another pool's vApp, and is told so.
+	apps := &vpoolv1alpha1.VirtualApplianceList{}
+	if err := r.List(ctx, apps, client.InNamespace(pool.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing virtual appliances of pool %s: %w", pool.Name, err)
+	}
 	round, err := r.gather(ctx, hosts.Items, vms.Items, srs.Items)
 	if err != nil || len(round.pending) == 0 {
 		return ctrl.Result{}, err
 	}
+	now := r.Clock.Now()
+	wake := gateAppliances(round, pool.Name, vms.Items, apps.Items, now)
 	decisions := placement.Schedule(round.pending, round.starting, round.hosts)
 	placed := 0
 	for _, d := range decisions {
@@ -176,7 +230,11 @@ func (r *PlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// pass (its observedGeneration): decide again, with the newer VM.
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
-	return ctrl.Result{}, err
+	if err != nil || wake.IsZero() {
+		return ctrl.Result{}, err
+	}
+	// The next pass comes when the first vApp startDelay ends.
+	return ctrl.Result{RequeueAfter: wake.Sub(now)}, nil
 }
 
 // conflictRetry is how soon a pass whose write met a newer VM runs again.
@@ -241,6 +299,73 @@ func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.
 	return round, nil
 }
 
+// gateAppliances holds back the waiting vApp members whose vApp's earlier
+// start-order groups do not run yet, or ran less than its startDelay ago
+// (placement.Appliance.Gate), and those naming a vApp that is missing or of
+// another pool (the vApp in apps, of pool, would say how long to wait). A
+// member blocked for a reason of its own keeps that reason. It returns the
+// earliest instant a startDelay ends, zero if none does.
+func gateAppliances(round *placementRound, pool string, vms []vpoolv1alpha1.VirtualMachine,
+	apps []vpoolv1alpha1.VirtualAppliance, now time.Time) time.Time {
+	byName := make(map[string]*vpoolv1alpha1.VirtualAppliance, len(apps))
+	for i := range apps {
+		byName[apps[i].Name] = &apps[i]
+	}
+	members := map[string][]*vpoolv1alpha1.VirtualMachine{}
+	for i := range vms {
+		if name := applianceOf(&vms[i]); name != "" && vms[i].DeletionTimestamp == nil {
+			members[name] = append(members[name], &vms[i])
+		}
+	}
+	gates := map[string]placement.Appliance{}
+	var wake time.Time
+	for i, vm := range round.waiting {
+		name, p := applianceOf(vm), &round.pending[i]
+		if name == "" || p.Blocked != nil {
+			continue
+		}
+		app := byName[name]
+		switch {
+		case app == nil:
+			p.Blocked = &placement.Decision{Reason: placement.ReasonApplianceNotFound, Message: fmt.Sprintf(
+				"spec.applianceRef.name: VirtualAppliance %q not found in pool %s; the VM starts once it exists", name, pool)}
+			continue
+		case app.Spec.PoolRef.Name != pool:
+			p.Blocked = &placement.Decision{Reason: placement.ReasonApplianceInOtherPool, Message: fmt.Sprintf(
+				"spec.applianceRef.name: VirtualAppliance %q belongs to pool %q, not %q", name, app.Spec.PoolRef.Name, pool)}
+			continue
+		}
+		gate, ok := gates[name]
+		if !ok {
+			gate = applianceGate(app, members[name])
+			gates[name] = gate
+		}
+		wait, at := gate.Gate(vm.Spec.StartOrder, now)
+		p.Blocked = wait
+		if !at.IsZero() && (wake.IsZero() || at.Before(wake)) {
+			wake = at
+		}
+	}
+	return wake
+}
+
+// applianceGate is the start order of app, whose members are vms.
+func applianceGate(app *vpoolv1alpha1.VirtualAppliance, vms []*vpoolv1alpha1.VirtualMachine) placement.Appliance {
+	g := placement.Appliance{Name: app.Name, Members: make([]placement.Member, 0, len(vms))}
+	if d := app.Spec.StartDelay; d != nil {
+		g.StartDelay = d.Duration
+	}
+	for _, vm := range vms {
+		m := placement.Member{Name: vm.Name, StartOrder: vm.Spec.StartOrder, ShouldRun: shouldRun(vm),
+			Running: vm.Status.PowerState == vpoolv1alpha1.PowerRunning}
+		if since := runningSince(vm, memberOf(app, vm.Name)); since != nil {
+			m.RunningSince = since.Time
+		}
+		g.Members = append(g.Members, m)
+	}
+	return g
+}
+
 // pending is what placement needs of a waiting VM, with the reason of its
 // own that keeps it from running, if any. It is not ready to be placed while
 // the VDI controller is about to release a lock it held on its last host.
@@ -253,8 +378,8 @@ func (r *PlacementReconciler) pending(ctx context.Context, vm *vpoolv1alpha1.Vir
 			p.Networks = append(p.Networks, nic.Network)
 		}
 	}
-	if reset := vm.Status.LastReset; vm.Spec.HA.RestartPriority == vpoolv1alpha1.RestartNever && reset != nil &&
-		reset.Generation == vm.Generation {
+	if heldAfterReset(vm) {
+		reset := vm.Status.LastReset
 		p.Blocked = &placement.Decision{Reason: placement.ReasonDoNotRestart, Message: fmt.Sprintf(
 			"reset after host %s failed; restartPriority DoNotRestart: change the spec (e.g. set powerState Halted, then Running) to start it again",
 			reset.Host)}

@@ -14,7 +14,8 @@ type Pending struct {
 	BestEffort bool
 	// Blocked, when set, is why the VM cannot be placed whatever the other
 	// VMs do (a disk missing or held by another host, DoNotRestart after a
-	// reset). A blocked VM holds nobody back.
+	// reset), or why a vApp member waits for its vApp's earlier start-order
+	// groups (Appliance.Gate). A blocked VM holds nobody back.
 	Blocked *Decision
 }
 
