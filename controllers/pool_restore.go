@@ -285,10 +285,17 @@ func (r *RestoreReconciler) recordHalted(ctx context.Context, vm *vpoolv1alpha1.
 // controller or an agent wrote meanwhile is read again and judged anew.
 func (r *RestoreReconciler) restoreVMStatus(ctx context.Context, ns, name string, vm *vpoolv1alpha1.VirtualMachine,
 	st backup.VMStatus, now time.Time) error {
+	return writeRestoredVMStatus(ctx, r.Client, r.APIReader, ns, name, vm, st, now)
+}
+
+// writeRestoredVMStatus is restoreVMStatus for any controller that
+// recreates VMs from a backup (restores and recoveries).
+func writeRestoredVMStatus(ctx context.Context, c client.Client, reader client.Reader, ns, name string, vm *vpoolv1alpha1.VirtualMachine,
+	st backup.VMStatus, now time.Time) error {
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if vm == nil {
 			vm = &vpoolv1alpha1.VirtualMachine{}
-			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, vm); err != nil {
+			if err := reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, vm); err != nil {
 				return err
 			}
 		}
@@ -297,7 +304,7 @@ func (r *RestoreReconciler) restoreVMStatus(ctx context.Context, ns, name string
 		}
 		patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		st.Apply(&vm.Status, now)
-		err := r.Status().Patch(ctx, vm, patch)
+		err := c.Status().Patch(ctx, vm, patch)
 		vm = nil // read again after a conflict
 		return err
 	})

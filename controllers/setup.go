@@ -94,6 +94,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		&PoolBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder,
 			Store: opts.Store},
 		&BackupLocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
+		&RecoveryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder,
+			Store: opts.Store},
 		&CSRApproverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: opts.Clock},
 	}
 	for _, r := range reconcilers {

@@ -4,17 +4,26 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"slices"
+	"strings"
+
+	"github.com/google/uuid"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 )
 
 // assignIdentity gives a VM what it keeps wherever it runs: its UUID (set
-// once, from the object's UID) and a MAC address for every interface whose
+// once: from vpoolv1alpha1.AnnotationUUID when it holds a uuid, as on a VM
+// a restore or a recovery created, else from the object's UID) and a MAC address for every interface whose
 // spec gives none. It reports whether it changed the status.
 func assignIdentity(vm *vpoolv1alpha1.VirtualMachine) bool {
 	changed := false
-	if vm.Status.UUID == "" && vm.UID != "" {
-		vm.Status.UUID, changed = string(vm.UID), true
+	if vm.Status.UUID == "" {
+		// A restored or recovered VM keeps the uuid of its backup.
+		if id := vm.Annotations[vpoolv1alpha1.AnnotationUUID]; uuid.Validate(id) == nil {
+			vm.Status.UUID, changed = strings.ToLower(id), true
+		} else if vm.UID != "" {
+			vm.Status.UUID, changed = string(vm.UID), true
+		}
 	}
 	want := make([]vpoolv1alpha1.VMInterfaceStatus, 0, len(vm.Spec.Interfaces))
 	for _, nic := range vm.Spec.Interfaces {

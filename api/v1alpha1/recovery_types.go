@@ -4,6 +4,27 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// LabelRecovery labels every object a Recovery creates, and every VM it
+// replaces, with the Recovery's name: a Recovery resumed after a crash, or
+// planned again after its spec changed, recognises its own objects by it, and
+// a test failover's cleanup deletes exactly those.
+const LabelRecovery = "vpool.poolkeeper.io/recovery"
+
+// AnnotationUUID, on a VirtualMachine that has no status.uuid yet, is the
+// uuid it takes (set by restores and recoveries from the backup, so that a
+// VM keeps its identity; also usable to import a VM under a known uuid). A VM
+// that already has a status.uuid keeps it.
+const AnnotationUUID = "vpool.poolkeeper.io/uuid"
+
+// AnnotationInformationFrom, on an object a restore or a recovery created, is
+// the completedAt (RFC 3339) of the backup its information came from; a
+// PreferNewer recovery replaces a Halted VM only with newer information.
+const AnnotationInformationFrom = "vpool.poolkeeper.io/information-from"
+
+// FinalizerRecoveryCleanup holds a test-failover Recovery until everything
+// it created is removed.
+const FinalizerRecoveryCleanup = "vpool.poolkeeper.io/recovery-cleanup"
+
 // RecoveryConflicts says what a Recovery does with a VM the pool already has.
 // +kubebuilder:validation:Enum=Fail;Skip;PreferNewer
 type RecoveryConflicts string
@@ -137,6 +158,10 @@ type RecoveryStatus struct {
 	// observedGeneration is the generation the status reflects.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// planGeneration is the generation status.plan was made for: a plan is
+	// made once per generation and then carried out as written.
+	// +optional
+	PlanGeneration int64 `json:"planGeneration,omitempty"`
 	// plan is what the recovery will create, reuse, skip or replace,
 	// written before any object is.
 	// +optional
@@ -163,6 +188,7 @@ type RecoveryStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a Recovery's name is at most 63 characters: it labels every object the recovery creates"
 
 // Recovery recovers chosen VMs and vApps from backups into a pool
 // (vm-recover, appliance-recover, vm-import metadata=true): DR at a site

@@ -38,11 +38,29 @@ func PreflightWith(backup *vpoolv1alpha1.PoolBackup, data []byte, keys Keys, tar
 		return nil, fmt.Errorf("restore preflight: Pool %s restores from %s, not from PoolBackup %s",
 			target.Name, target.Spec.RestoreFrom.BackupName, name)
 	}
+	d, err := OpenBackup(backup, data, keys)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := Plan(d, target, existing, target.Spec.RestoreFrom.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("planning the restore of PoolBackup %s: %w", name, err)
+	}
+	return plan, nil
+}
+
+// OpenBackup opens the data of a Completed PoolBackup, as read from its
+// Store: checked against the sha256 in its status (ErrChecksum), opened with
+// keys (ErrNoKey, ErrKeyTooShort, ErrWrongKey, ErrCorrupt, ErrSchemaVersion),
+// and checked to be a dump of the PoolBackup's pool with the counts in its
+// status (ErrCorrupt). Every error names the PoolBackup.
+func OpenBackup(backup *vpoolv1alpha1.PoolBackup, data []byte, keys Keys) (*Dump, error) {
+	name := backup.Namespace + "/" + backup.Name
 	if phase := backup.Status.Phase; phase != vpoolv1alpha1.BackupCompleted {
 		if phase == "" {
 			phase = vpoolv1alpha1.BackupPending
 		}
-		return nil, fmt.Errorf("%w: PoolBackup %s is %s; only a Completed backup can be restored", ErrNotCompleted, name, phase)
+		return nil, fmt.Errorf("%w: PoolBackup %s is %s; only a Completed backup can be restored or recovered", ErrNotCompleted, name, phase)
 	}
 	want := backup.Status.SHA256
 	if want == "" {
@@ -63,9 +81,5 @@ func PreflightWith(backup *vpoolv1alpha1.PoolBackup, data []byte, keys Keys, tar
 		return nil, fmt.Errorf("%w: PoolBackup %s records %d hosts, %d SRs, %d VDIs, %d VMs, its data holds %d, %d, %d, %d",
 			ErrCorrupt, name, c.Hosts, c.SRs, c.VDIs, c.VMs, got.Hosts, got.SRs, got.VDIs, got.VMs)
 	}
-	plan, err := Plan(d, target, existing, target.Spec.RestoreFrom.Mode)
-	if err != nil {
-		return nil, fmt.Errorf("planning the restore of PoolBackup %s: %w", name, err)
-	}
-	return plan, nil
+	return d, nil
 }

@@ -39,6 +39,9 @@ type ExistingVM struct {
 	// Since is when its information dates from: the completedAt of the
 	// backup it was recovered from, else its creation.
 	Since time.Time
+	// Ours: the recovery being planned created or replaced it (its
+	// LabelRecovery), before a crash or before its spec changed.
+	Ours bool
 }
 
 // RecoveryExisting is what the namespace already has.
@@ -72,6 +75,23 @@ type PlannedRecord[T any] struct {
 // Blocked reports whether the plan may not be carried out (conflicts with Fail).
 func (p *RecoveryPlan) Blocked(mode vpoolv1alpha1.RecoveryConflicts) bool {
 	return p.Conflicts > 0 && mode == vpoolv1alpha1.ConflictsFail
+}
+
+// ForTestFailover makes the plan a test failover's: it replaces nothing (a
+// VM it would replace is skipped, saying so), since a test must leave the
+// pool's own VMs as they are.
+func (p *RecoveryPlan) ForTestFailover() {
+	replaced := map[string]bool{}
+	for i := range p.Items {
+		it := &p.Items[i]
+		if it.Kind == KindVirtualMachine && it.Action == vpoolv1alpha1.ActionReplace {
+			it.Action, it.Message = vpoolv1alpha1.ActionSkip, "a test failover replaces nothing: "+it.Message
+			replaced[it.UUID+"/"+it.Source] = true
+		}
+	}
+	p.VMs = slices.DeleteFunc(p.VMs, func(r PlannedRecord[VirtualMachineRecord]) bool {
+		return r.Replace && replaced[r.Record.Status.UUID+"/"+r.Source]
+	})
 }
 
 // chosenVM is the newest record of one VM identity.
@@ -176,10 +196,13 @@ func decideVM(c chosenVM, have []ExistingVM, mode vpoolv1alpha1.RecoveryConflict
 	e := have[i]
 	same := e.UUID != "" && e.UUID == c.rec.Status.UUID
 	switch {
+	case same && e.Ours:
+		item.Name, item.Action, item.Message = e.Name, vpoolv1alpha1.ActionReuse, fmt.Sprintf("VM %s was recovered by this Recovery", e.Name)
+		return item, false
 	case !same:
 		item.Message = fmt.Sprintf("the pool has another VM named %s (uuid %s)", e.Name, e.UUID)
 	case mode == vpoolv1alpha1.ConflictsPreferNewer && e.PowerState == vpoolv1alpha1.PowerHalted && c.src.CompletedAt.After(e.Since):
-		item.Action, item.Message = vpoolv1alpha1.ActionReplace,
+		item.Name, item.Action, item.Message = e.Name, vpoolv1alpha1.ActionReplace,
 			fmt.Sprintf("replaces VM %s, Halted, whose information dates from %s", e.Name, e.Since.UTC().Format(time.RFC3339))
 		return item, true
 	case mode == vpoolv1alpha1.ConflictsPreferNewer && e.PowerState != vpoolv1alpha1.PowerHalted:
