@@ -27,7 +27,7 @@ var droppedAnnotations = []string{
 
 // Dump is one point-in-time copy of a pool's database
 // (pool-dump-database): the Pool and every Host, StorageRepository,
-// VirtualDisk and VirtualMachine of it. It keeps, for each object, its name,
+// VirtualDisk, VirtualMachine and VirtualAppliance of it. It keeps, for each object, its name,
 // labels and annotations, its full spec and only the status that recovery
 // needs. VDI locks and conditions are never kept: they describe hosts that a
 // restore does not bring back running.
@@ -48,6 +48,10 @@ type Dump struct {
 	VirtualDisks []VirtualDiskRecord `json:"virtualDisks"`
 	// VirtualMachines of the pool, by name.
 	VirtualMachines []VirtualMachineRecord `json:"virtualMachines"`
+	// VirtualAppliances of the pool (vApps), by name; see AddAppliances.
+	// Absent from dumps written before vApps existed: a dump without
+	// appliances is valid.
+	VirtualAppliances []VirtualApplianceRecord `json:"virtualAppliances,omitempty"`
 	// Secrets the hosts' fencing needs (BMC credentials), by name; see
 	// AddSecrets. They are why a dump is always encrypted.
 	Secrets []SecretRecord `json:"secrets,omitempty"`
@@ -141,6 +145,19 @@ type VirtualMachineRecordStatus struct {
 	UUID string `json:"uuid,omitempty"`
 }
 
+// VirtualApplianceRecord is a VirtualAppliance (vApp) in a dump. Its status
+// is not kept: its members are the VMs that name it, and their running
+// times describe hosts a restore does not bring back running.
+type VirtualApplianceRecord struct {
+	// Metadata of the vApp.
+	Metadata RecordMeta `json:"metadata"`
+	// Spec of the vApp.
+	Spec vpoolv1alpha1.VirtualApplianceSpec `json:"spec"`
+}
+
+// KindVirtualAppliance names the VirtualAppliance kind in problems.
+const KindVirtualAppliance = "VirtualAppliance"
+
 // SecretRecord is a Secret in a dump.
 type SecretRecord struct {
 	// Metadata of the Secret.
@@ -228,6 +245,28 @@ func NewDump(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, srs []vpoolv1
 	sortByName(d.VirtualMachines, func(r VirtualMachineRecord) string { return r.Metadata.Name })
 	sortProblems(d.Omitted)
 	return d
+}
+
+// AddAppliances copies into the dump those of apps that belong to its pool,
+// listed by the same consistent read as the objects given to NewDump, and
+// lists in Omitted those being deleted. A vApp already in the dump is
+// replaced. Records are sorted by name.
+func (d *Dump) AddAppliances(apps ...vpoolv1alpha1.VirtualAppliance) {
+	for i := range apps {
+		app := &apps[i]
+		if app.Spec.PoolRef.Name != d.Pool.Metadata.Name || (app.Namespace != "" && d.Namespace != "" && app.Namespace != d.Namespace) {
+			continue
+		}
+		d.VirtualAppliances = slices.DeleteFunc(d.VirtualAppliances, func(r VirtualApplianceRecord) bool { return r.Metadata.Name == app.Name })
+		if app.DeletionTimestamp != nil {
+			d.Omitted = append(d.Omitted, Problem{Kind: KindVirtualAppliance, Name: app.Name, Message: "being deleted; not backed up"})
+			continue
+		}
+		d.VirtualAppliances = append(d.VirtualAppliances,
+			VirtualApplianceRecord{Metadata: recordMeta(&app.ObjectMeta), Spec: *app.Spec.DeepCopy()})
+	}
+	sortByName(d.VirtualAppliances, func(r VirtualApplianceRecord) string { return r.Metadata.Name })
+	sortProblems(d.Omitted)
 }
 
 // SecretNames lists, sorted and without duplicates, the Secrets the dump's

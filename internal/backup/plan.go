@@ -98,6 +98,8 @@ type Existing struct {
 	VirtualDisks map[string]ExistingObject
 	// VirtualMachines by name.
 	VirtualMachines map[string]ExistingObject
+	// VirtualAppliances by name (add them with Add).
+	VirtualAppliances map[string]ExistingObject
 	// Secrets by name.
 	Secrets map[string]ExistingObject
 }
@@ -122,7 +124,8 @@ func ExistingFrom(hosts []vpoolv1alpha1.Host, srs []vpoolv1alpha1.StorageReposit
 }
 
 // Add records objects of the target namespace: Hosts, StorageRepositories,
-// VirtualDisks, VirtualMachines and Secrets; other kinds are ignored.
+// VirtualDisks, VirtualMachines, VirtualAppliances and Secrets; other kinds
+// are ignored.
 func (e *Existing) Add(objs ...client.Object) {
 	put := func(m *map[string]ExistingObject, obj client.Object, pool string) {
 		if *m == nil {
@@ -140,6 +143,8 @@ func (e *Existing) Add(objs ...client.Object) {
 			put(&e.VirtualDisks, o, o.Spec.PoolRef.Name)
 		case *vpoolv1alpha1.VirtualMachine:
 			put(&e.VirtualMachines, o, o.Spec.PoolRef.Name)
+		case *vpoolv1alpha1.VirtualAppliance:
+			put(&e.VirtualAppliances, o, o.Spec.PoolRef.Name)
 		case *corev1.Secret:
 			put(&e.Secrets, o, "")
 		}
@@ -156,6 +161,8 @@ func (e *Existing) of(kind string) map[string]ExistingObject {
 		return e.VirtualDisks
 	case KindVirtualMachine:
 		return e.VirtualMachines
+	case KindVirtualAppliance:
+		return e.VirtualAppliances
 	case KindSecret:
 		return e.Secrets
 	}
@@ -166,10 +173,11 @@ func (e *Existing) of(kind string) map[string]ExistingObject {
 // (pool-restore-database), computed before anything is written.
 //
 // The caller creates, in this order, Secrets, StorageRepositories,
-// VirtualDisks, VirtualMachines and Hosts (Objects lists them so):
-//   - VirtualDisks name their SR and VMs name their disks, so each object is
-//     created after what it refers to and no controller sees a dangling
-//     reference it would report or act on;
+// VirtualDisks, VirtualAppliances, VirtualMachines and Hosts (Objects lists
+// them so):
+//   - VirtualDisks name their SR and VMs name their disks and their vApp, so
+//     each object is created after what it refers to and no controller sees
+//     a dangling reference it would report or act on;
 //   - VMs are created resident nowhere and recorded Halted right after the
 //     create (a create cannot set a status), as the VM controller records
 //     any new VM; the few VMs that need more (VMStatuses: Suspended VMs) get
@@ -219,6 +227,9 @@ type RestorePlan struct {
 	StorageRepositories []*vpoolv1alpha1.StorageRepository
 	// VirtualDisks to create, without locks.
 	VirtualDisks []*vpoolv1alpha1.VirtualDisk
+	// VirtualAppliances to create (vApps), pointed at the restoring pool,
+	// before the VMs that name them.
+	VirtualAppliances []*vpoolv1alpha1.VirtualAppliance
 	// VirtualMachines to create; the caller records them Halted, resident
 	// nowhere, as any new VM.
 	VirtualMachines []*vpoolv1alpha1.VirtualMachine
@@ -269,8 +280,8 @@ func (p *RestorePlan) Err() error {
 
 // Objects lists the objects to create in creation order.
 func (p *RestorePlan) Objects() []client.Object {
-	objs := make([]client.Object, 0,
-		len(p.Secrets)+len(p.StorageRepositories)+len(p.VirtualDisks)+len(p.VirtualMachines)+len(p.Hosts))
+	objs := make([]client.Object, 0, len(p.Secrets)+len(p.StorageRepositories)+len(p.VirtualDisks)+
+		len(p.VirtualAppliances)+len(p.VirtualMachines)+len(p.Hosts))
 	for _, o := range p.Secrets {
 		objs = append(objs, o)
 	}
@@ -278,6 +289,9 @@ func (p *RestorePlan) Objects() []client.Object {
 		objs = append(objs, o)
 	}
 	for _, o := range p.VirtualDisks {
+		objs = append(objs, o)
+	}
+	for _, o := range p.VirtualAppliances {
 		objs = append(objs, o)
 	}
 	for _, o := range p.VirtualMachines {
@@ -304,6 +318,9 @@ func (p *RestorePlan) Summary() string {
 	}
 	fmt.Fprintf(&b, ": creating %d StorageRepositories, %d VirtualDisks, %d VirtualMachines, %d Hosts, %d Secrets",
 		len(p.StorageRepositories), len(p.VirtualDisks), len(p.VirtualMachines), len(p.Hosts), len(p.Secrets))
+	if n := len(p.VirtualAppliances); n > 0 {
+		fmt.Fprintf(&b, ", %d VirtualAppliances", n)
+	}
 	if n := len(p.AlreadyRestored); n > 0 {
 		fmt.Fprintf(&b, "; %d already restored", n)
 	}
@@ -382,11 +399,12 @@ func Plan(d *Dump, target *vpoolv1alpha1.Pool, existing Existing, mode vpoolv1al
 		pl.vdis[d.VirtualDisks[i].Metadata.Name] = &d.VirtualDisks[i]
 	}
 	// Decide kinds in dependency order, so that a reference is always to an
-	// object already decided: Secrets, Hosts, SRs, VDIs, VMs.
+	// object already decided: Secrets, Hosts, SRs, VDIs, vApps, VMs.
 	pl.planSecrets()
 	pl.planHosts()
 	pl.planStorageRepositories()
 	pl.planVirtualDisks()
+	pl.planVirtualAppliances()
 	pl.planVirtualMachines()
 
 	p := pl.plan
@@ -395,6 +413,7 @@ func Plan(d *Dump, target *vpoolv1alpha1.Pool, existing Existing, mode vpoolv1al
 	}
 	if p.Blocked() {
 		p.Secrets, p.StorageRepositories, p.VirtualDisks, p.VirtualMachines, p.Hosts = nil, nil, nil, nil, nil
+		p.VirtualAppliances = nil
 		p.VMStatuses = nil
 	}
 	return p, nil
@@ -634,6 +653,22 @@ func (pl *planner) planVirtualDisks() {
 	}
 }
 
+// planVirtualAppliances recreates the dump's vApps pointed at the target,
+// as SRs are: a vApp refers to nothing but its pool.
+func (pl *planner) planVirtualAppliances() {
+	for i := range pl.d.VirtualAppliances {
+		rec := &pl.d.VirtualAppliances[i]
+		name := rec.Metadata.Name
+		if !pl.admit(KindVirtualAppliance, name) {
+			continue
+		}
+		pl.mark(pl.restored, KindVirtualAppliance, name)
+		app := &vpoolv1alpha1.VirtualAppliance{TypeMeta: typeMeta(KindVirtualAppliance), ObjectMeta: pl.meta(rec.Metadata), Spec: *rec.Spec.DeepCopy()}
+		app.Spec.PoolRef.Name = pl.target.Name
+		pl.plan.VirtualAppliances = append(pl.plan.VirtualAppliances, app)
+	}
+}
+
 func (pl *planner) planVirtualMachines() {
 	halted := 0
 vms:
@@ -658,6 +693,9 @@ vms:
 				pl.note(KindVirtualMachine, name, fmt.Sprintf("its disk %s (VirtualDisk %s) is neither in the backup nor in the namespace", disk.Name, disk.VirtualDisk))
 			}
 		}
+		if !pl.applianceRef(rec) {
+			continue
+		}
 		if h := rec.Spec.Affinity.Host; h != "" {
 			if st, _ := pl.ref(KindHost, h); st != refOK {
 				pl.note(KindVirtualMachine, name, fmt.Sprintf("its preferred host %s is not part of the restored pool", h))
@@ -678,6 +716,29 @@ vms:
 		pl.note(KindPool, pl.target.Name, fmt.Sprintf("dry run: %d VMs get spec.powerState Halted so that none starts (the backup's value is in annotation %s)",
 			halted, AnnotationRestoredPowerState))
 	}
+}
+
+// applianceRef checks the vApp a VM of the dump names: a VM whose vApp is
+// another pool's conflicts, one whose vApp is not restored is skipped (it
+// would not start: it would name another pool's vApp, or none). A vApp
+// found nowhere gets a note: the VM waits until it exists.
+func (pl *planner) applianceRef(rec *VirtualMachineRecord) bool {
+	ref := rec.Spec.ApplianceRef
+	if ref == nil {
+		return true
+	}
+	name := rec.Metadata.Name
+	switch st, pool := pl.ref(KindVirtualAppliance, ref.Name); st {
+	case refSkipped:
+		pl.skip(KindVirtualMachine, name, fmt.Sprintf("its VirtualAppliance %s is not restored", ref.Name))
+		return false
+	case refForeign:
+		pl.conflict(KindVirtualMachine, name, fmt.Sprintf("its VirtualAppliance %s belongs to pool %s", ref.Name, pool))
+		return false
+	case refMissing:
+		pl.note(KindVirtualMachine, name, fmt.Sprintf("its VirtualAppliance %s is neither in the backup nor in the namespace: the VM does not start until it exists", ref.Name))
+	}
+	return true
 }
 
 func (pl *planner) setVMStatus(rec *VirtualMachineRecord) {

@@ -82,6 +82,9 @@ func writeDump(w io.Writer, d *Dump) error {
 	writeArray(j, "storageRepositories", d.StorageRepositories, false)
 	writeArray(j, "virtualDisks", d.VirtualDisks, false)
 	writeArray(j, "virtualMachines", d.VirtualMachines, false)
+	// Left out when empty: a dump without vApps stays readable by a
+	// poolkeeper older than them.
+	writeArray(j, "virtualAppliances", d.VirtualAppliances, true)
 	writeArray(j, "secrets", d.Secrets, true)
 	writeArray(j, "omitted", d.Omitted, true)
 	j.raw("}\n")
@@ -121,6 +124,8 @@ func readDump(r io.Reader) (*Dump, error) {
 			err = readArray(dec, &d.VirtualDisks)
 		case "virtualMachines":
 			err = readArray(dec, &d.VirtualMachines)
+		case "virtualAppliances":
+			err = readArray(dec, &d.VirtualAppliances)
 		case "secrets":
 			err = readArray(dec, &d.Secrets)
 		case "omitted":
