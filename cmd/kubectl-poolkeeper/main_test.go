@@ -116,7 +116,8 @@ func TestHelpNamesTheXeCommand(t *testing.T) {
 		"designate-master": {"pool-designate-new-master", "pool-emergency-transition-to-master", "pool-recover-slaves"},
 		"backup":           {"xe pool-dump-database"},
 		"backup-verify":    {"xe pool-restore-database"},
-		"recover":          {"Not available yet", "vm-recover"},
+		"recover":          {"xe vm-recover", "appliance-recover", "PreferNewer"},
+		"dr-test":          {"starting nothing", "--finish"},
 	} {
 		t.Run(cmd, func(t *testing.T) {
 			g := NewWithT(t)
@@ -251,13 +252,126 @@ func TestDesignateMaster(t *testing.T) {
 	g.Expect(pool.Status.Master).To(Equal("h1"), "the plugin never writes status")
 }
 
-func TestRecoverIsNotAvailableYet(t *testing.T) {
-	g := NewWithT(t)
-	for _, cmd := range []string{"recover", "dr-test"} {
-		code, _, errOut := plugin(fakeClient(), "", cmd)
-		g.Expect(code).To(Equal(exitFailed))
-		g.Expect(errOut).To(ContainSubstring("not available yet"))
+// completeRecovery plays the operator's part: once Recovery name exists, it
+// writes its plan, results and Ready, as set does.
+func completeRecovery(c client.Client, name string, set func(*vpoolv1alpha1.Recovery)) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 5000 {
+			rec := &vpoolv1alpha1.Recovery{}
+			if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, rec); err == nil {
+				set(rec)
+				_ = c.Update(context.Background(), rec)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return done
+}
+
+func recoveredStatus(reason, msg string) func(*vpoolv1alpha1.Recovery) {
+	return func(rec *vpoolv1alpha1.Recovery) {
+		item := vpoolv1alpha1.RecoveryItem{Kind: "VirtualMachine", Name: "db", Action: vpoolv1alpha1.ActionCreate, Source: "b1"}
+		rec.Status.Plan = []vpoolv1alpha1.RecoveryItem{item}
+		item.Done = true
+		rec.Status.Results = []vpoolv1alpha1.RecoveryItem{item}
+		rec.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: reason, Message: msg,
+			ObservedGeneration: rec.Generation}}
 	}
+}
+
+func TestRecoverCreatesARecoveryAndWaits(t *testing.T) {
+	g := NewWithT(t)
+	c := fakeClient(degradedPool()...)
+	done := completeRecovery(c, "back", recoveredStatus("Recovered", "recovered into pool p: Create VirtualMachine: 1"))
+	code, out, errOut := plugin(c, "", "recover", "p", "--name", "back", "--location", "primary", "--source-pool", "prod",
+		"--vm", "db", "--appliance", "shop", "--conflicts", "PreferNewer", "--power-on=false")
+	<-done
+	g.Expect(code).To(Equal(exitOK), errOut)
+	g.Expect(out).To(ContainSubstring("recovery/back created: into pool p from every backup of pool prod in backuplocation/primary"))
+	g.Expect(out).To(MatchRegexp(`Create +VirtualMachine +db +b1 +yes`))
+	g.Expect(out).To(ContainSubstring("recovery/back Recovered: recovered into pool p"))
+	rec := &vpoolv1alpha1.Recovery{}
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "back"}, rec)).To(Succeed())
+	g.Expect(rec.Spec.Sources).To(Equal([]vpoolv1alpha1.RecoverySource{{Location: "primary", Pool: "prod"}}))
+	g.Expect(rec.Spec.VirtualMachines).To(Equal([]string{"db"}))
+	g.Expect(rec.Spec.Appliances).To(Equal([]string{"shop"}))
+	g.Expect(rec.Spec.Conflicts).To(Equal(vpoolv1alpha1.ConflictsPreferNewer))
+	g.Expect(*rec.Spec.PowerOn).To(BeFalse())
+	g.Expect(rec.Spec.DryRun).To(BeFalse())
+}
+
+func TestRecoverStoppedFails(t *testing.T) {
+	g := NewWithT(t)
+	c := fakeClient(degradedPool()...)
+	done := completeRecovery(c, "r", func(rec *vpoolv1alpha1.Recovery) {
+		rec.Status.Conditions = []metav1.Condition{
+			{Type: "Ready", Status: metav1.ConditionFalse, Reason: "Conflicts", Message: "1 VMs conflict with the pool's"},
+			{Type: "Stalled", Status: metav1.ConditionTrue, Reason: "Conflicts", Message: "1 VMs conflict with the pool's"}}
+	})
+	code, _, errOut := plugin(c, "", "recover", "p", "--name", "r", "--from", "b1,b2", "--vm", "db")
+	<-done
+	g.Expect(code).To(Equal(exitFailed))
+	g.Expect(errOut).To(ContainSubstring("recovery pools/r stopped"))
+	g.Expect(errOut).To(ContainSubstring("Conflicts"))
+}
+
+func TestRecoverRefusesWhatCannotWork(t *testing.T) {
+	for name, args := range map[string][]string{
+		"no source":              {"recover", "p", "--vm", "db"},
+		"location without pool":  {"recover", "p", "--location", "primary", "--vm", "db"},
+		"nothing chosen":         {"recover", "p", "--from", "b1"},
+		"bad conflicts":          {"recover", "p", "--from", "b1", "--vm", "db", "--conflicts", "Overwrite"},
+		"bad selector":           {"recover", "p", "--from", "b1", "--selector", "a in (b"},
+		"dr-test without a pool": {"dr-test"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			c := fakeClient(degradedPool()...)
+			code, _, _ := plugin(c, "", args...)
+			g.Expect(code).To(Equal(exitUsage))
+			l := &vpoolv1alpha1.RecoveryList{}
+			g.Expect(c.List(context.Background(), l)).To(Succeed())
+			g.Expect(l.Items).To(BeEmpty(), "nothing is created")
+		})
+	}
+}
+
+func TestDRTestAndFinish(t *testing.T) {
+	g := NewWithT(t)
+	c := fakeClient(degradedPool()...)
+	done := completeRecovery(c, "t1", recoveredStatus("DRTestReady", "test failover: Create VirtualMachine: 1; no VM is started"))
+	code, out, errOut := plugin(c, "", "dr-test", "p", "--name", "t1", "--from", "b1", "--selector", "tier=db")
+	<-done
+	g.Expect(code).To(Equal(exitOK), errOut)
+	g.Expect(out).To(ContainSubstring("recovery/t1 DRTestReady: test failover"))
+	g.Expect(out).To(ContainSubstring("kubectl poolkeeper dr-test --finish t1"))
+	rec := &vpoolv1alpha1.Recovery{}
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "t1"}, rec)).To(Succeed())
+	g.Expect(rec.Spec.DryRun).To(BeTrue())
+	g.Expect(rec.Spec.Selector.MatchLabels).To(HaveKeyWithValue("tier", "db"))
+
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 5000 {
+			rec := &vpoolv1alpha1.Recovery{}
+			if c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "t1"}, rec) == nil &&
+				rec.Annotations[vpoolv1alpha1.AnnotationDRTestFinished] == "true" {
+				rec.Status.Conditions[0].Reason = "DRTestCleanedUp"
+				rec.Status.Conditions[0].Message = "test failover finished: every object it created was removed"
+				_ = c.Update(context.Background(), rec)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	code, out, errOut = plugin(c, "", "dr-test", "--finish", "t1")
+	<-done
+	g.Expect(code).To(Equal(exitOK), errOut)
+	g.Expect(out).To(ContainSubstring("recovery/t1 DRTestCleanedUp: test failover finished"))
 }
 
 func TestWrongOutputIsAUsageError(t *testing.T) {

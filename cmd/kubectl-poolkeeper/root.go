@@ -82,7 +82,9 @@ write status.
   backup POOL              back the pool database up and wait (xe pool-dump-database)
   backup-verify BACKUP     download a backup, check its sha256, decrypt it with a key file
                            (what xe pool-restore-database dry-run=true checks)
-  recover, dr-test         not available yet: they wait for the Recovery kind
+  recover POOL             recover chosen VMs and vApps from backups (xe vm-recover,
+                           appliance-recover): newest information per VM, plan first
+  dr-test POOL             a DR test failover that starts nothing; --finish NAME cleans it up
 
 Output is a table by default; -o json or -o yaml for scripts.`
 
