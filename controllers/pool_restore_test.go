@@ -86,8 +86,12 @@ func TestRestoreRoundTrip(t *testing.T) {
 	createKey(t, ns, "k", backupKey)
 	startManager(t, ns, controllers.Options{})
 	var want []vpoolv1alpha1.VirtualMachineSpec
+	var uuids []string
 	for i := 0; i < 4; i++ {
-		want = append(want, getVM(g, ns, "vm-"+string(rune('0'+i))).Spec)
+		name := "vm-" + string(rune('0'+i))
+		g.Eventually(func() string { return getVM(g, ns, name).Status.UUID }, wait, poll).ShouldNot(BeEmpty())
+		want = append(want, getVM(g, ns, name).Spec)
+		uuids = append(uuids, getVM(g, ns, name).Status.UUID)
 	}
 	completedBackup(t, g, ns)
 	losePool(t, g, ns)
@@ -108,6 +112,8 @@ func TestRestoreRoundTrip(t *testing.T) {
 		g.Expect(meta.FindStatusCondition(getVM(g, ns, name).Status.Conditions, backup.ConditionRestored)).To(BeNil(),
 			"only a VM the restore had to decide about says so")
 		g.Expect(getVDI(g, ns, name).Status.Lock).To(BeNil())
+		g.Eventually(func() string { return getVM(g, ns, name).Status.UUID }, wait, poll).Should(Equal(uuids[i]),
+			"a restored VM keeps its uuid")
 	}
 	g.Expect(getHost(g, ns, "h1").Spec.PoolRef.Name).To(Equal("p2"))
 	// The VDIs' controller left them to the restore; now they have their Ready condition.

@@ -702,6 +702,9 @@ vms:
 			}
 		}
 		vm := &vpoolv1alpha1.VirtualMachine{TypeMeta: typeMeta(KindVirtualMachine), ObjectMeta: pl.meta(rec.Metadata), Spec: *rec.Spec.DeepCopy()}
+		if rec.Status.UUID != "" {
+			vm.Annotations[vpoolv1alpha1.AnnotationUUID] = rec.Status.UUID // the VM keeps its identity
+		}
 		vm.Spec.PoolRef.Name = pl.target.Name
 		if pl.plan.DryRun && vm.Spec.PowerState != vpoolv1alpha1.DesiredHalted && vm.Spec.PowerState != "" {
 			vm.Annotations[AnnotationRestoredPowerState] = string(vm.Spec.PowerState)
