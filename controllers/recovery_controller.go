@@ -35,6 +35,7 @@ import (
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=recoveries/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=recoveries/finalizers,verbs=update
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualmachines,verbs=update
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=virtualappliances,verbs=create;delete
 
 // Reasons of a Recovery's Ready condition (beside ReasonPoolNotFound,
 // ReasonKeyUnavailable, ReasonDRTestReady and ReasonDRTestCleanedUp).
@@ -381,12 +382,16 @@ func (r *RecoveryReconciler) existing(ctx context.Context, rec *vpoolv1alpha1.Re
 	vms := &vpoolv1alpha1.VirtualMachineList{}
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
 	srs := &vpoolv1alpha1.StorageRepositoryList{}
-	for _, l := range []client.ObjectList{vms, vdis, srs} {
+	apps := &vpoolv1alpha1.VirtualApplianceList{}
+	for _, l := range []client.ObjectList{vms, vdis, srs, apps} {
 		if err := r.APIReader.List(ctx, l, client.InNamespace(rec.Namespace)); err != nil {
 			return backup.RecoveryExisting{}, fmt.Errorf("listing %T in %s: %w", l, rec.Namespace, err)
 		}
 	}
-	have := backup.RecoveryExisting{VirtualDisks: map[string]bool{}, StorageRepos: map[string]bool{}}
+	have := backup.RecoveryExisting{VirtualDisks: map[string]bool{}, StorageRepos: map[string]bool{}, Appliances: map[string]bool{}}
+	for i := range apps.Items {
+		have.Appliances[apps.Items[i].Name] = true
+	}
 	for i := range vms.Items {
 		vm := &vms.Items[i]
 		since := vm.CreationTimestamp.Time
@@ -441,6 +446,9 @@ func (r *RecoveryReconciler) carryOut(ctx context.Context, rec *vpoolv1alpha1.Re
 		return nil, err
 	}
 	if err := inParallel(ctx, asObjects(w.VirtualDisks), create(backup.KindVirtualDisk)); err != nil {
+		return nil, err
+	}
+	if err := inParallel(ctx, asObjects(w.VirtualAppliances), create(backup.KindVirtualAppliance)); err != nil {
 		return nil, err
 	}
 	createVM := create(backup.KindVirtualMachine)
@@ -599,11 +607,11 @@ func (r *RecoveryReconciler) finishTest(ctx context.Context, rec *vpoolv1alpha1.
 }
 
 // cleanup deletes the objects a test failover created: those labelled with
-// the Recovery and owned by it (VMs first, then VDIs, then SRs).
+// the Recovery and owned by it (VMs first, then vApps, VDIs and SRs).
 func (r *RecoveryReconciler) cleanup(ctx context.Context, rec *vpoolv1alpha1.Recovery) error {
 	sel := client.MatchingLabelsSelector{Selector: labels.SelectorFromSet(labels.Set{vpoolv1alpha1.LabelRecovery: rec.Name})}
-	for _, l := range []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualDiskList{},
-		&vpoolv1alpha1.StorageRepositoryList{}} {
+	for _, l := range []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualApplianceList{},
+		&vpoolv1alpha1.VirtualDiskList{}, &vpoolv1alpha1.StorageRepositoryList{}} {
 		if err := r.APIReader.List(ctx, l, client.InNamespace(rec.Namespace), sel); err != nil {
 			return err
 		}

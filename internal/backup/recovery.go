@@ -49,12 +49,15 @@ type RecoveryExisting struct {
 	VMs          []ExistingVM
 	VirtualDisks map[string]bool
 	StorageRepos map[string]bool
+	// Appliances are the vApps it has, by name.
+	Appliances map[string]bool
 }
 
 // RecoveryPlan is what a Recovery does: per VM, the newest information
 // found across the sources, and the VDIs and SRs those VMs need.
 type RecoveryPlan struct {
-	// Items is the plan as written to status.plan: VMs, then VDIs, then SRs.
+	// Items is the plan as written to status.plan: VMs, then VDIs, then
+	// SRs, then vApps.
 	Items []vpoolv1alpha1.RecoveryItem
 	// VMs are the records to create or replace, with their source.
 	VMs []PlannedRecord[VirtualMachineRecord]
@@ -148,7 +151,39 @@ func PlanRecovery(sources []RecoverySource, sel RecoverySelection, have Recovery
 		}
 	}
 	p.planStorage(srcs, needs, have)
+	p.planAppliances(srcs, have)
 	return p
+}
+
+// planAppliances adds the vApps the recovered VMs name, from the source
+// each VM comes from, reusing those the namespace has; a vApp in no source
+// is not planned (its VMs wait, ApplianceNotFound, until one is created).
+func (p *RecoveryPlan) planAppliances(srcs []*RecoverySource, have RecoveryExisting) {
+	bySource := map[string]*RecoverySource{}
+	for _, src := range srcs {
+		bySource[src.Backup] = src
+	}
+	seen := map[string]bool{}
+	var items []vpoolv1alpha1.RecoveryItem
+	for _, vm := range p.VMs {
+		ref := vm.Record.Spec.ApplianceRef
+		if ref == nil || seen[ref.Name] {
+			continue
+		}
+		src := bySource[vm.Source]
+		i := slices.IndexFunc(src.Dump.VirtualAppliances, func(r VirtualApplianceRecord) bool { return r.Metadata.Name == ref.Name })
+		switch {
+		case have.Appliances[ref.Name]:
+			items = append(items, storageItem(KindVirtualAppliance, ref.Name, src.Backup, vpoolv1alpha1.ActionReuse))
+		case i >= 0:
+			items = append(items, storageItem(KindVirtualAppliance, ref.Name, src.Backup, vpoolv1alpha1.ActionCreate))
+		default:
+			continue
+		}
+		seen[ref.Name] = true
+	}
+	slices.SortFunc(items, func(a, b vpoolv1alpha1.RecoveryItem) int { return cmp.Compare(a.Name, b.Name) })
+	p.Items = append(p.Items, items...)
 }
 
 // chosenIdentities are the identities of the VMs the selection chooses in

@@ -33,12 +33,15 @@ type RecoveryTarget struct {
 }
 
 // RecoveryWork is what carrying out a written plan takes: the objects to
-// create, kind by kind (SRs, then VDIs, then VMs), the VMs to replace, and
+// create, kind by kind (SRs, then VDIs, then vApps, then VMs), the VMs to
+// replace, and
 // the status to write on recovered VMs that were Suspended.
 type RecoveryWork struct {
 	StorageRepositories []*vpoolv1alpha1.StorageRepository
 	VirtualDisks        []*vpoolv1alpha1.VirtualDisk
-	VirtualMachines     []*vpoolv1alpha1.VirtualMachine
+	// VirtualAppliances are created before the VMs that name them.
+	VirtualAppliances []*vpoolv1alpha1.VirtualAppliance
+	VirtualMachines   []*vpoolv1alpha1.VirtualMachine
 	// Replacements are VMs of the pool to update from a newer backup
 	// (PreferNewer), by the existing VM's name.
 	Replacements map[string]VMReplacement
@@ -111,6 +114,14 @@ func (w *RecoveryWork) add(it vpoolv1alpha1.RecoveryItem, src *RecoverySource, t
 		vdi := &vpoolv1alpha1.VirtualDisk{TypeMeta: typeMeta(KindVirtualDisk), ObjectMeta: meta(rec.Metadata), Spec: *rec.Spec.DeepCopy()}
 		vdi.Spec.PoolRef.Name = t.Pool
 		w.VirtualDisks = append(w.VirtualDisks, vdi)
+	case KindVirtualAppliance:
+		rec, ok := find(src.Dump.VirtualAppliances, func(r VirtualApplianceRecord) bool { return r.Metadata.Name == it.Name })
+		if !ok {
+			return missingRecord(it)
+		}
+		app := &vpoolv1alpha1.VirtualAppliance{TypeMeta: typeMeta(KindVirtualAppliance), ObjectMeta: meta(rec.Metadata), Spec: *rec.Spec.DeepCopy()}
+		app.Spec.PoolRef.Name = t.Pool
+		w.VirtualAppliances = append(w.VirtualAppliances, app)
 	case KindVirtualMachine:
 		rec, ok := find(src.Dump.VirtualMachines, func(r VirtualMachineRecord) bool {
 			return (it.UUID != "" && r.Status.UUID == it.UUID) || (it.UUID == "" && r.Metadata.Name == it.Name)

@@ -169,3 +169,27 @@ func TestPlanRecoveryConflicts(t *testing.T) {
 		})
 	}
 }
+
+// The vApps the recovered VMs name come with them, from the same backup,
+// unless the namespace has them; a vApp in no backup is not invented; a VM
+// this Recovery already recovered is reused, not a conflict.
+func TestPlanRecoveryAppliances(t *testing.T) {
+	g := NewWithT(t)
+	src := source("b", 0, rec("a1", "u1", "1Gi", "nfs", inApp("shop")), rec("a2", "u2", "1Gi", "nfs", inApp("shop")),
+		rec("c1", "u3", "1Gi", "nfs", inApp("crm")), rec("c2", "u5", "1Gi", "nfs", inApp("crm")),
+		rec("g1", "u4", "1Gi", "nfs", inApp("ghost")))
+	src.Dump.VirtualAppliances = []backup.VirtualApplianceRecord{{Metadata: backup.RecordMeta{Name: "crm"}},
+		{Metadata: backup.RecordMeta{Name: "shop"}}}
+	plan := backup.PlanRecovery([]backup.RecoverySource{src}, backup.RecoverySelection{Appliances: []string{"shop", "crm", "ghost"}},
+		backup.RecoveryExisting{Appliances: map[string]bool{"crm": true},
+			VMs: []backup.ExistingVM{{Name: "c1", UUID: "u3", Ours: true}}}, vpoolv1alpha1.ConflictsFail)
+	g.Expect(items(plan)).To(ContainElements("VirtualAppliance/shop Create b", "VirtualAppliance/crm Reuse b",
+		"VirtualMachine/c1 Reuse b"))
+	g.Expect(items(plan)).NotTo(ContainElement(ContainSubstring("VirtualAppliance/ghost")))
+	g.Expect(plan.Blocked(vpoolv1alpha1.ConflictsFail)).To(BeFalse())
+
+	target := backup.RecoveryTarget{Namespace: "dr", Pool: "drpool", Recovery: "r", PowerOn: true}
+	w, err := backup.RecoveryWorkFor(plan.Items, []backup.RecoverySource{src}, target)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(w.VirtualAppliances).To(ConsistOf(And(HaveField("Name", "shop"), HaveField("Spec.PoolRef.Name", "drpool"))))
+}
