@@ -80,12 +80,19 @@ metric() { awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }' <<<"$1"; }
 
 # agent NS HOST [KUBECONFIG]: start a host agent process; its pid goes to
 # $work/NS-HOST.pid. With HEARTBEAT_SR set, the agents of NS share the
-# simulated storage $work/NS-storage (the heartbeat SR's statefile in it).
+# simulated storage $work/NS-storage (the heartbeat SR's statefile in it),
+# or see it through $work/NS-HOST-storage when a scenario made that. Without
+# KUBECONFIG the agent uses $work/NS-HOST.proxy.kubeconfig when a scenario
+# made that (the API server through a proxy), else the run's.
 agent() {
-  local storage=()
-  [[ -n "${HEARTBEAT_SR:-}" ]] && storage=(--sim-storage-dir "$work/$1-storage")
+  local storage=() kc=${3:-$KUBECONFIG}
+  [[ -z "${3:-}" && -s "$work/$1-$2.proxy.kubeconfig" ]] && kc="$work/$1-$2.proxy.kubeconfig"
+  if [[ -n "${HEARTBEAT_SR:-}" ]]; then
+    storage=(--sim-storage-dir "$work/$1-storage")
+    [[ -e "$work/$1-$2-storage" ]] && storage=(--sim-storage-dir "$work/$1-$2-storage")
+  fi
   # In a subshell, so the agent is not a job of this shell (no job notices).
-  (KUBECONFIG="${3:-$KUBECONFIG}" bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
+  (KUBECONFIG="$kc" bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
     "${storage[@]}" >>"$work/$1-$2.log" 2>&1 & echo $! >"$work/$1-$2.pid")
   pids+=("$(cat "$work/$1-$2.pid")")
 }
