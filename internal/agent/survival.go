@@ -144,8 +144,10 @@ func (a *Agent) statefileStep(ctx context.Context, log logr.Logger, poolName str
 	a.notePetterExemption(v.Confirmed, in.Timeout)
 	switch {
 	case v.Exempt && !was:
+		a.noteExemptionGranted(in.ReadAt)
 		log.Info("Outage exemption granted: the VMs stay while the pool is cut off", "why", v.Message, "deadline", v.Deadline)
 	case !v.Exempt && was:
+		a.noteExemptionEnded(in.ReadAt)
 		log.Info("Outage exemption ended", "why", v.Message, "deadline", v.Deadline,
 			"renewWithin", v.Deadline.Sub(in.Now).Round(time.Millisecond))
 	}
