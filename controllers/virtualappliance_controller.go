@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -170,7 +171,8 @@ func applianceMembers(app *vpoolv1alpha1.VirtualAppliance, vms map[string]*vpool
 
 // applianceReadiness decides a vApp's Ready condition. It is True when
 // every member that should run (spec.powerState Running, and not held
-// Halted by DoNotRestart after its host failed) runs. It is False, naming
+// Halted by DoNotRestart after its host failed) runs (its own Ready True:
+// not on a host that is down). It is False, naming
 // the members that do not run, lowest start order first, with the reason
 // MembersStarting while at least one of them is on its way (being started,
 // or waiting for the groups before it), MembersNotRunning when every one
@@ -198,7 +200,8 @@ func applianceReadiness(app *vpoolv1alpha1.VirtualAppliance, poolFound bool, mem
 			continue
 		}
 		want++
-		if vm.Status.PowerState == vpoolv1alpha1.PowerRunning {
+		// Running as the VM's own Ready says: not on a host that is down.
+		if vm.Status.PowerState == vpoolv1alpha1.PowerRunning && meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.ConditionReady) {
 			running++
 			continue
 		}

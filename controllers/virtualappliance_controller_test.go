@@ -87,12 +87,12 @@ func TestApplianceStartsGroupsAfterStartDelay(t *testing.T) {
 				HaveField("RunningSince", Not(BeNil()))),
 			And(HaveField("Name", "db-2"), HaveField("StartOrder", int32(0)), HaveField("RunningSince", BeNil())),
 			And(HaveField("Name", "web"), HaveField("StartOrder", int32(10)), HaveField("ResidentOn", BeEmpty()))))
-	app := getAppliance(g, ns, "shop")
-	g.Expect(app.Status.MemberCount).To(BeEquivalentTo(3))
-	g.Expect(meta.FindStatusCondition(app.Status.Conditions, vpoolv1alpha1.ConditionReady)).To(
-		condition(controllers.ReasonApplianceStarting, And(ContainSubstring("1 of 3 members that should run are running"),
-			ContainSubstring("db-2 (startOrder 0"), ContainSubstring("web (startOrder 10, WaitingForAppliance)"))))
-	g.Expect(meta.IsStatusConditionTrue(app.Status.Conditions, vpoolv1alpha1.ConditionReconciling)).To(BeTrue())
+	g.Eventually(func(g Gomega) *vpoolv1alpha1.VirtualApplianceStatus { return &getAppliance(g, ns, "shop").Status }, wait, poll).Should(And(
+		HaveField("MemberCount", BeEquivalentTo(3)),
+		HaveField("Conditions", ContainElements(
+			condition(controllers.ReasonApplianceStarting, And(ContainSubstring("1 of 3 members that should run are running"),
+				ContainSubstring("db-2 (startOrder 0"), ContainSubstring("web (startOrder 10, WaitingForAppliance)"))),
+			And(HaveField("Type", vpoolv1alpha1.ConditionReconciling), HaveField("Status", metav1.ConditionTrue))))))
 	g.Consistently(func(g Gomega) string { return getVM(g, ns, "web").Status.ResidentOn }, time.Second, poll).Should(BeEmpty())
 
 	// db-2 runs: web waits startDelay from now on the operator's clock.
@@ -119,7 +119,7 @@ func TestApplianceStartsGroupsAfterStartDelay(t *testing.T) {
 		return meta.FindStatusCondition(getAppliance(g, ns, "shop").Status.Conditions, vpoolv1alpha1.ConditionReady)
 	}, wait, poll).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", controllers.ReasonApplianceRunning),
 		HaveField("Message", "3 of 3 members that should run are running (3 members)")))
-	app = getAppliance(g, ns, "shop")
+	app := getAppliance(g, ns, "shop")
 	g.Expect(meta.FindStatusCondition(app.Status.Conditions, vpoolv1alpha1.ConditionReconciling)).To(BeNil())
 	g.Expect(app.Status.ObservedGeneration).To(Equal(app.Generation))
 	g.Eventually(eventNotes(ns, "shop", controllers.ReasonApplianceRunning), wait, poll).Should(HaveLen(1))
@@ -193,4 +193,53 @@ func TestVirtualApplianceValidation(t *testing.T) {
 	patch = client.MergeFrom(app.DeepCopy())
 	app.Spec.StartDelay = &metav1.Duration{Duration: time.Hour}
 	g.Expect(k8s.Patch(ctx, app, patch)).To(Succeed())
+}
+
+// HA restart of a vApp: its host dies with both groups on it; once the host
+// is fenced and the VMs reset, the first group is restarted elsewhere, and
+// the second only startDelay after the first runs again (counted from the
+// new run, not the one before the failure).
+func TestApplianceRestartAfterHostFailureKeepsItsDelay(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	const delay = 2 * time.Second
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	for _, h := range []string{"h1", "h2", "h3"} {
+		createHost(t, ns, "p", h)
+	}
+	startManager(t, ns, controllers.Options{})
+	agents := map[string]*runningAgent{}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		agents[h] = startAgent(t, ns, h, interval, nil)
+	}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		g.Eventually(phaseOf(ns, h), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	}
+	createAppliance(t, ns, "p", "shop", delay)
+	createVM(t, ns, "p", "db", inAppliance("shop", 0), withAffinity("h2"))
+	createVM(t, ns, "p", "web", inAppliance("shop", 10), withAffinity("h2"))
+	g.Eventually(runningOn(ns, "web"), wait, poll).Should(Equal("h2"))
+	member := func(g Gomega, name string) vpoolv1alpha1.ApplianceMember {
+		for _, m := range getAppliance(g, ns, "shop").Status.Members {
+			if m.Name == name {
+				return m
+			}
+		}
+		g.Expect(name).To(BeEmpty(), "not a member")
+		return vpoolv1alpha1.ApplianceMember{}
+	}
+	g.Eventually(func(g Gomega) *metav1.MicroTime { return member(g, "web").RunningSince }, wait, poll).ShouldNot(BeNil())
+	dbBefore := member(g, "db").RunningSince.Time
+	g.Expect(member(g, "web").RunningSince.Time.Sub(dbBefore)).To(BeNumerically(">=", delay), "first start")
+
+	agents["h2"].Kill()
+	g.Eventually(func(g Gomega) *vpoolv1alpha1.VMReset { return getVM(g, ns, "web").Status.LastReset }, 2*wait, poll).ShouldNot(BeNil())
+	g.Eventually(runningOn(ns, "db"), wait, poll).Should(BeElementOf("h1", "h3"))
+	g.Eventually(runningOn(ns, "web"), wait, poll).Should(BeElementOf("h1", "h3"))
+	g.Eventually(func(g Gomega) *metav1.MicroTime { return member(g, "web").RunningSince }, wait, poll).ShouldNot(BeNil())
+	db, web := member(g, "db"), member(g, "web")
+	g.Expect(db.RunningSince.Time).To(BeTemporally(">", dbBefore.Add(timeout)), "the record of db's new run")
+	g.Expect(web.RunningSince.Time.Sub(db.RunningSince.Time)).To(BeNumerically(">=", delay),
+		"web restarted startDelay after db runs again")
 }

@@ -244,6 +244,7 @@ const conflictRetry = 100 * time.Millisecond
 type placementRound struct {
 	hosts    []placement.Host
 	boots    map[string]string // host → its boot ID
+	phases   map[string]vpoolv1alpha1.HostPhase
 	waiting  []*vpoolv1alpha1.VirtualMachine
 	pending  []placement.Pending // indexed like waiting
 	starting []placement.Starting
@@ -253,8 +254,8 @@ type placementRound struct {
 // are starting, and the capacity the placed ones take.
 func (r *PlacementReconciler) gather(ctx context.Context, hosts []vpoolv1alpha1.Host, vms []vpoolv1alpha1.VirtualMachine,
 	srs []vpoolv1alpha1.StorageRepository) (*placementRound, error) {
-	round := &placementRound{boots: map[string]string{}}
 	phases := map[string]vpoolv1alpha1.HostPhase{}
+	round := &placementRound{boots: map[string]string{}, phases: phases}
 	for i := range hosts {
 		round.boots[hosts[i].Name] = hosts[i].Status.BootID
 		phases[hosts[i].Name] = hosts[i].Status.Phase
@@ -337,7 +338,7 @@ func gateAppliances(round *placementRound, pool string, vms []vpoolv1alpha1.Virt
 		}
 		gate, ok := gates[name]
 		if !ok {
-			gate = applianceGate(app, members[name])
+			gate = applianceGate(app, members[name], round.phases)
 			gates[name] = gate
 		}
 		wait, at := gate.Gate(vm.Spec.StartOrder, now)
@@ -349,15 +350,18 @@ func gateAppliances(round *placementRound, pool string, vms []vpoolv1alpha1.Virt
 	return wake
 }
 
-// applianceGate is the start order of app, whose members are vms.
-func applianceGate(app *vpoolv1alpha1.VirtualAppliance, vms []*vpoolv1alpha1.VirtualMachine) placement.Appliance {
+// applianceGate is the start order of app, whose members are vms. A member
+// recorded Running on a host that is not Live (Unreachable, or fenced and
+// its VMs not reset yet) does not run for its vApp's later groups.
+func applianceGate(app *vpoolv1alpha1.VirtualAppliance, vms []*vpoolv1alpha1.VirtualMachine,
+	phases map[string]vpoolv1alpha1.HostPhase) placement.Appliance {
 	g := placement.Appliance{Name: app.Name, Members: make([]placement.Member, 0, len(vms))}
 	if d := app.Spec.StartDelay; d != nil {
 		g.StartDelay = d.Duration
 	}
 	for _, vm := range vms {
 		m := placement.Member{Name: vm.Name, StartOrder: vm.Spec.StartOrder, ShouldRun: shouldRun(vm),
-			Running: vm.Status.PowerState == vpoolv1alpha1.PowerRunning}
+			Running: vm.Status.PowerState == vpoolv1alpha1.PowerRunning && phases[vm.Status.ResidentOn] == vpoolv1alpha1.HostPhaseLive}
 		if since := runningSince(vm, memberOf(app, vm.Name)); since != nil {
 			m.RunningSince = since.Time
 		}
