@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"time"
 
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,17 +15,25 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
 // BackupScheduleReconciler creates the PoolBackups of a Pool's backup
 // schedule (spec.backup, or the one a restore brought back) when due, and
-// prunes the oldest beyond its retain count (see pool_schedule.go). It writes
-// status.backup and the BackupScheduled condition, and waits while the Pool's
+// prunes the oldest beyond its retain count (see pool_schedule.go), and
+// verifies the latest backup on spec.backup.verify's schedule
+// (pool_verify.go). It writes status.backup, status.lastVerified and the
+// BackupScheduled condition, and waits while the Pool's
 // restore is pending. It is keyed by Pool.
 type BackupScheduleReconciler struct {
 	client.Client
-	Clock clock.PassiveClock
+	// APIReader reads a verified backup's key from the API server.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	// Store, when set, holds every backup's data (Options.Store).
+	Store backup.Store
 }
 
 // SetupWithManager registers the schedule controller. A Pool with no
@@ -52,8 +62,17 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if drTestHolds(pool) || restorePending(pool) {
 		return ctrl.Result{}, nil // the restore's status write wakes this pool
 	}
-	st := status.New(r.Client, nil, pool).Owning(schedulePart)
+	st := status.New(r.Client, r.Recorder, pool).Owning(schedulePart)
 	requeue, err := r.reconcileSchedule(ctx, pool, st.Set)
+	if err == nil && pool.Status.Backup != nil {
+		var verify time.Duration
+		verify, err = r.reconcileVerify(ctx, pool, pool.Effective().Backup, st.Set, func(eventType, reason, note string) {
+			st.Eventf(eventType, reason, "Verify", "%s", note)
+		})
+		if verify > 0 && (requeue == 0 || verify < requeue) {
+			requeue = verify
+		}
+	}
 	if err = st.Patch(ctx, err); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -73,7 +73,7 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 	if err := restore.SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
-	schedule := &BackupScheduleReconciler{Client: r.Client, Clock: r.Clock}
+	schedule := &BackupScheduleReconciler{Client: r.Client, APIReader: r.APIReader, Recorder: r.Recorder, Clock: r.Clock, Store: opts.Store}
 	if err := schedule.SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("setting up the backup schedule controller: %w", err)
 	}

@@ -420,3 +420,52 @@ func poke(g Gomega, ns string) {
 	p.Annotations["poke"] = time.Now().String()
 	g.Expect(k8s.Patch(context.Background(), p, patch)).To(Succeed())
 }
+
+// spec.backup.verify checks the pool's latest backup on its schedule, with
+// nothing created: a backup that opens and plans passes, is annotated
+// verified-at and shows in the verification gauge; one whose key is gone
+// fails, saying why.
+func TestScheduledBackupVerification(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	populatedPool(t, ns)
+	createKey(t, ns, "k", backupKey)
+	created := getPool(g, ns, "p").CreationTimestamp.Time
+	clk := clocktesting.NewFakeClock(created)
+	startManager(t, ns, controllers.Options{Clock: clk})
+	completedBackup(t, g, ns)
+
+	pool := getPool(g, ns, "p")
+	patch := client.MergeFrom(pool.DeepCopy())
+	pool.Spec.Backup = &vpoolv1alpha1.BackupSchedule{Schedule: "0 0 1 1 *", Retain: 2,
+		Encryption: vpoolv1alpha1.BackupEncryption{KeySecretRef: vpoolv1alpha1.LocalObjectReference{Name: "k"}},
+		Verify:     &vpoolv1alpha1.BackupVerification{Schedule: "0 * * * *"}}
+	g.Expect(k8s.Patch(context.Background(), pool, patch)).To(Succeed())
+	g.Eventually(func(g Gomega) *metav1.Time {
+		st := getPool(g, ns, "p").Status.Backup
+		g.Expect(st).NotTo(BeNil())
+		return st.NextVerifyScheduleTime
+	}, wait, poll).ShouldNot(BeNil())
+	g.Expect(getPool(g, ns, "p").Status.LastVerified).To(BeNil(), "not due yet")
+
+	clk.Step(time.Hour)
+	poke(g, ns)
+	g.Eventually(func(g Gomega) *vpoolv1alpha1.BackupVerificationStatus { return getPool(g, ns, "p").Status.LastVerified }, wait, poll).Should(
+		And(Not(BeNil()), HaveField("Passed", true), HaveField("Backup", "b"),
+			HaveField("Message", And(ContainSubstring("sha256 as recorded, decrypted, 2 hosts, 2 SRs, 4 VDIs, 4 VMs"),
+				ContainSubstring("Create VirtualMachine: 4")))))
+	g.Expect(getBackup(g, ns, "b").Annotations).To(HaveKey("vpool.poolkeeper.io/verified-at"))
+	g.Eventually(eventsOf(ns, "p"), wait, poll).Should(ContainElement(controllers.ReasonBackupVerified))
+	l := &vpoolv1alpha1.VirtualMachineList{}
+	g.Expect(k8s.List(context.Background(), l, inNS(ns))).To(Succeed())
+	g.Expect(l.Items).To(HaveLen(4), "a verification creates nothing")
+
+	// The key is lost: the next verification fails and says so.
+	g.Expect(k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "k"}})).To(Succeed())
+	clk.Step(time.Hour)
+	poke(g, ns)
+	g.Eventually(func(g Gomega) *vpoolv1alpha1.BackupVerificationStatus { return getPool(g, ns, "p").Status.LastVerified }, wait, poll).Should(
+		And(HaveField("Passed", false), HaveField("Message", ContainSubstring("KeyUnavailable"))))
+	g.Eventually(eventsOf(ns, "p"), wait, poll).Should(ContainElement(controllers.ReasonBackupVerificationFailed))
+}

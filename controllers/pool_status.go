@@ -54,6 +54,8 @@ var restorePart = status.Part[*vpoolv1alpha1.Pool]{
 
 // schedulePart is what the backup schedule reconciler writes.
 var schedulePart = status.Part[*vpoolv1alpha1.Pool]{
-	Fields:     func(dst, src *vpoolv1alpha1.Pool) { dst.Status.Backup = src.Status.Backup },
+	Fields: func(dst, src *vpoolv1alpha1.Pool) {
+		dst.Status.Backup, dst.Status.LastVerified = src.Status.Backup, src.Status.LastVerified
+	},
 	Conditions: []string{vpoolv1alpha1.PoolBackupScheduled},
 }

@@ -348,16 +348,25 @@ func (r *RecoveryReconciler) openSources(ctx context.Context, rec *vpoolv1alpha1
 
 // openSource reads and opens one Completed PoolBackup.
 func (r *RecoveryReconciler) openSource(ctx context.Context, pb *vpoolv1alpha1.PoolBackup) (backup.RecoverySource, string, string, error) {
-	keys, err := backupKey(ctx, r.APIReader, pb.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
+	return openPoolBackup(ctx, r.Client, r.APIReader, r.Store, pb)
+}
+
+// openPoolBackup reads a Completed PoolBackup's data from store (nil: the
+// store its spec.storage names), checks it and opens it with its key. A
+// problem with the key, the data or the dump is a reason and a message
+// (ReasonKeyUnavailable, ReasonSourceUnreadable); only API and transport
+// errors are errors.
+func openPoolBackup(ctx context.Context, c client.Client, reader client.Reader, store backup.Store,
+	pb *vpoolv1alpha1.PoolBackup) (backup.RecoverySource, string, string, error) {
+	keys, err := backupKey(ctx, reader, pb.Namespace, pb.Spec.Encryption.KeySecretRef.Name)
 	if err != nil {
 		if apierrors.IsNotFound(err) || errors.Is(err, backup.ErrKeyTooShort) {
 			return backup.RecoverySource{}, ReasonKeyUnavailable, "PoolBackup " + pb.Name + ": " + err.Error(), nil
 		}
 		return backup.RecoverySource{}, "", "", err
 	}
-	store := r.Store
 	if store == nil {
-		store = backupStore(r.Client, r.APIReader, pb)
+		store = backupStore(c, reader, pb)
 	}
 	data, err := store.Get(ctx, pb)
 	if err != nil {

@@ -131,6 +131,43 @@ type BackupSchedule struct {
 	// encryption is the key the backups are encrypted with.
 	// +required
 	Encryption BackupEncryption `json:"encryption"`
+
+	// verify proves on a schedule that the pool's latest backup would
+	// recover the pool; the outcome is in status.lastVerified.
+	// +optional
+	Verify *BackupVerification `json:"verify,omitempty"`
+}
+
+// BackupVerification is a scheduled check of the pool's latest Completed
+// backup: downloaded from its storage, checked against its sha256,
+// decrypted with its key, its counts checked, and planned as a test
+// failover of every VM it holds (the plan a Recovery would write, into a
+// pool that has none of its objects). Nothing is created: a test failover
+// that creates objects needs a site whose namespace does not already hold
+// the pool's VMs (a DR site: a Recovery with spec.dryRun).
+type BackupVerification struct {
+	// schedule is a standard five-field cron expression (or a descriptor such
+	// as @daily), evaluated in UTC.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Schedule string `json:"schedule"`
+}
+
+// BackupVerificationStatus is the outcome of the last scheduled verification.
+type BackupVerificationStatus struct {
+	// backup is the PoolBackup verified ("" when the pool had none).
+	// +optional
+	Backup string `json:"backup,omitempty"`
+	// time is when the verification ran.
+	// +required
+	Time metav1.Time `json:"time"`
+	// passed is true when every check passed.
+	// +required
+	Passed bool `json:"passed"`
+	// message says what was checked and found, or what failed.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // RestoreMode says what a restore does on a conflict with an existing object.
@@ -240,6 +277,11 @@ type PoolStatus struct {
 	// +optional
 	Backup *BackupScheduleStatus `json:"backup,omitempty"`
 
+	// lastVerified is the outcome of the last scheduled verification of the
+	// pool's latest backup (spec.backup.verify).
+	// +optional
+	LastVerified *BackupVerificationStatus `json:"lastVerified,omitempty"`
+
 	// restore reports the restore of spec.restoreFrom.
 	// +optional
 	Restore *RestoreStatus `json:"restore,omitempty"`
@@ -266,6 +308,13 @@ type BackupScheduleStatus struct {
 	// lastBackup is the name of the last PoolBackup the schedule created.
 	// +optional
 	LastBackup string `json:"lastBackup,omitempty"`
+	// lastVerifyScheduleTime is the scheduled time of the last verification
+	// (spec.backup.verify).
+	// +optional
+	LastVerifyScheduleTime *metav1.Time `json:"lastVerifyScheduleTime,omitempty"`
+	// nextVerifyScheduleTime is when the next verification is due.
+	// +optional
+	NextVerifyScheduleTime *metav1.Time `json:"nextVerifyScheduleTime,omitempty"`
 }
 
 // RestoreStatus reports a restore (pool-restore-database).

@@ -45,7 +45,8 @@ const (
 	// LastBackupName: when the pool's latest Completed backup completed.
 	LastBackupName = "poolkeeper_pool_last_backup_timestamp_seconds"
 	// LastVerificationName: when a backup of the pool last passed
-	// kubectl poolkeeper backup-verify (AnnotationVerifiedAt).
+	// kubectl poolkeeper backup-verify or the scheduled verification of
+	// spec.backup.verify (AnnotationVerifiedAt).
 	LastVerificationName = "poolkeeper_pool_last_verification_timestamp_seconds"
 )
 
@@ -76,7 +77,7 @@ var (
 	lastBackupDesc = prometheus.NewDesc(LastBackupName,
 		"When the pool's latest Completed PoolBackup completed, in seconds since the epoch.", poolLabels, nil)
 	lastVerifiedDesc = prometheus.NewDesc(LastVerificationName,
-		"When a backup of the pool last passed kubectl poolkeeper backup-verify, in seconds since the epoch.", poolLabels, nil)
+		"When a backup of the pool last passed a verification (kubectl poolkeeper backup-verify, or spec.backup.verify), in seconds since the epoch.", poolLabels, nil)
 )
 
 var (

@@ -129,7 +129,7 @@ poolkeeper_pool_backup_interval_seconds{namespace="ns",pool="p"} 21600
 # HELP poolkeeper_pool_last_backup_timestamp_seconds When the pool's latest Completed PoolBackup completed, in seconds since the epoch.
 # TYPE poolkeeper_pool_last_backup_timestamp_seconds gauge
 poolkeeper_pool_last_backup_timestamp_seconds{namespace="ns",pool="p"} 1.7961012e+09
-# HELP poolkeeper_pool_last_verification_timestamp_seconds When a backup of the pool last passed kubectl poolkeeper backup-verify, in seconds since the epoch.
+# HELP poolkeeper_pool_last_verification_timestamp_seconds When a backup of the pool last passed a verification (kubectl poolkeeper backup-verify, or spec.backup.verify), in seconds since the epoch.
 # TYPE poolkeeper_pool_last_verification_timestamp_seconds gauge
 poolkeeper_pool_last_verification_timestamp_seconds{namespace="ns",pool="p"} 1.7960544e+09
 `
