@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -199,6 +200,7 @@ func TestRecoveryNewestPerVMAndConflicts(t *testing.T) {
 
 	createRecovery(t, ns, "r", "dr", selectVMs("vm-0", "vm-3"), "b1", "b3", "b2")
 	g.Eventually(recoveryReady(ns, "r"), wait, poll).Should(HaveField("Reason", controllers.ReasonRecovered))
+	g.Eventually(kstatusOf(ns, "r", &vpoolv1alpha1.Recovery{}), wait, poll).Should(Equal(kstatus.CurrentStatus))
 	g.Expect(getVM(g, ns, "vm-0").Spec.Resources.Memory.String()).To(Equal("4Gi"), "vm-0 from b3, the newest")
 	g.Expect(getVM(g, ns, "vm-3").Spec.Resources.Memory.String()).To(Equal("3Gi"), "vm-3 from b2, the newest that has it")
 	sources := map[string]string{}
@@ -215,6 +217,7 @@ func TestRecoveryNewestPerVMAndConflicts(t *testing.T) {
 		HaveField("Reason", controllers.ReasonRecoveryConflicts)))
 	fail := getRecovery(g, ns, "fail")
 	g.Expect(meta.IsStatusConditionTrue(fail.Status.Conditions, "Stalled")).To(BeTrue())
+	g.Expect(kstatusOf(ns, "fail", &vpoolv1alpha1.Recovery{})(g)).To(Equal(kstatus.FailedStatus))
 	g.Expect(fail.Status.Plan).To(ContainElement(And(HaveField("Name", "vm-0"), HaveField("Action", vpoolv1alpha1.ActionConflict))))
 	g.Consistently(func() []string { return vmNames(g, ns) }, 2*time.Second, poll).Should(ConsistOf(before))
 
