@@ -62,11 +62,10 @@ secs() { echo "${1%s}"; }
 
 # freeze NAME SECONDS: the control plane's NAME (etcd or kube-apiserver)
 # stopped (SIGSTOP) for SECONDS, then resumed; how long after the freeze
-# kubectl got an answer again goes to $back, the freeze's start to $t_freeze.
+# kubectl got an answer again goes to $back.
 freeze() {
   local pid
   pid=$(cp_pid "$1")
-  t_freeze=$(now)
   kill -STOP "$pid"
   sleep "$2"
   kill -CONT "$pid"
@@ -78,7 +77,7 @@ freeze() {
 # granted NS: how many "Outage exemption granted" lines the agents of NS logged.
 granted() { cat "$work/$1"-h?.log | grep -c '"Outage exemption granted' || true; }
 
-# ridden_out NS WHAT FREEZE: after the freeze, a whole safe time (T + T/2)
+# ridden_out NS WHAT: after a freeze, a whole safe time (T + T/2)
 # for the operator, which counts every host's silence afresh, to (wrongly)
 # fence anyone; then outage_unharmed and the exemptions the agents granted.
 ridden_out() {
@@ -92,7 +91,7 @@ ridden_out() {
 # The kube-apiserver frozen (SIGSTOP) for 35s, longer than the pool's 20s
 # heartbeat timeout, then resumed: no VM stops, no host is fenced.
 scenario_outage_api_freeze() {
-  local ns=e2e-outage-api T=20s INTERVAL=1s HEARTBEAT_SR=nfs f=35 back t_freeze n_granted
+  local ns=e2e-outage-api T=20s INTERVAL=1s HEARTBEAT_SR=nfs f=35 back n_granted
   outage_pool "$ns"
   freeze kube-apiserver $f
   ridden_out "$ns" "after a ${f}s API server freeze"
@@ -101,10 +100,10 @@ scenario_outage_api_freeze() {
 
 # etcd frozen (SIGSTOP) for 20s, twice the pool's 10s heartbeat timeout and
 # past its safe time (T + T/2), then resumed: the API server takes requests
-# but answers none, and the outcome is the API server freeze's: no VM stops,
-# no host is fenced.
+# but writes nothing (every renewal times out), and the outcome is the API
+# server freeze's: no VM stops, no host is fenced.
 scenario_outage_etcd_freeze() {
-  local ns=e2e-outage-etcd T=10s INTERVAL=1s HEARTBEAT_SR=nfs f=20 back t_freeze n_granted
+  local ns=e2e-outage-etcd T=10s INTERVAL=1s HEARTBEAT_SR=nfs f=20 back n_granted
   outage_pool "$ns"
   freeze etcd $f
   ridden_out "$ns" "after a ${f}s etcd freeze"
@@ -278,7 +277,7 @@ exempt_for() {
 # same but with no heartbeat SR, frozen by the same freeze, shows the other
 # documented outcome: every agent self-fences at S + T and stops its VMs.
 scenario_outage_beyond_watchdog() {
-  local ns=e2e-outage-long ns0=e2e-outage-nosr T=10s INTERVAL=1s HEARTBEAT_SR=nfs f=60 pid t_freeze back h v n_granted c1 c2 since report=()
+  local ns=e2e-outage-long ns0=e2e-outage-nosr T=10s INTERVAL=1s HEARTBEAT_SR=nfs f=60 pid back h v n_granted c1 c2 since report=()
   outage_pool "$ns"
   for v in a b c; do history "$ns" $v; done
   HEARTBEAT_SR='' pool "$ns0" true h1 h1 h2 h3
@@ -287,7 +286,6 @@ scenario_outage_beyond_watchdog() {
     kubectl wait -n "$ns0" vmachine/$v --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
   done
   pid=$(cp_pid kube-apiserver)
-  t_freeze=$(now)
   kill -STOP "$pid"
   sleep $((f - 2))
   # Still frozen: every agent of the pool with a heartbeat SR runs, exempt,
