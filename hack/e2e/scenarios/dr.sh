@@ -236,7 +236,8 @@ scenario_dr_site() {
   site_pool "$b" dr b1 b1 b2
 
   # The primary: pool p on a1 a2, SR nfs, vApp shop (db, then web 5s
-  # later) and VM solo, backed up every 10s through a ReadWrite location.
+  # later) and VM solo, backed up every 10s through a ReadWrite location
+  # (retain 100: the scenario prunes nothing).
   kc_a=$(site_wait site-a)
   export KUBECONFIG=$kc_a
   site_secrets "$a"
@@ -254,7 +255,7 @@ YAML
   db_uuid=$(vm_field "$a" db .status.uuid) web_uuid=$(vm_field "$a" web .status.uuid) solo_uuid=$(vm_field "$a" solo .status.uuid)
   [[ -n $db_uuid && -n $web_uuid && -n $solo_uuid ]] || die "the primary's VMs have no uuid"
   kubectl patch -n "$a" vpool p --type merge -p \
-    '{"spec":{"backup":{"schedule":"@every 10s","retain":3,"storage":{"type":"Location","locationRef":{"name":"site-a"}},"encryption":{"keySecretRef":{"name":"key"}}}}}' >/dev/null
+    '{"spec":{"backup":{"schedule":"@every 10s","retain":100,"storage":{"type":"Location","locationRef":{"name":"site-a"}},"encryption":{"keySecretRef":{"name":"key"}}}}}' >/dev/null
   t0=$(now)
   for _ in $(seq 1 180); do
     last=$(kubectl get -n "$a" vpool p -o jsonpath='{.status.backup.lastBackup}')
