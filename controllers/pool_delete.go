@@ -85,7 +85,8 @@ func (r *PoolReconciler) reconcileDelete(ctx context.Context, pool *vpoolv1alpha
 	kinds := []struct {
 		name string
 		list client.ObjectList
-	}{{"VirtualMachines", &vpoolv1alpha1.VirtualMachineList{}}, {"VirtualDisks", &vpoolv1alpha1.VirtualDiskList{}},
+	}{{"VirtualMachines", &vpoolv1alpha1.VirtualMachineList{}}, {"VirtualAppliances", &vpoolv1alpha1.VirtualApplianceList{}},
+		{"VirtualDisks", &vpoolv1alpha1.VirtualDiskList{}},
 		{"StorageRepositories", &vpoolv1alpha1.StorageRepositoryList{}}, {"forgotten Hosts", hosts}}
 	left, deleted := 0, make([]string, 0, len(kinds))
 	for i, k := range kinds {
@@ -114,7 +115,7 @@ func (r *PoolReconciler) reconcileDelete(ctx context.Context, pool *vpoolv1alpha
 	if err := r.Patch(ctx, pool, patch); err != nil {
 		return fmt.Errorf("removing the finalizer of deleted pool %s: %w", pool.Name, err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Pool deleted: no host, VM, VDI or SR left")
+	ctrl.LoggerFrom(ctx).Info("Pool deleted: no host, VM, vApp, VDI or SR left")
 	return nil
 }
 

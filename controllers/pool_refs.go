@@ -42,6 +42,8 @@ func poolRefOf(obj client.Object) string {
 		return o.Spec.PoolRef.Name
 	case *vpoolv1alpha1.VirtualMachine:
 		return o.Spec.PoolRef.Name
+	case *vpoolv1alpha1.VirtualAppliance:
+		return o.Spec.PoolRef.Name
 	}
 	return ""
 }

@@ -199,7 +199,15 @@ func (r *RestoreReconciler) existing(ctx context.Context, ns string) (backup.Exi
 			return backup.Existing{}, fmt.Errorf("listing %T in %s: %w", l, ns, err)
 		}
 	}
-	return backup.ExistingFrom(hosts.Items, srs.Items, vdis.Items, vms.Items), nil
+	apps := &vpoolv1alpha1.VirtualApplianceList{}
+	if err := r.APIReader.List(ctx, apps, client.InNamespace(ns)); err != nil {
+		return backup.Existing{}, fmt.Errorf("listing %T in %s: %w", apps, ns, err)
+	}
+	e := backup.ExistingFrom(hosts.Items, srs.Items, vdis.Items, vms.Items)
+	for i := range apps.Items {
+		e.Add(&apps.Items[i])
+	}
+	return e, nil
 }
 
 // RestoreWorkers is how many creates a restore has in flight at once.
@@ -208,7 +216,7 @@ func (r *RestoreReconciler) existing(ctx context.Context, ns string) (backup.Exi
 const RestoreWorkers = 16
 
 // createPlanned creates the plan's objects kind by kind, in the plan's order:
-// Secrets, SRs, VDIs, VMs (with the statuses of the VMs that were Suspended),
+// Secrets, SRs, VDIs, vApps, VMs (with the statuses of the VMs that were Suspended),
 // then Hosts, which rejoin when their agents heartbeat. A create that finds
 // the object already there is one this restore made before a restart, or a
 // Secret the namespace had.
@@ -221,6 +229,10 @@ func (r *RestoreReconciler) createPlanned(ctx context.Context, pool *vpoolv1alph
 		return err
 	}
 	if err := createAll(ctx, r.Client, plan.VirtualDisks, nil); err != nil {
+		return err
+	}
+	// vApps before the VMs that name them, which otherwise wait for them.
+	if err := createAll(ctx, r.Client, plan.VirtualAppliances, nil); err != nil {
 		return err
 	}
 	creating := make(map[string]bool, len(plan.VirtualMachines))
@@ -363,7 +375,7 @@ feed:
 
 // cleanupDRTest removes every object a dry-run restore created.
 func (r *RestoreReconciler) cleanupDRTest(ctx context.Context, pool *vpoolv1alpha1.Pool) error {
-	lists := []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualDiskList{},
+	lists := []client.ObjectList{&vpoolv1alpha1.VirtualMachineList{}, &vpoolv1alpha1.VirtualApplianceList{}, &vpoolv1alpha1.VirtualDiskList{},
 		&vpoolv1alpha1.StorageRepositoryList{}, &vpoolv1alpha1.HostList{}}
 	for _, l := range lists {
 		if err := r.APIReader.List(ctx, l, client.InNamespace(pool.Namespace)); err != nil {

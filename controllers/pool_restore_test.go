@@ -44,7 +44,7 @@ func losePool(t *testing.T, g Gomega, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	g.Expect(k8s.DeleteAllOf(ctx, &vpoolv1alpha1.Pool{}, client.InNamespace(ns))).To(Succeed())
-	for _, obj := range []client.Object{&vpoolv1alpha1.VirtualMachine{}, &vpoolv1alpha1.VirtualDisk{},
+	for _, obj := range []client.Object{&vpoolv1alpha1.VirtualMachine{}, &vpoolv1alpha1.VirtualAppliance{}, &vpoolv1alpha1.VirtualDisk{},
 		&vpoolv1alpha1.StorageRepository{}, &vpoolv1alpha1.Host{}} {
 		g.Expect(k8s.DeleteAllOf(ctx, obj, client.InNamespace(ns))).To(Succeed())
 	}
@@ -83,6 +83,7 @@ func TestRestoreRoundTrip(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	populatedPool(t, ns)
+	createAppliance(t, ns, "p", "shop", 30*time.Second)
 	createKey(t, ns, "k", backupKey)
 	startManager(t, ns, controllers.Options{})
 	var want []vpoolv1alpha1.VirtualMachineSpec
@@ -116,6 +117,10 @@ func TestRestoreRoundTrip(t *testing.T) {
 			"a restored VM keeps its uuid")
 	}
 	g.Expect(getHost(g, ns, "h1").Spec.PoolRef.Name).To(Equal("p2"))
+	app := &vpoolv1alpha1.VirtualAppliance{}
+	g.Expect(k8s.Get(context.Background(), key(ns, "shop"), app)).To(Succeed(), "the restore brings the pool's vApps back")
+	g.Expect(app.Spec.PoolRef.Name).To(Equal("p2"))
+	g.Expect(app.Spec.StartDelay.Duration).To(Equal(30 * time.Second))
 	// The VDIs' controller left them to the restore; now they have their Ready condition.
 	for i := 0; i < 4; i++ {
 		name := "vm-" + string(rune('0'+i))

@@ -194,6 +194,7 @@ func (r *PoolBackupReconciler) dump(ctx context.Context, pb *vpoolv1alpha1.PoolB
 		return nil, nil, err
 	}
 	d := backup.NewDump(snap.pool, snap.hosts, snap.srs, snap.vdis, snap.vms, now)
+	d.AddAppliances(snap.apps...)
 	for _, name := range d.SecretNames() {
 		s := &corev1.Secret{}
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: pb.Namespace, Name: name}, s); err != nil {

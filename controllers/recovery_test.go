@@ -97,6 +97,11 @@ func TestRecoveryPlansFirstAndKeepsUUIDs(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	populatedPool(t, ns)
+	createAppliance(t, ns, "p", "shop", 0)
+	vm2 := &vpoolv1alpha1.VirtualMachine{}
+	g.Expect(k8s.Get(context.Background(), key(ns, "vm-2"), vm2)).To(Succeed())
+	vm2.Spec.ApplianceRef = &vpoolv1alpha1.LocalObjectReference{Name: "shop"}
+	g.Expect(k8s.Update(context.Background(), vm2)).To(Succeed())
 	createKey(t, ns, "k", backupKey)
 	startManager(t, ns, controllers.Options{})
 	uuids := map[string]string{}
@@ -152,8 +157,9 @@ func TestRecoveryPlansFirstAndKeepsUUIDs(t *testing.T) {
 		"Create VirtualMachine vm-0 from b", "Create VirtualMachine vm-2 from b",
 		"Create VirtualDisk vm-0 from b", "Create VirtualDisk vm-2 from b",
 		"Create StorageRepository nfs from b",
+		"Create VirtualAppliance shop from b",
 	}))
-	g.Expect(rec.Status.Results).To(HaveLen(5))
+	g.Expect(rec.Status.Results).To(HaveLen(6))
 	for _, it := range rec.Status.Results {
 		g.Expect(it.Done).To(BeTrue(), "%s %s", it.Kind, it.Name)
 	}
@@ -173,6 +179,9 @@ func TestRecoveryPlansFirstAndKeepsUUIDs(t *testing.T) {
 	g.Expect(k8s.Get(ctx, key(ns, "nfs"), sr)).To(Succeed())
 	g.Expect(sr.Spec.PoolRef.Name).To(Equal("dr"))
 	g.Expect(k8s.Get(ctx, key(ns, "h1-local"), &vpoolv1alpha1.StorageRepository{})).NotTo(Succeed(), "no chosen VM needs h1-local")
+	app := &vpoolv1alpha1.VirtualAppliance{}
+	g.Expect(k8s.Get(ctx, key(ns, "shop"), app)).To(Succeed())
+	g.Expect(app.Spec.PoolRef.Name).To(Equal("dr"))
 	g.Expect(meta.FindStatusCondition(rec.Status.Conditions, "Reconciling")).To(BeNil())
 	g.Expect(meta.FindStatusCondition(rec.Status.Conditions, "Stalled")).To(BeNil())
 }

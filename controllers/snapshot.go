@@ -22,6 +22,7 @@ type poolSnapshot struct {
 	srs      []vpoolv1alpha1.StorageRepository
 	vdis     []vpoolv1alpha1.VirtualDisk
 	vms      []vpoolv1alpha1.VirtualMachine
+	apps     []vpoolv1alpha1.VirtualAppliance
 }
 
 // readSnapshot reads a pool at one point in time: the first list is a quorum
@@ -52,9 +53,10 @@ func readSnapshot(ctx context.Context, reader client.Reader, namespace, pool str
 	srs := &vpoolv1alpha1.StorageRepositoryList{}
 	vdis := &vpoolv1alpha1.VirtualDiskList{}
 	vms := &vpoolv1alpha1.VirtualMachineList{}
+	apps := &vpoolv1alpha1.VirtualApplianceList{}
 	// At one revision the lists are independent: read them at once.
 	g, gctx := errgroup.WithContext(ctx)
-	for _, l := range []client.ObjectList{hosts, srs, vdis, vms} {
+	for _, l := range []client.ObjectList{hosts, srs, vdis, vms, apps} {
 		g.Go(func() error {
 			if err := reader.List(gctx, l, at()); err != nil {
 				return fmt.Errorf("listing %T at revision %s: %w", l, s.revision, err)
@@ -83,6 +85,11 @@ func readSnapshot(ctx context.Context, reader client.Reader, namespace, pool str
 	for _, o := range vms.Items {
 		if o.Spec.PoolRef.Name == pool {
 			s.vms = append(s.vms, o)
+		}
+	}
+	for _, o := range apps.Items {
+		if o.Spec.PoolRef.Name == pool {
+			s.apps = append(s.apps, o)
 		}
 	}
 	return s, nil
