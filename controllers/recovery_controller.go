@@ -535,11 +535,13 @@ func blockedPlan(items []vpoolv1alpha1.RecoveryItem) bool {
 }
 
 // recoveryResults are the plan's items as carried out: done, or failed with
-// why.
+// why. They name each object by kind, name and action only (the plan has
+// the rest), so that both lists of a recovery of thousands of VMs fit in
+// one object.
 func recoveryResults(plan []vpoolv1alpha1.RecoveryItem, failed map[string]string) []vpoolv1alpha1.RecoveryItem {
 	out := make([]vpoolv1alpha1.RecoveryItem, 0, len(plan))
 	for _, it := range plan {
-		it.SourceCompletedAt = nil
+		it = vpoolv1alpha1.RecoveryItem{Kind: it.Kind, Name: it.Name, Action: it.Action}
 		if msg, bad := failed[it.Kind+"/"+it.Name]; bad {
 			it.Message = msg
 		} else {

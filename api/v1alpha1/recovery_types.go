@@ -167,7 +167,8 @@ type RecoveryStatus struct {
 	// +optional
 	// +listType=atomic
 	Plan []RecoveryItem `json:"plan,omitempty"`
-	// results are what was done, per object.
+	// results are what was done, per object of the plan: its kind, name and
+	// action, done, or a message saying why not.
 	// +optional
 	// +listType=atomic
 	Results []RecoveryItem `json:"results,omitempty"`
