@@ -377,7 +377,4 @@ YAML
   log "dr site: failback to a rebuilt primary (its own backups Halted, then the DR site's PreferNewer: solo back with 2Gi, running on r1) in $t_fb"
 }
 
-# Not in all (run it by name: hack/e2e/run.sh dr_site) until backups hold
-# the pool's vApps: today a PoolBackup's dump lists no VirtualAppliance, so
-# the Recovery cannot bring back vApp shop and the scenario fails there.
-# Once it does: all+=(dr_site)
+all+=(dr_site)
