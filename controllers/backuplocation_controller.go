@@ -41,6 +41,9 @@ const (
 	// ReasonFoundInLocation: a PoolBackup created for a backup found in a
 	// location's bucket.
 	ReasonFoundInLocation = "FoundInLocation"
+	// ReasonBackupGone: the event of a PoolBackup deleted by the sync because
+	// its object is no longer in the bucket.
+	ReasonBackupGone = "BackupGone"
 )
 
 // foreignShown is how many foreign keys a message names.
@@ -206,7 +209,35 @@ func (r *BackupLocationReconciler) sync(ctx context.Context, loc *vpoolv1alpha1.
 			created++
 		}
 	}
+	if err := r.pruneGone(ctx, loc, have.Items, listing); err != nil {
+		return created, listing, err
+	}
 	return created, listing, nil
+}
+
+// pruneGone deletes the Completed PoolBackups of the location whose object
+// the listing did not find: pruned at the site that wrote them (its retain),
+// or deleted by hand. They were listed before the bucket, and a PoolBackup
+// is Completed only once its object is stored, so an object that is missing
+// is gone (Velero's backup sync does the same). Deleting them deletes
+// nothing stored.
+func (r *BackupLocationReconciler) pruneGone(ctx context.Context, loc *vpoolv1alpha1.BackupLocation,
+	have []vpoolv1alpha1.PoolBackup, listing backup.Listing) error {
+	for i := range have {
+		pb := &have[i]
+		ref := pb.Spec.Storage.LocationRef
+		if ref == nil || ref.Name != loc.Name || pb.Status.Phase != vpoolv1alpha1.BackupCompleted || !pb.DeletionTimestamp.IsZero() ||
+			listing.Seen[backup.LocationKey(loc, pb)] {
+			continue
+		}
+		if err := r.Delete(ctx, pb); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting PoolBackup %s/%s, whose object is gone: %w", pb.Namespace, pb.Name, err)
+		}
+		r.Recorder.Eventf(loc, pb, corev1.EventTypeNormal, ReasonBackupGone, "Sync",
+			"PoolBackup %s deleted: its object %s is no longer in the bucket", pb.Name, backup.LocationKey(loc, pb))
+		ctrl.LoggerFrom(ctx).Info("PoolBackup deleted: its object is gone from the bucket", "PoolBackup", pb.Name)
+	}
+	return nil
 }
 
 // createSynced creates the PoolBackup of a stored backup, named as the

@@ -195,6 +195,14 @@ func TestBackupLocationSyncToDRSite(t *testing.T) {
 	g.Expect(stored).To(Equal(data))
 	g.Expect(requests.total()).To(BeNumerically(">", 0))
 	g.Expect(requests.writes()).To(BeZero(), "a ReadOnly location never writes its bucket")
+
+	// The primary prunes b1 (deleting its PoolBackup deletes its object):
+	// the DR site's next sync deletes its PoolBackup of b1, and only that.
+	g.Expect(k8s.Delete(ctx, getBackup(g, primary, "b1"))).To(Succeed())
+	g.Eventually(func() []string { return backupNames(g, dr) }, wait, poll).Should(ConsistOf("b2"))
+	g.Eventually(eventsOf(dr, "primary"), wait, poll).Should(ContainElement(controllers.ReasonBackupGone))
+	g.Consistently(func() []string { return backupNames(g, dr) }, 3*time.Second, poll).Should(ConsistOf("b2"))
+	g.Expect(requests.writes()).To(BeZero(), "a ReadOnly location never writes its bucket")
 }
 
 // A location says why it cannot sync: credentials missing or refused, a

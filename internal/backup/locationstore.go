@@ -211,6 +211,8 @@ type Listing struct {
 	New []StoredBackup
 	// Known is the number of keys the caller knew (not read again).
 	Known int
+	// Seen holds every key under the prefix the listing found.
+	Seen map[string]bool
 	// Foreign are the keys of objects under the prefix that are not
 	// poolkeeper backups.
 	Foreign []string
@@ -227,7 +229,7 @@ func (s *LocationStore) List(ctx context.Context, loc *vpoolv1alpha1.BackupLocat
 	if err != nil {
 		return Listing{}, err
 	}
-	var l Listing
+	l := Listing{Seen: map[string]bool{}}
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(loc.Spec.S3.Bucket)}
 	if p := strings.Trim(loc.Spec.S3.Prefix, "/"); p != "" {
 		in.Prefix = aws.String(p + "/")
@@ -239,6 +241,7 @@ func (s *LocationStore) List(ctx context.Context, loc *vpoolv1alpha1.BackupLocat
 		}
 		for _, o := range page.Contents {
 			key := aws.ToString(o.Key)
+			l.Seen[key] = true
 			if known(key) {
 				l.Known++
 				continue
