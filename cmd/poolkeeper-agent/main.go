@@ -12,11 +12,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -80,6 +86,7 @@ func run() int {
 		simStorageDir                   string
 		watchdogSpec                    string
 		showVersion                     bool
+		metricsAddr                     string
 		interval                        = agent.DefaultHeartbeatInterval
 	)
 	// --kubeconfig is registered by controller-runtime's config loader:
@@ -115,6 +122,8 @@ func run() int {
 	flag.StringVar(&certDir, "cert-dir", "/var/lib/poolkeeper-agent/pki",
 		"Directory of the agent's private key and client certificates ("+agent.CertificatePairPrefix+"-current.pem), "+
 			"with --bootstrap-kubeconfig.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "", "Serve the agent's metrics (outage exemptions, Go runtime) "+
+		"over plain HTTP at this address's /metrics, e.g. 127.0.0.1:9101 for a local scraper. Default: not served.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -163,6 +172,12 @@ func run() int {
 	}
 	defer closeDriver() // stops no VM
 	ctx := ctrl.SetupSignalHandler()
+	if metricsAddr != "" {
+		if err := serveMetrics(ctx, metricsAddr, log); err != nil {
+			fmt.Fprintf(os.Stderr, "poolkeeper-agent: --metrics-bind-address: %v\n", err)
+			return exitError
+		}
+	}
 	cfg, err := restConfig(ctx, bootstrapKubeconfig, certDir, namespace, host)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "poolkeeper-agent: %v\n", err)
@@ -264,4 +279,30 @@ func statefileDir(driver, simStorageDir string) func(string) (string, error) {
 		return nil
 	}
 	return func(sr string) (string, error) { return filepath.Join(simStorageDir, sr, "statefile"), nil }
+}
+
+// serveMetrics serves agent.Metrics and the Go runtime's and process's
+// metrics at addr's /metrics until ctx ends. It fails at once when addr
+// cannot be listened on.
+func serveMetrics(ctx context.Context, addr string, log logr.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{agent.Metrics, reg}, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(err, "Serving metrics stopped", "address", addr)
+		}
+	}()
+	log.Info("Serving metrics", "address", l.Addr().String())
+	return nil
 }

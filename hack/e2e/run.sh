@@ -91,12 +91,19 @@ agent() {
     storage=(--sim-storage-dir "$work/$1-storage")
     [[ -e "$work/$1-$2-storage" ]] && storage=(--sim-storage-dir "$work/$1-$2-storage")
   fi
+  # AGENT_METRICS=1: the agent serves its metrics on a free loopback port,
+  # written to $work/NS-HOST.metrics-port (agent_metrics NS HOST reads them).
+  if [[ -n "${AGENT_METRICS:-}" ]]; then
+    free_port >"$work/$1-$2.metrics-port"
+    storage+=(--metrics-bind-address "127.0.0.1:$(cat "$work/$1-$2.metrics-port")")
+  fi
   # In a subshell, so the agent is not a job of this shell (no job notices).
   (KUBECONFIG="$kc" bin/poolkeeper-agent --namespace "$1" --host "$2" --driver sim --heartbeat-interval "$INTERVAL" \
     "${storage[@]}" >>"$work/$1-$2.log" 2>&1 & echo $! >"$work/$1-$2.pid")
   pids+=("$(cat "$work/$1-$2.pid")")
 }
 agent_pid() { cat "$work/$1-$2.pid"; }
+agent_metrics() { curl -sf --max-time 5 "http://127.0.0.1:$(cat "$work/$1-$2.metrics-port")/metrics"; }
 
 # agent_kubeconfig NS HOST: a kubeconfig for the agent's own ServiceAccount
 # poolkeeper-agent-HOST (created with its RoleBinding), printed as a path.

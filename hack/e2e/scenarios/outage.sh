@@ -103,11 +103,18 @@ scenario_outage_api_freeze() {
 # but writes nothing (every renewal times out), and the outcome is the API
 # server freeze's: no VM stops, no host is fenced.
 scenario_outage_etcd_freeze() {
-  local ns=e2e-outage-etcd T=10s INTERVAL=1s HEARTBEAT_SR=nfs f=20 back n_granted
+  local ns=e2e-outage-etcd T=10s INTERVAL=1s HEARTBEAT_SR=nfs AGENT_METRICS=1 f=20 back n_granted h m exported=0
   outage_pool "$ns"
   freeze etcd $f
   ridden_out "$ns" "after a ${f}s etcd freeze"
-  log "etcd frozen ${f}s (timeout $T, heartbeat SR): API answering again ${back} after the resume; 0 VMs stopped, 0 hosts fenced, a b c still on h1 h2 h3; $n_granted exemptions granted; Host events: $host_reasons"
+  # The agents' own metrics (--metrics-bind-address) count the exemptions too.
+  for h in h1 h2 h3; do
+    m=$(agent_metrics "$ns" $h) || die "$h's agent serves no metrics"
+    grep -q "^poolkeeper_agent_outage_exemptions_granted_total{host=\"$h\",namespace=\"$ns\"} [1-9]" <<<"$m" ||
+      die "$h's agent exports no exemption granted: $(grep outage_exemptions <<<"$m")"
+    exported=$((exported + 1))
+  done
+  log "etcd frozen ${f}s (timeout $T, heartbeat SR): API answering again ${back} after the resume; 0 VMs stopped, 0 hosts fenced, a b c still on h1 h2 h3; $n_granted exemptions granted, exported by $exported agents' /metrics; Host events: $host_reasons"
 }
 
 # epoch TS: the Unix time of a log line's "ts" (whole seconds).
