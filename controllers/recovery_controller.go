@@ -435,11 +435,16 @@ func (r *RecoveryReconciler) carryOut(ctx context.Context, rec *vpoolv1alpha1.Re
 	create := func(kind string) func(context.Context, client.Object) error {
 		return func(ctx context.Context, obj client.Object) error {
 			err := r.Create(ctx, obj)
-			if !apierrors.IsAlreadyExists(err) {
-				if err != nil {
-					return fmt.Errorf("recovering %s %s: %w", kind, obj.GetName(), err)
-				}
+			switch {
+			case err == nil:
 				return nil
+			case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+				// The backup's object is not valid here (an older or newer
+				// schema, a hand-edited dump): retrying cannot help.
+				fail(kind, obj.GetName(), "the API server refuses it: "+err.Error())
+				return nil
+			case !apierrors.IsAlreadyExists(err):
+				return fmt.Errorf("recovering %s %s: %w", kind, obj.GetName(), err)
 			}
 			cur := obj.DeepCopyObject().(client.Object)
 			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {

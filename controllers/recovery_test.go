@@ -325,3 +325,26 @@ func TestRecoveryTestFailoverStartsNothingAndCleansUp(t *testing.T) {
 		g.Eventually(runningOn(ns, name), wait, poll).ShouldNot(BeEmpty(), "VM %s runs after the real recovery", name)
 	}
 }
+
+// An object of the backup the API server refuses (here a VDI without its
+// size, as from a hand-edited or foreign dump) is not retried forever: the
+// rest is recovered, and the Recovery stalls saying which and why.
+func TestRecoveryOfARefusedObjectStalls(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createKey(t, ns, "k", backupKey)
+	d := benchDump(ns, 2)
+	d.VirtualDisks[0].Spec.Size = resource.Quantity{}
+	pb := storeBenchBackup(t, ns, d)
+	createPool(t, ns, "dr", poolOpts{ha: true, timeout: timeout})
+	startManager(t, ns, controllers.Options{})
+	createRecovery(t, ns, "r", "dr", selectVMs("vm-00000", "vm-00001"), pb.Name)
+	g.Eventually(recoveryReady(ns, "r"), wait, poll).Should(And(HaveField("Status", metav1.ConditionFalse),
+		HaveField("Reason", controllers.ReasonRecoveryIncomplete),
+		HaveField("Message", ContainSubstring("VirtualDisk/vm-00000-d0: the API server refuses it"))))
+	rec := getRecovery(g, ns, "r")
+	g.Expect(meta.IsStatusConditionTrue(rec.Status.Conditions, "Stalled")).To(BeTrue())
+	g.Expect(rec.Status.Results).To(ContainElement(And(HaveField("Name", "vm-00000-d0"), HaveField("Done", false))))
+	g.Expect(vmNames(g, ns)).To(ConsistOf("vm-00000", "vm-00001"), "the rest is recovered")
+}
