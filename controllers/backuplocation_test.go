@@ -43,6 +43,13 @@ func (c *requestCounter) writes() int {
 	return c.counts[http.MethodPut] + c.counts[http.MethodPost] + c.counts[http.MethodDelete] + c.counts[http.MethodPatch]
 }
 
+// reset forgets the requests counted so far.
+func (c *requestCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts = map[string]int{}
+}
+
 func (c *requestCounter) total() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -54,7 +61,7 @@ func (c *requestCounter) total() int {
 }
 
 // countedS3Endpoint serves be at a second endpoint whose requests are counted.
-func countedS3Endpoint(t *testing.T, be *s3mem.Backend) (string, *requestCounter) {
+func countedS3Endpoint(t testing.TB, be *s3mem.Backend) (string, *requestCounter) {
 	t.Helper()
 	c := &requestCounter{counts: map[string]int{}}
 	srv := httptest.NewServer(c.wrap(gofakes3.New(be).Server()))
@@ -62,7 +69,7 @@ func countedS3Endpoint(t *testing.T, be *s3mem.Backend) (string, *requestCounter
 	return srv.URL, c
 }
 
-func createLocation(t *testing.T, ns, name, endpoint, bucket string, access vpoolv1alpha1.BackupLocationAccess, interval time.Duration) {
+func createLocation(t testing.TB, ns, name, endpoint, bucket string, access vpoolv1alpha1.BackupLocationAccess, interval time.Duration) {
 	t.Helper()
 	loc := &vpoolv1alpha1.BackupLocation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	loc.Spec.S3 = vpoolv1alpha1.S3Storage{Endpoint: endpoint, Bucket: bucket, Prefix: "site-a",

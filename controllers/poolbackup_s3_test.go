@@ -24,7 +24,7 @@ const s3Bucket = "pool-backups"
 
 // s3Service serves the S3 API over HTTP from memory, with one bucket, and
 // returns its endpoint.
-func s3Service(t *testing.T) (string, *s3mem.Backend) {
+func s3Service(t testing.TB) (string, *s3mem.Backend) {
 	t.Helper()
 	be := s3mem.New()
 	if err := be.CreateBucket(s3Bucket); err != nil {
@@ -35,7 +35,7 @@ func s3Service(t *testing.T) (string, *s3mem.Backend) {
 	return srv.URL, be
 }
 
-func createS3Credentials(t *testing.T, ns, name string) {
+func createS3Credentials(t testing.TB, ns, name string) {
 	t.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{
 		backup.S3AccessKeyID: []byte("poolkeeper"), backup.S3SecretAccessKey: []byte("s3cr3t-s3cr3t-s3cr3t")}}
