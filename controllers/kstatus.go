@@ -23,7 +23,7 @@ var vmWorking = map[string]bool{ReasonStarting: true, ReasonStopping: true, Reas
 
 // vmStalled are the VM Ready reasons only a person can clear.
 var vmStalled = map[string]bool{vpoolv1alpha1.ReasonPoolNotFound: true, placement.ReasonDiskInOtherPool: true,
-	placement.ReasonLocalDisksApart: true}
+	placement.ReasonLocalDisksApart: true, placement.ReasonApplianceNotFound: true, placement.ReasonApplianceInOtherPool: true}
 
 // srStalled are the StorageRepository Ready reasons only a person can clear.
 var srStalled = map[string]bool{vpoolv1alpha1.ReasonPoolNotFound: true, ReasonSRHostNotFound: true, ReasonSRHostInOtherPool: true}

@@ -125,6 +125,17 @@ var kinds = map[string]func() client.Object{
 		return &vpoolv1alpha1.PoolBackup{Spec: vpoolv1alpha1.PoolBackupSpec{PoolRef: poolRef(),
 			Encryption: vpoolv1alpha1.BackupEncryption{KeySecretRef: vpoolv1alpha1.LocalObjectReference{Name: "k"}}}}
 	},
+	"VirtualAppliance": func() client.Object {
+		return &vpoolv1alpha1.VirtualAppliance{Spec: vpoolv1alpha1.VirtualApplianceSpec{PoolRef: poolRef()}}
+	},
+	"Recovery": func() client.Object {
+		return &vpoolv1alpha1.Recovery{Spec: vpoolv1alpha1.RecoverySpec{PoolRef: poolRef(),
+			Sources: []vpoolv1alpha1.RecoverySource{{BackupName: "b"}}, VirtualMachines: []string{"vm"}}}
+	},
+	"BackupLocation": func() client.Object {
+		return &vpoolv1alpha1.BackupLocation{Spec: vpoolv1alpha1.BackupLocationSpec{S3: vpoolv1alpha1.S3Storage{
+			Endpoint: "https://s3.example", Bucket: "backups", CredentialsSecretRef: vpoolv1alpha1.LocalObjectReference{Name: "s3"}}}}
+	},
 }
 
 type state struct {
@@ -244,6 +255,12 @@ func writeStatus(g Gomega, obj client.Object, st state) {
 		conds = &o.Status.Conditions
 	case *vpoolv1alpha1.PoolBackup:
 		o.Status.Phase, conds = vpoolv1alpha1.PoolBackupPhase(st.phase), &o.Status.Conditions
+	case *vpoolv1alpha1.VirtualAppliance:
+		conds = &o.Status.Conditions
+	case *vpoolv1alpha1.Recovery:
+		conds = &o.Status.Conditions
+	case *vpoolv1alpha1.BackupLocation:
+		conds = &o.Status.Conditions
 	}
 	for _, c := range st.conds {
 		c.LastTransitionTime = metav1.NewTime(time.Now().Truncate(time.Second))
@@ -263,7 +280,7 @@ func TestGenericChecksAreOne(t *testing.T) {
 		return strings.Replace(string(b), "poolkeeper "+kind+",", "poolkeeper KIND,", 1)
 	}
 	want := read("Pool")
-	for _, kind := range []string{"StorageRepository", "VirtualDisk", "VirtualMachine", "BackupLocation", "Recovery"} {
+	for _, kind := range []string{"StorageRepository", "VirtualDisk", "VirtualMachine", "VirtualAppliance", "BackupLocation", "Recovery"} {
 		g.Expect(read(kind)).To(Equal(want), "%s/health.lua differs from Pool's", kind)
 	}
 }
