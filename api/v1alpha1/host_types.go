@@ -73,6 +73,12 @@ type RedfishFencing struct {
 	// insecureSkipVerify skips verification of the BMC's TLS certificate.
 	// +optional
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+
+	// caBundleSecretRef names a Secret in this namespace whose `ca.crt`
+	// entry holds the PEM certificates of the private CA that signed the
+	// BMC's certificate; they are trusted instead of the system's roots.
+	// +optional
+	CABundleSecretRef *LocalObjectReference `json:"caBundleSecretRef,omitempty"`
 }
 
 // HostFencing selects how the host is fenced.

@@ -2,6 +2,7 @@ package fencing
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -235,6 +236,30 @@ func (m Redfish) open(ctx context.Context, env Env, rf *vpoolv1alpha1.RedfishFen
 	if open == nil {
 		open = DefaultBMCFactory
 	}
-	return open(redfish.Config{Endpoint: rf.Endpoint, SystemID: rf.SystemID, Username: user, Password: pass,
-		InsecureSkipVerify: rf.InsecureSkipVerify})
+	cfg := redfish.Config{Endpoint: rf.Endpoint, SystemID: rf.SystemID, Username: user, Password: pass,
+		InsecureSkipVerify: rf.InsecureSkipVerify}
+	if ref := rf.CABundleSecretRef; ref != nil {
+		if cfg.RootCAs, err = caBundle(ctx, env, ref.Name); err != nil {
+			return nil, err
+		}
+	}
+	return open(cfg)
 }
+
+// caBundle is the pool of the PEM certificates in the `ca.crt` entry of
+// Secret name (spec.fencing.redfish.caBundleSecretRef).
+func caBundle(ctx context.Context, env Env, name string) (*x509.CertPool, error) {
+	data, err := env.Secret(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("reading spec.fencing.redfish.caBundleSecretRef %s: %w", name, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data[CABundleKey]) {
+		return nil, fmt.Errorf("secret %s (spec.fencing.redfish.caBundleSecretRef) has no PEM certificate in its %q entry", name, CABundleKey)
+	}
+	return pool, nil
+}
+
+// CABundleKey is the entry of a CA bundle Secret that holds the PEM
+// certificates.
+const CABundleKey = "ca.crt"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,9 @@ type Config struct {
 	// self-signed certificates, but without verification anyone on the
 	// path can impersonate the BMC and collect the credentials.
 	InsecureSkipVerify bool
+	// RootCAs, when set, are the only CAs a BMC certificate may chain to (a
+	// private CA); nil means the system's roots.
+	RootCAs *x509.CertPool
 	// Timeout bounds each request, including reading the answer. Zero means
 	// DefaultTimeout.
 	Timeout time.Duration
@@ -98,6 +102,7 @@ func New(cfg Config) (*Client, error) {
 					MinVersion: tls.VersionTLS12,
 					// Explicit opt-in for self-signed BMCs; see Config.
 					InsecureSkipVerify: cfg.InsecureSkipVerify,
+					RootCAs:            cfg.RootCAs,
 				},
 				MaxIdleConnsPerHost: 2,
 				IdleConnTimeout:     90 * time.Second,

@@ -2,6 +2,7 @@ package bmcsim
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"log"
 	"net/http"
@@ -128,6 +129,12 @@ func (b *BMC) URL() string { return b.srv.URL }
 
 // Client returns an HTTP client that trusts the BMC's certificate.
 func (b *BMC) Client() *http.Client { return b.srv.Client() }
+
+// CertificatePEM is the BMC's self-signed certificate, PEM-encoded: what a
+// private CA bundle holds.
+func (b *BMC) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.srv.Certificate().Raw})
+}
 
 // CertPool returns a pool holding the BMC's self-signed certificate, for
 // clients that build their own TLS configuration.
