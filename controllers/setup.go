@@ -103,7 +103,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 			return fmt.Errorf("setting up %T: %w", r, err)
 		}
 	}
-	return nil
+	return mgr.Add(&APIReachWatch{Config: mgr.GetConfig(), Recount: opts.Tracker.Recount(), Clock: opts.Clock,
+		Log: mgr.GetLogger().WithName("api-reach")})
 }
 
 func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {

@@ -23,7 +23,15 @@ var (
 	})
 )
 
-func init() { crmetrics.Registry.MustRegister(OutageRiddenOut, OutageHosts) }
+// OperatorOutage is how long the operator itself could not reach the API
+// server, each time it could again (its hosts' silence then counts afresh).
+var OperatorOutage = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "poolkeeper_operator_api_outage_seconds",
+	Help:    "How long the operator could not reach the API server, observed when it could again (every pool's silence then counts afresh).",
+	Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+})
+
+func init() { crmetrics.Registry.MustRegister(OutageRiddenOut, OutageHosts, OperatorOutage) }
 
 // ObserveOutageRiddenOut records an outage ridden out: held for d, with
 // hosts stale at its peak.

@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"github.com/poolkeeper/poolkeeper/internal/metrics"
+)
+
+// Defaults of APIReachWatch.
+const (
+	DefaultReachInterval = time.Second
+	DefaultReachTimeout  = 5 * time.Second
+)
+
+// APIReachWatch is a manager Runnable that follows whether this operator
+// reaches the API server: it asks for /readyz every Interval, each request
+// bounded by Timeout (liveness.Reach). When it reaches the API server again
+// after it could not, every pool's silence counts afresh from that moment
+// (liveness.Recount.Outage, DESIGN.md "Control-plane outages"): meanwhile its
+// cache may have missed renewals, and a host that rode out the outage must
+// never be counted fenced on a safe time computed from before it. Every
+// replica runs it: each has its own view.
+type APIReachWatch struct {
+	// Probe asks the API server once; nil means GET /readyz with Config.
+	Probe   func(ctx context.Context) error
+	Config  *rest.Config
+	Recount *liveness.Recount
+	Clock   clock.PassiveClock
+	// Interval and Timeout: DefaultReachInterval and DefaultReachTimeout
+	// when zero.
+	Interval, Timeout time.Duration
+	Log               logr.Logger
+}
+
+// NeedLeaderElection implements LeaderElectionRunnable: every replica probes.
+func (w *APIReachWatch) NeedLeaderElection() bool { return false }
+
+// Start probes until ctx ends.
+func (w *APIReachWatch) Start(ctx context.Context) error {
+	probe, err := w.probe()
+	if err != nil {
+		return err
+	}
+	interval, timeout := cmpOr(w.Interval, DefaultReachInterval), cmpOr(w.Timeout, DefaultReachTimeout)
+	var reach liveness.Reach
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		sent := w.Clock.Now()
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		perr := probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch ch := reach.Probe(sent, perr == nil); {
+		case ch.Began:
+			w.Log.Info("The API server does not answer this operator; once it does, every host's silence counts afresh", "error", perr.Error())
+		case ch.Ended:
+			end := w.Clock.Now()
+			w.Recount.Outage(end)
+			metrics.OperatorOutage.Observe(end.Sub(ch.Since).Seconds())
+			w.Log.Info("The API server answers again: every host's silence counts afresh from now", "unreachableFor", end.Sub(ch.Since).String())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (w *APIReachWatch) probe() (func(context.Context) error, error) {
+	if w.Probe != nil {
+		return w.Probe, nil
+	}
+	cs, err := kubernetes.NewForConfig(w.Config)
+	if err != nil {
+		return nil, err
+	}
+	rc := cs.Discovery().RESTClient()
+	return func(ctx context.Context) error {
+		return rc.Get().AbsPath("/readyz").Do(ctx).Error()
+	}, nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}

@@ -1,0 +1,58 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+
+	"github.com/poolkeeper/poolkeeper/internal/liveness"
+)
+
+// While the operator cannot reach the API server nothing is recounted; the
+// first probe that reaches it again makes every pool's silence count from
+// then.
+func TestAPIReachWatchRecountsAfterAnOutage(t *testing.T) {
+	var down atomic.Bool
+	rc := liveness.NewRecount()
+	w := &APIReachWatch{Recount: rc, Clock: clock.RealClock{}, Interval: 5 * time.Millisecond, Log: logr.Discard(),
+		Probe: func(context.Context) error {
+			if down.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(30 * time.Millisecond)
+	if from, _ := rc.From("ns/p"); !from.IsZero() {
+		t.Fatalf("recounted from %v with the API server reachable all along", from)
+	}
+	down.Store(true)
+	time.Sleep(30 * time.Millisecond)
+	if from, _ := rc.From("ns/p"); !from.IsZero() {
+		t.Fatalf("recounted from %v while the API server is still unreachable", from)
+	}
+	back := time.Now()
+	down.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if from, _ := rc.From("ns/p"); !from.IsZero() {
+			if from.Before(back) {
+				t.Fatalf("recounted from %v, before the API server answered again at %v", from, back)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no recount after the API server answered again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
