@@ -27,3 +27,12 @@ func onChange[T client.Object](changed func(o, n T) bool) predicate.Funcs {
 func phaseChanged() predicate.Funcs {
 	return onChange(func(o, n *vpoolv1alpha1.Host) bool { return o.Status.Phase != n.Status.Phase })
 }
+
+// residencyOfHostChanged passes what the VMs resident on a Host are judged
+// by: its phase, and the boot it reports (a new boot, even while Live, runs
+// none of the VMs placed on the one before: HostRebooted).
+func residencyOfHostChanged() predicate.Funcs {
+	return onChange(func(o, n *vpoolv1alpha1.Host) bool {
+		return o.Status.Phase != n.Status.Phase || o.Status.BootID != n.Status.BootID
+	})
+}

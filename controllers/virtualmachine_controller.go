@@ -83,7 +83,7 @@ type vmScope struct {
 func (r *VirtualMachineReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		For(&vpoolv1alpha1.VirtualMachine{}).
-		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnHost), builder.WithPredicates(phaseChanged())).
+		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnHost), builder.WithPredicates(residencyOfHostChanged())).
 		Watches(&vpoolv1alpha1.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsForDisk), builder.WithPredicates(lockChanged())).
 		Watches(&vpoolv1alpha1.Pool{}, membersOfPool(r.Client, func() client.ObjectList { return &vpoolv1alpha1.VirtualMachineList{} })).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
