@@ -155,7 +155,8 @@ YAML
   kubectl wait -n "$ns" vpool/p --for=jsonpath='{.status.master}'="$master" --timeout=$WAIT >/dev/null
 }
 
-# vm NS NAME HOST: a Restart VM with a RW disk, preferring HOST.
+# vm NS NAME HOST [SPEC]: a Restart VM with a RW disk, preferring HOST;
+# SPEC: more lines of its spec (YAML, indented by two spaces).
 vm() {
   kubectl apply -n "$1" -f - >/dev/null <<YAML
 apiVersion: vpool.poolkeeper.io/v1alpha1
@@ -172,7 +173,7 @@ spec:
   resources: {cpu: "1", memory: 1Gi}
   disks: [{name: root, virtualDisk: $2-root}]
   affinity: {host: $3}
-  ha: {restartPriority: Restart}
+  ha: {restartPriority: Restart}${4:-}
 YAML
 }
 

@@ -157,22 +157,7 @@ dr_vm() {
   [[ -n "${4:-}" ]] && app="
   applianceRef: {name: shop}
   startOrder: $4"
-  kubectl apply -n "$1" -f - >/dev/null <<YAML
-apiVersion: vpool.poolkeeper.io/v1alpha1
-kind: VirtualDisk
-metadata: {name: $2-root}
-spec: {poolRef: {name: p}, storageRepository: nfs, size: 10Gi}
----
-apiVersion: vpool.poolkeeper.io/v1alpha1
-kind: VirtualMachine
-metadata: {name: $2}
-spec:
-  poolRef: {name: p}
-  powerState: Running
-  resources: {cpu: "1", memory: 1Gi}
-  disks: [{name: root, virtualDisk: $2-root}]
-  affinity: {host: $3}$app
-YAML
+  vm "$1" "$2" "$3" "$app"
 }
 
 # vm_field NS VM JSONPATH

@@ -95,6 +95,9 @@ scenario_outage_api_freeze() {
   outage_pool "$ns"
   freeze kube-apiserver $f
   ridden_out "$ns" "after a ${f}s API server freeze"
+  # The operator saw its own outage too, and counts every host afresh after it.
+  grep -q '"The API server answers again: every host.s silence counts afresh from now"' "$work/manager.log" ||
+    die "the manager did not log the end of its own outage (see $work/manager.log)"
   log "API server frozen ${f}s (timeout $T, heartbeat SR): answering again ${back} after the resume; 0 VMs stopped, 0 hosts fenced, a b c still on h1 h2 h3; $n_granted exemptions granted; Host events: $host_reasons"
 }
 
