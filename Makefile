@@ -70,7 +70,7 @@ e2e: build ## Run the end-to-end scenarios on real processes, driven with kubect
 
 .PHONY: bench
 bench: ## Run the benchmarks and print their figures.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-toolchain.sh)" $(GO) test ./... -run '^$$' -bench . -benchtime 1x $(TESTFLAGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-toolchain.sh)" $(GO) test ./... -run '^$$' -bench . -benchtime 1x -timeout 60m $(TESTFLAGS)
 
 ##@ Build
 

@@ -223,13 +223,7 @@ func (r *BackupLocationReconciler) sync(ctx context.Context, loc *vpoolv1alpha1.
 // nothing stored.
 func (r *BackupLocationReconciler) pruneGone(ctx context.Context, loc *vpoolv1alpha1.BackupLocation,
 	have []vpoolv1alpha1.PoolBackup, listing backup.Listing) error {
-	for i := range have {
-		pb := &have[i]
-		ref := pb.Spec.Storage.LocationRef
-		if ref == nil || ref.Name != loc.Name || pb.Status.Phase != vpoolv1alpha1.BackupCompleted || !pb.DeletionTimestamp.IsZero() ||
-			listing.Seen[backup.LocationKey(loc, pb)] {
-			continue
-		}
+	for _, pb := range goneBackups(loc, have, listing.Seen) {
 		if err := r.Delete(ctx, pb); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting PoolBackup %s/%s, whose object is gone: %w", pb.Namespace, pb.Name, err)
 		}
@@ -317,4 +311,19 @@ func syncedBackup(loc *vpoolv1alpha1.BackupLocation, sb backup.StoredBackup, nam
 		LocationRef: &vpoolv1alpha1.LocalObjectReference{Name: loc.Name}}
 	pb.Spec.Encryption.KeySecretRef.Name = keySecret
 	return pb
+}
+
+// goneBackups are the PoolBackups of have that pruneGone deletes: Completed,
+// of loc, not being deleted, and whose key the listing (seen) did not find.
+func goneBackups(loc *vpoolv1alpha1.BackupLocation, have []vpoolv1alpha1.PoolBackup, seen map[string]bool) []*vpoolv1alpha1.PoolBackup {
+	var gone []*vpoolv1alpha1.PoolBackup
+	for i := range have {
+		pb := &have[i]
+		ref := pb.Spec.Storage.LocationRef
+		if ref != nil && ref.Name == loc.Name && pb.Status.Phase == vpoolv1alpha1.BackupCompleted && pb.DeletionTimestamp.IsZero() &&
+			!seen[backup.LocationKey(loc, pb)] {
+			gone = append(gone, pb)
+		}
+	}
+	return gone
 }

@@ -40,3 +40,36 @@ func TestSyncDue(t *testing.T) {
 		})
 	}
 }
+
+// Only a Completed PoolBackup of this location whose object the listing
+// did not find is gone: not one of another location, not one still being
+// written, not one already being deleted, not one the listing found.
+func TestGoneBackups(t *testing.T) {
+	g := NewWithT(t)
+	loc := &vpoolv1alpha1.BackupLocation{ObjectMeta: metav1.ObjectMeta{Namespace: "dr", Name: "primary"}}
+	pb := func(name, location string, phase vpoolv1alpha1.PoolBackupPhase, deleting bool) vpoolv1alpha1.PoolBackup {
+		b := vpoolv1alpha1.PoolBackup{ObjectMeta: metav1.ObjectMeta{Namespace: "dr", Name: name,
+			Annotations: map[string]string{vpoolv1alpha1.AnnotationStoredKey: "site-a/" + name + ".pkdump"}}}
+		b.Spec.PoolRef.Name = "p"
+		b.Spec.Storage = vpoolv1alpha1.BackupStorage{Type: vpoolv1alpha1.StorageLocation, LocationRef: &vpoolv1alpha1.LocalObjectReference{Name: location}}
+		b.Status.Phase = phase
+		if deleting {
+			now := metav1.Now()
+			b.DeletionTimestamp = &now
+		}
+		return b
+	}
+	have := []vpoolv1alpha1.PoolBackup{
+		pb("kept", "primary", vpoolv1alpha1.BackupCompleted, false),
+		pb("pruned", "primary", vpoolv1alpha1.BackupCompleted, false),
+		pb("writing", "primary", vpoolv1alpha1.BackupInProgress, false),
+		pb("deleting", "primary", vpoolv1alpha1.BackupCompleted, true),
+		pb("elsewhere", "other", vpoolv1alpha1.BackupCompleted, false),
+	}
+	seen := map[string]bool{"site-a/kept.pkdump": true}
+	var names []string
+	for _, b := range goneBackups(loc, have, seen) {
+		names = append(names, b.Name)
+	}
+	g.Expect(names).To(ConsistOf("pruned"))
+}
