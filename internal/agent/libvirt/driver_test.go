@@ -216,6 +216,11 @@ func kvmWorks() bool {
 	if daemon.kvm != "" {
 		return daemon.kvm == "yes"
 	}
+	return devKVMOpens()
+}
+
+// devKVMOpens says whether this process can open /dev/kvm.
+func devKVMOpens() bool {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return false

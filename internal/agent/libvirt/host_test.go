@@ -20,7 +20,8 @@ import (
 // The driver tests run against a libvirt daemon of their own, started by
 // hack/libvirt-host.sh (one simulated host), or the daemon at
 // $POOLKEEPER_TEST_LIBVIRT_URI when set. A missing daemon fails the tests,
-// saying why.
+// saying why. TestKVMDomain brings up a second simulated host, with KVM
+// offered, and takes it down when it ends.
 
 const uriEnv = "POOLKEEPER_TEST_LIBVIRT_URI"
 
@@ -67,47 +68,75 @@ func startDaemon() {
 		daemon.uri = uri
 		return
 	}
-	script, err := filepath.Abs("../../../hack/libvirt-host.sh")
+	h, err := upHost(fmt.Sprintf("lvdrv%d", os.Getpid()))
 	if err != nil {
 		daemon.err = err.Error()
 		return
 	}
+	daemon.name, daemon.uri, daemon.kvm, daemon.down = h.name, h.uri, h.kvm, h.down
+}
+
+// simHost is a simulated host of hack/libvirt-host.sh this test binary
+// brought up.
+type simHost struct {
+	name, uri string
+	// kvm is the host's verdict on KVM: "yes" or "no" (ROOT/NAME/kvm).
+	kvm string
+	// down powers the host off and removes its files.
+	down func()
+}
+
+// hostScript is hack/libvirt-host.sh, or why it cannot be run.
+func hostScript() (string, error) {
+	script, err := filepath.Abs("../../../hack/libvirt-host.sh")
+	if err != nil {
+		return "", err
+	}
 	if _, err := os.Stat(script); err != nil {
-		daemon.err = fmt.Sprintf("libvirt driver tests need a libvirt daemon: %s is missing and $%s is unset", script, uriEnv)
-		return
+		return "", fmt.Errorf("libvirt driver tests need a libvirt daemon: %s is missing and $%s is unset", script, uriEnv)
 	}
-	name := fmt.Sprintf("lvdrv%d", os.Getpid())
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(script, "up", name)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		daemon.err = fmt.Sprintf("%s up %s: %v\n%s%s", script, name, err, stdout.String(), stderr.String())
-		return
+	return script, nil
+}
+
+// upHost brings simulated host name up, with env added to the script's
+// environment (e.g. POOLKEEPER_LIBVIRT_KVM=yes).
+func upHost(name string, env ...string) (simHost, error) {
+	script, err := hostScript()
+	if err != nil {
+		return simHost{}, err
 	}
-	daemon.name = name
-	daemon.down = func() {
+	h := simHost{name: name, down: func() {
 		if out, err := exec.Command(script, "down", name).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "%s down %s: %v\n%s", script, name, err, out)
 			return
 		}
 		// down keeps a host's disks for its next up; this one has none.
 		_ = os.RemoveAll(filepath.Join(libvirtRoot(), name))
+	}}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(script, "up", name)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), env...)
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		h.down() // what up left running
+		return simHost{}, fmt.Errorf("%s up %s: %v\n%s%s", script, name, err, stdout.String(), stderr.String())
 	}
 	if v, err := os.ReadFile(filepath.Join(libvirtRoot(), name, "kvm")); err == nil {
-		daemon.kvm = strings.TrimSpace(string(v))
+		h.kvm = strings.TrimSpace(string(v))
 	}
 	sc := bufio.NewScanner(&stdout)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "LIBVIRT_URI="); ok {
-			daemon.uri = v
+			h.uri = v
 		}
 	}
-	if daemon.uri == "" {
-		daemon.err = fmt.Sprintf("%s up %s printed no LIBVIRT_URI= line:\n%s", script, name, stdout.String())
-		return
+	if h.uri == "" {
+		h.down()
+		return simHost{}, fmt.Errorf("%s up %s printed no LIBVIRT_URI= line:\n%s", script, name, stdout.String())
 	}
-	fmt.Fprintf(os.Stderr, "libvirt test host %s up in %v: %s\n", name, time.Since(start).Round(time.Millisecond), daemon.uri)
+	fmt.Fprintf(os.Stderr, "libvirt test host %s up in %v: %s\n", name, time.Since(start).Round(time.Millisecond), h.uri)
+	return h, nil
 }
 
 // daemonDied says whether err, from a call on a connection to the test
@@ -127,7 +156,10 @@ func reviveDaemon(t *testing.T) {
 	if daemon.name == "" {
 		t.Fatalf("the daemon at $%s is gone", uriEnv)
 	}
-	script, _ := filepath.Abs("../../../hack/libvirt-host.sh")
+	script, err := hostScript()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command(script, "down", daemon.name).CombinedOutput(); err != nil {
 		t.Fatalf("%s down %s: %v\n%s", script, daemon.name, err, out)
 	}
