@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/agent"
 	"github.com/poolkeeper/poolkeeper/internal/agent/libvirt"
 	"github.com/poolkeeper/poolkeeper/internal/version"
@@ -185,7 +185,7 @@ func run() int {
 	}
 	a, err := agent.New(agent.Config{RESTConfig: cfg, Namespace: namespace, Host: host, Interval: interval,
 		Driver: d, DriverName: driver, BootID: bootID, Watchdog: wd, RequireWatchdog: driver != "sim", Log: log,
-		StatefileDir: statefileDir(driver, simStorageDir)})
+		StatefileDir: statefileDir(d, simStorageDir)})
 	if err != nil {
 		return usageError(err.Error())
 	}
@@ -273,12 +273,25 @@ func kernelBootID() (string, error) {
 }
 
 // statefileDir resolves a heartbeat SR to its statefile directory: with the
-// sim driver under --sim-storage-dir; nil (no statefile) otherwise for now.
-func statefileDir(driver, simStorageDir string) func(string) (string, error) {
-	if driver != "sim" || simStorageDir == "" {
-		return nil
+// sim driver under --sim-storage-dir; with libvirt in the target of the SR's
+// storage pool (spec.libvirt.storagePool), which the agent reads where the
+// daemon does (they run on the same host).
+func statefileDir(d agent.Driver, simStorageDir string) func(context.Context, *vpoolv1alpha1.StorageRepository) (string, error) {
+	switch d := d.(type) {
+	case *libvirt.Driver:
+		return func(ctx context.Context, sr *vpoolv1alpha1.StorageRepository) (string, error) {
+			if sr.Spec.Libvirt == nil || sr.Spec.Libvirt.StoragePool == "" {
+				return "", fmt.Errorf("StorageRepository %s has no spec.libvirt.storagePool: with the libvirt driver "+
+					"the heartbeat SR's statefile lives in that storage pool", sr.Name)
+			}
+			return d.StatefileDir(ctx, sr.Spec.Libvirt.StoragePool, sr.Namespace, sr.Spec.PoolRef.Name)
+		}
+	case *agent.SimDriver:
+		if simStorageDir != "" {
+			return agent.SimStatefileDir(simStorageDir)
+		}
 	}
-	return func(sr string) (string, error) { return filepath.Join(simStorageDir, sr, "statefile"), nil }
+	return nil
 }
 
 // serveMetrics serves agent.Metrics and the Go runtime's and process's

@@ -63,8 +63,9 @@ type Config struct {
 	Clock clock.WithTicker
 	// StatefileDir resolves the pool's heartbeat SR to the directory of its
 	// statefile on this host (nil: no statefile; a control-plane outage
-	// then stops the VMs as without a heartbeat SR).
-	StatefileDir func(storageRepository string) (string, error)
+	// then stops the VMs as without a heartbeat SR). The agent follows the
+	// pool's setting while it runs (see followStatefile).
+	StatefileDir func(ctx context.Context, sr *vpoolv1alpha1.StorageRepository) (string, error)
 	// Log receives the agent's logs.
 	Log logr.Logger
 }
@@ -102,7 +103,8 @@ type Agent struct {
 	wake chan struct{}
 	// petter pets the watchdog; nil without one.
 	petter *petter
-	// surv is the heartbeat SR's statefile; nil without one.
+	// surv is the heartbeat SR's statefile; nil when the agent has no way to
+	// reach one (Config.StatefileDir nil).
 	surv *survival
 
 	hostState
@@ -178,7 +180,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
-	if a.openStatefile(ctx, log, host.Spec.PoolRef.Name); a.surv != nil {
+	if a.cfg.StatefileDir != nil {
+		a.surv = &survival{boot: a.cfg.BootID}
 		a.publish(true)
 		stopped := make(chan struct{})
 		go func() { defer close(stopped); a.runStatefile(ctx, log, host.Spec.PoolRef.Name) }()
@@ -270,7 +273,7 @@ func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 	rctx, cancel := context.WithTimeout(ctx, a.interval+liveness.SelfFenceAfter(a.timeout))
 	if a.holding {
 		deadline := a.deadline()
-		if a.surv != nil {
+		if a.hasStatefile() {
 			// Each attempt is bounded by an interval, so the statefile says
 			// within one that this host cannot reach the API server.
 			if bound := start.Add(a.interval); bound.Before(deadline) {

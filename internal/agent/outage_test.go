@@ -1,9 +1,11 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/url"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,16 +20,19 @@ import (
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/agent"
+	"github.com/poolkeeper/poolkeeper/internal/agent/statefile"
 	"github.com/poolkeeper/poolkeeper/internal/testutil"
 )
 
 // outageHost is one in-process agent of the outage tests, behind its own
 // proxy to the API server.
 type outageHost struct {
-	name   string
-	proxy  *testutil.Proxy
-	driver *agent.SimDriver
-	stop   func() error
+	name string
+	// storage stands for the pool's shared storage (--sim-storage-dir).
+	storage string
+	proxy   *testutil.Proxy
+	driver  *agent.SimDriver
+	stop    func() error
 }
 
 func (h *outageHost) running() []string {
@@ -97,10 +102,10 @@ func startOutageHosts(t *testing.T, ns string, hosts ...string) []*outageHost {
 		t.Fatal(err)
 	}
 	storage := t.TempDir()
-	statefileDir := func(sr string) (string, error) { return filepath.Join(storage, sr, "statefile"), nil }
+	statefileDir := agent.SimStatefileDir(storage)
 	var out []*outageHost
 	for _, name := range hosts {
-		h := &outageHost{name: name, proxy: testutil.NewProxy(t, u.Host), driver: agent.NewSimDriver()}
+		h := &outageHost{name: name, storage: storage, proxy: testutil.NewProxy(t, u.Host), driver: agent.NewSimDriver()}
 		cfg := rest.CopyConfig(restConfig)
 		cfg.Host = "https://" + h.proxy.Addr()
 		cfg.Timeout = time.Second
@@ -174,5 +179,89 @@ func TestOutageRiddenOutWithStatefile(t *testing.T) {
 		"h2 and h3, connected, keep their VMs")
 	for _, h := range hosts[1:] {
 		g.Expect(h.stop()).To(Succeed(), "%s's Run ends without a self-fence", h.name)
+	}
+}
+
+// slot is the raw block of a host's slot in the statefile of heartbeat SR
+// sr (nil when there is none).
+func (h *outageHost) slot(sr string) []byte {
+	b, _ := os.ReadFile(filepath.Join(h.storage, sr, "statefile", h.name+".slot"))
+	return b
+}
+
+// setHeartbeatSR sets (or with "" clears) the pool's heartbeat SR.
+func setHeartbeatSR(t *testing.T, ns, sr string) {
+	t.Helper()
+	pool := &vpoolv1alpha1.Pool{}
+	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "p"}, pool); err != nil {
+		t.Fatal(err)
+	}
+	pool.Spec.HA.HeartbeatStorageRepository = sr
+	if err := k8s.Update(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The agents follow the pool's heartbeat SR while they run: set on a pool
+// whose agents started without one, it is written at once and carries them
+// through a whole-pool cut-off; cleared, it is no longer written, and a
+// whole-pool cut-off then stops every VM, as without a heartbeat SR.
+func TestHeartbeatSRFollowedWhileRunning(t *testing.T) {
+	g := NewWithT(t)
+	const timeout = 2 * time.Second
+	names := []string{"h1", "h2", "h3"}
+	ns := setupOutagePool(t, timeout, names...)
+	setHeartbeatSR(t, ns, "")
+	hosts := startOutageHosts(t, ns, names...)
+	for _, h := range hosts {
+		g.Eventually(h.running, 20*time.Second, 50*time.Millisecond).Should(ConsistOf("vm-"+h.name),
+			"%s starts the VM placed on it", h.name)
+	}
+	g.Consistently(func() []byte { return hosts[0].slot("hb") }, timeout, 50*time.Millisecond).Should(BeNil(),
+		"no heartbeat SR: no statefile is written")
+
+	setHeartbeatSR(t, ns, "hb")
+	for _, h := range hosts {
+		g.Eventually(func() int { return len(h.slot("hb")) }, 10*time.Second, 50*time.Millisecond).
+			Should(Equal(statefile.BlockSize), "%s writes its slot once the pool names a heartbeat SR", h.name)
+	}
+	for _, h := range hosts {
+		h.proxy.Cut()
+	}
+	g.Consistently(func() [][]string {
+		var r [][]string
+		for _, h := range hosts {
+			r = append(r, h.running())
+		}
+		return r
+	}, 3*timeout, 50*time.Millisecond).Should(Equal([][]string{{"vm-h1"}, {"vm-h2"}, {"vm-h3"}}),
+		"the heartbeat SR set while the agents ran carries them through a whole-pool cut-off")
+	restored := make(map[string]time.Time, len(hosts))
+	for _, h := range hosts {
+		restored[h.name] = renewTime(ns, h.name)
+		h.proxy.Restore()
+	}
+	for _, h := range hosts {
+		g.Eventually(func() bool { return renewTime(ns, h.name).After(restored[h.name]) }, 20*time.Second,
+			50*time.Millisecond).Should(BeTrue(), "%s renews once connected again", h.name)
+	}
+
+	setHeartbeatSR(t, ns, "")
+	for _, h := range hosts {
+		g.Eventually(func() bool {
+			before := h.slot("hb")
+			time.Sleep(timeout / 2) // two statefile periods at the 200 ms interval, and more
+			return bytes.Equal(before, h.slot("hb"))
+		}, 10*time.Second, 10*time.Millisecond).Should(BeTrue(), "%s stops writing its slot once the heartbeat SR is cleared", h.name)
+		g.Expect(h.running()).To(ConsistOf("vm-"+h.name), "%s keeps its VM meanwhile", h.name)
+	}
+	for _, h := range hosts {
+		h.proxy.Cut()
+	}
+	for _, h := range hosts {
+		g.Eventually(h.running, 20*time.Second, 50*time.Millisecond).Should(BeEmpty(),
+			"without the heartbeat SR %s self-fences in a whole-pool cut-off", h.name)
+		err := h.stop()
+		g.Expect(errors.Is(err, agent.ErrSelfFenced)).To(BeTrue(), "%s's Run returns ErrSelfFenced, got %v", h.name, err)
 	}
 }

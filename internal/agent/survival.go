@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -21,11 +23,17 @@ import (
 // it. The heartbeat loop publishes its renewals here (publish); the
 // statefile goroutine reads them under mu.
 type survival struct {
-	dir   *statefile.Dir
 	peers statefile.Peers
 	boot  string
+	// key names the statefile the pool's settings called for when last
+	// followed, lastErr the last error opening it; both are the statefile
+	// goroutine's own.
+	key, lastErr string
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// dir is the open statefile; nil while the pool has none (or it cannot
+	// be opened). Only the statefile goroutine changes it.
+	dir     *statefile.Dir
 	lastOK  time.Time
 	reached bool
 	timeout time.Duration
@@ -62,35 +70,106 @@ func (a *Agent) publish(reached bool) {
 	s.mu.Unlock()
 }
 
-// openStatefile opens the pool's heartbeat SR statefile, if the pool has
-// one and this agent can reach its storage.
-func (a *Agent) openStatefile(ctx context.Context, log logr.Logger, poolName string) {
+// SimStatefileDir is Config.StatefileDir for the sim driver: the statefile
+// of a heartbeat SR is root/<SR>/statefile, root standing in for the shared
+// storage of the pool's shared SRs (--sim-storage-dir).
+func SimStatefileDir(root string) func(context.Context, *vpoolv1alpha1.StorageRepository) (string, error) {
+	return func(_ context.Context, sr *vpoolv1alpha1.StorageRepository) (string, error) {
+		return filepath.Join(root, sr.Name, "statefile"), nil
+	}
+}
+
+// statefileKey says which statefile the pool's settings call for: the
+// heartbeat SR's name, uid and generation, so that an edited SR (another
+// storage pool) or another SR is opened afresh. Empty: none (HA off, no
+// heartbeat SR, or the SR not readable yet).
+func (a *Agent) statefileKey(ctx context.Context, poolName string) (string, *vpoolv1alpha1.StorageRepository) {
 	pool := &vpoolv1alpha1.Pool{}
-	if a.cfg.StatefileDir == nil || a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: poolName}, pool) != nil {
+	if a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: poolName}, pool) != nil {
+		return "", nil
+	}
+	name := pool.Effective().HA.HeartbeatStorageRepository
+	if name == "" || !pool.Effective().HA.Enabled {
+		return "", nil
+	}
+	sr := &vpoolv1alpha1.StorageRepository{}
+	if a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: name}, sr) != nil {
+		// Not created yet (the Pool says so in HeartbeatStorage): the
+		// resolver decides from the name alone whether it can find it.
+		sr = &vpoolv1alpha1.StorageRepository{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: a.cfg.Namespace}}
+		sr.Spec.PoolRef.Name = poolName
+		return "missing/" + name, sr
+	}
+	return fmt.Sprintf("%s/%s/%d", name, sr.UID, sr.Generation), sr
+}
+
+// followStatefile opens, closes or reopens the statefile as the pool's
+// heartbeat SR setting says, read from the agent's cache at every period:
+// setting spec.ha.heartbeatStorageRepository, clearing it or pointing it at
+// another SR (or editing that SR's storage pool) takes effect while the
+// agent runs. An SR whose statefile cannot be opened is tried again every
+// period, its error logged once.
+func (a *Agent) followStatefile(ctx context.Context, log logr.Logger, poolName string) {
+	s := a.surv
+	key, sr := a.statefileKey(ctx, poolName)
+	if key == s.key && (s.dir != nil || key == "") {
 		return
 	}
-	sr := pool.Effective().HA.HeartbeatStorageRepository
-	if sr == "" || !pool.Effective().HA.Enabled {
+	if s.dir != nil {
+		_ = s.dir.Close()
+		s.mu.Lock()
+		// The last confirmation's bound stays: it rests on a read made.
+		s.dir, s.exempt = nil, false
+		s.mu.Unlock()
+		if key == "" {
+			log.Info("Warning: the pool no longer has a heartbeat SR: a control-plane outage longer than the heartbeat " +
+				"timeout stops this host's VMs")
+		}
+	}
+	s.key = key
+	if key == "" {
 		return
 	}
-	path, err := a.cfg.StatefileDir(sr)
-	if err == nil {
+	var path string
+	var err error
+	if path, err = a.cfg.StatefileDir(ctx, sr); err == nil {
 		var dir *statefile.Dir
 		if dir, err = statefile.Open(path, a.cfg.Host); err == nil {
-			a.surv = &survival{dir: dir, boot: a.cfg.BootID}
-			log.Info("Statefile on the heartbeat SR", "storageRepository", sr, "path", path, "oDirect", dir.Direct())
+			s.mu.Lock()
+			s.dir = dir
+			s.mu.Unlock()
+			s.lastErr = ""
+			log.Info("Statefile on the heartbeat SR", "storageRepository", sr.Name, "path", path, "oDirect", dir.Direct())
 			return
 		}
 	}
-	log.Info("Warning: the heartbeat SR's statefile cannot be opened: a control-plane outage stops this host's VMs",
-		"storageRepository", sr, "error", err.Error())
+	if err.Error() != s.lastErr {
+		s.lastErr = err.Error()
+		log.Info("Warning: the heartbeat SR's statefile cannot be opened: a control-plane outage stops this host's VMs",
+			"storageRepository", sr.Name, "error", err.Error())
+	}
 }
 
-// runStatefile writes this host's slot and reads the others' every period
-// until ctx is done.
+// hasStatefile reports whether a statefile is open.
+func (a *Agent) hasStatefile() bool {
+	s := a.surv
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dir != nil
+}
+
+// runStatefile follows the pool's heartbeat SR, and while it has one writes
+// this host's slot and reads the others' every period, until ctx is done.
 func (a *Agent) runStatefile(ctx context.Context, log logr.Logger, poolName string) {
 	s := a.surv
-	defer func() { _ = s.dir.Close() }()
+	defer func() {
+		if s.dir != nil {
+			_ = s.dir.Close()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		period := s.period
@@ -98,7 +177,10 @@ func (a *Agent) runStatefile(ctx context.Context, log logr.Logger, poolName stri
 		if period <= 0 {
 			period = time.Second
 		}
-		a.statefileStep(ctx, log, poolName)
+		a.followStatefile(ctx, log, poolName)
+		if s.dir != nil {
+			a.statefileStep(ctx, log, poolName)
+		}
 		select {
 		case <-ctx.Done():
 			return
