@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -158,7 +160,7 @@ func (a *Agent) reportAttachment(ctx context.Context, log logr.Logger, sr *vpool
 func (a *Agent) fieldOwner() string { return "poolkeeper-agent-" + a.cfg.Host }
 
 // diskFor builds the driver's disk for d of vm, creating its volume on first
-// attach. notReady says why the VM cannot start here yet (empty when it can).
+// attach (volumeOf). notReady says why the VM cannot start here yet (empty when it can).
 func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk,
 	plugged map[string]attachment) (disk Disk, notReady string, err error) {
 	disk = Disk{Name: d.Name, VirtualDisk: d.VirtualDisk, Mode: string(d.Mode)}
@@ -193,9 +195,9 @@ func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d
 		return disk, "", nil
 	}
 	disk.StoragePool = at.storagePool
-	key, err := plugger.EnsureVolume(ctx, at.storagePool, vdi.Name, vdi.Spec.Size.Value())
-	if err != nil {
-		return disk, "", fmt.Errorf("creating the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, at.storagePool, err)
+	key, notReady, err := volumeOf(ctx, plugger, vdi, at.storagePool)
+	if err != nil || notReady != "" {
+		return disk, notReady, err
 	}
 	disk.Volume = key
 	if vdi.Status.Volume != key {
@@ -206,6 +208,60 @@ func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d
 		}
 	}
 	return disk, "", nil
+}
+
+// VolumeName is the name of a VDI's volume in its SR's storage pool:
+// <namespace>_<vdi>, as a VM's domain is <namespace>_<vm>, so that VDIs of
+// one name in two namespaces whose SRs share a storage pool never share a
+// volume. Neither a namespace nor a VDI name can hold "_".
+func VolumeName(namespace, vdi string) string { return namespace + "_" + vdi }
+
+// VolumeFinder is a StoragePlugger that finds a VDI's recorded volume again
+// without creating one.
+type VolumeFinder interface {
+	// FindVolume returns the key of the volume of storagePool whose key is
+	// key, else of the first of names there; ok is false when there is
+	// none.
+	FindVolume(ctx context.Context, storagePool, key string, names ...string) (found string, ok bool, err error)
+}
+
+// volumeOf is the key of vdi's volume in storagePool. A VDI with no
+// status.volume gets its volume, VolumeName, created with spec.size when
+// missing. A VDI with one keeps it: the recorded key when storagePool holds
+// it, else (the SR's storage restored elsewhere, the same names under new
+// keys) the volume of its name there, VolumeName or, for a volume created
+// before volumes were named after their namespace, whose key ends with it,
+// the VDI's name; it never gets a new, empty volume. With a driver that
+// cannot look a volume up (no VolumeFinder) the recorded key is used as it
+// is. notReady says why there is no volume yet.
+func volumeOf(ctx context.Context, plugger StoragePlugger, vdi *vpoolv1alpha1.VirtualDisk, storagePool string) (key, notReady string, err error) {
+	name := VolumeName(vdi.Namespace, vdi.Name)
+	recorded := vdi.Status.Volume
+	if recorded == "" {
+		key, err := plugger.EnsureVolume(ctx, storagePool, name, vdi.Spec.Size.Value())
+		if err != nil {
+			return "", "", fmt.Errorf("creating the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, storagePool, err)
+		}
+		return key, "", nil
+	}
+	finder, ok := plugger.(VolumeFinder)
+	if !ok {
+		return recorded, "", nil
+	}
+	names := []string{name}
+	if path.Base(recorded) == vdi.Name {
+		names = append(names, vdi.Name)
+	}
+	key, ok, err = finder.FindVolume(ctx, storagePool, recorded, names...)
+	if err != nil {
+		return "", "", fmt.Errorf("looking up the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, storagePool, err)
+	}
+	if !ok {
+		return "", fmt.Sprintf("the volume of VirtualDisk %s (status.volume %s) is not in storage pool %s on this host, "+
+			"nor a volume named %s: no new empty volume is made for a VDI that has one", vdi.Name, recorded, storagePool,
+			strings.Join(names, " or ")), nil
+	}
+	return key, "", nil
 }
 
 // hostNetworks lists the networks this host offers: the driver's, or the

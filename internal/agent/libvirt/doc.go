@@ -52,13 +52,16 @@
 // vdb ... in spec order, virtio; the first disk boots unless the VM has a
 // direct kernel boot.
 //
-// EnsureVolume creates raw volumes, sparse in file-backed pools: raw works
-// on every pool type (dir, fs, netfs, logical, rbd), has no metadata for two
-// writers to corrupt, and the host can read a guest's writes directly. It
-// returns the volume's key, libvirt's stable name for it (the file's path
-// in a dir pool, an LV's UUID, a LUN's WWN), which Start looks up again,
-// falling back to the VDI's name in the disk's pool when the key is not
-// there (the SR moved to other storage).
+// A VDI's volume is named <namespace>_<vdi> (agent.VolumeName), as domains
+// are, so that two namespaces' VDIs of one name never share a volume of a
+// storage pool their SRs share. EnsureVolume creates raw volumes, sparse in
+// file-backed pools: raw works on every pool type (dir, fs, netfs, logical,
+// rbd), has no metadata for two writers to corrupt, and the host can read a
+// guest's writes directly. It returns the volume's key, libvirt's stable
+// name for it (the file's path in a dir pool, an LV's UUID, a LUN's WWN),
+// which FindVolume and Start look up again, falling back to the volume's
+// name in the disk's pool when the key is not there (the SR moved to other
+// storage); neither creates a volume.
 //
 // # Connection
 //

@@ -86,6 +86,7 @@ var (
 	_ agent.PowerStater    = (*Driver)(nil)
 	_ agent.Notifier       = (*Driver)(nil)
 	_ agent.StoragePlugger = (*Driver)(nil)
+	_ agent.VolumeFinder   = (*Driver)(nil)
 	_ agent.NetworkLister  = (*Driver)(nil)
 	_ agent.Closer         = (*Driver)(nil)
 )
@@ -425,7 +426,7 @@ func (d *Driver) Start(_ context.Context, vm agent.VM) (err error) {
 		s.ConsoleLog = filepath.Join(d.opts.ConsoleLogDir, name+".log")
 	}
 	for _, disk := range vm.Disks {
-		src, err := resolveDisk(conn, disk)
+		src, err := resolveDisk(conn, vm.Namespace, disk)
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,14 @@ import (
 func testNamespace(t *testing.T, raw *golibvirt.Libvirt) string {
 	t.Helper()
 	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	cleanupNamespace(t, raw, ns)
+	return ns
+}
+
+// cleanupNamespace destroys the domains of namespace ns when the test ends,
+// whatever happened.
+func cleanupNamespace(t *testing.T, raw *golibvirt.Libvirt, ns string) {
+	t.Helper()
 	t.Cleanup(func() {
 		doms, _, err := raw.ConnectListAllDomains(1, 0)
 		if daemonDied(err) {
@@ -45,7 +53,6 @@ func testNamespace(t *testing.T, raw *golibvirt.Libvirt) string {
 			}
 		}
 	})
-	return ns
 }
 
 // fixture is a test's daemon, its own connection to it and its namespace.
@@ -678,6 +685,113 @@ func TestStorage(t *testing.T) {
 	}
 }
 
+// sharedPool is the daemon's storage pool shared (hack/libvirt-host.sh's
+// storage shared by every host) when it is active, else its first dir pool.
+func sharedPool(t *testing.T, raw *golibvirt.Libvirt) string {
+	t.Helper()
+	if p, err := raw.StoragePoolLookupByName("shared"); err == nil {
+		if a, err := raw.StoragePoolIsActive(p); err == nil && a == 1 {
+			return p.Name
+		}
+	}
+	pool, _ := testPool(t, raw)
+	return pool
+}
+
+// TestVolumesOfTwoNamespaces has two namespaces' agents on one host, whose
+// SRs share a storage pool: their VDIs of one name get two volumes, and
+// each VM's QEMU opens its own. FindVolume finds a recorded volume by its
+// key, else by its name, and creates none.
+func TestVolumesOfTwoNamespaces(t *testing.T) {
+	f := newFixture(t)
+	raw, ns1 := f.raw, f.ns
+	ns2 := ns1 + "-b"
+	cleanupNamespace(t, raw, ns2)
+	ctx := context.Background()
+	pool := sharedPool(t, raw)
+	drivers := map[string]*Driver{ns1: f.driver(t, "h1", "boot-1"), ns2: newDriver(t, f.uri, ns2, "h1", "boot-1")}
+	keys := map[string]string{}
+	for _, ns := range []string{ns1, ns2} {
+		key, err := drivers[ns].EnsureVolume(ctx, pool, agent.VolumeName(ns, "root"), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleteVolume(t, raw, key)
+		keys[ns] = key
+		vm := testVM(ns, "vm1")
+		vm.Disks = []agent.Disk{{Name: "root", VirtualDisk: "root", Mode: "RW", StoragePool: pool, Volume: key}}
+		if err := drivers[ns].Start(ctx, vm); err != nil {
+			t.Fatal(err)
+		}
+		x := liveXML(t, raw, DomainName(ns, "vm1"))
+		if len(x.Devices.Disks) != 1 || x.Devices.Disks[0].Source.Volume == nil ||
+			x.Devices.Disks[0].Source.Volume.Pool != pool || x.Devices.Disks[0].Source.Volume.Volume != agent.VolumeName(ns, "root") {
+			t.Errorf("domain %s's disks %+v, want volume %s of pool %s", DomainName(ns, "vm1"), x.Devices.Disks,
+				agent.VolumeName(ns, "root"), pool)
+		}
+	}
+	t.Logf("VDI root of namespaces %s and %s in storage pool %s: volumes %s and %s", ns1, ns2, pool, keys[ns1], keys[ns2])
+	if keys[ns1] == keys[ns2] {
+		t.Fatalf("both namespaces' VDI root have volume %s", keys[ns1])
+	}
+	if strings.HasPrefix(keys[ns1], "/") { // a file: each QEMU opens its own
+		for ns, other := range map[string]string{ns1: ns2, ns2: ns1} {
+			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", qemuPID(t, DomainName(ns, "vm1"))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(cmdline), keys[ns]) || strings.Contains(string(cmdline), keys[other]) {
+				t.Errorf("QEMU of %s opens %q, want %s and not %s", DomainName(ns, "vm1"), cmdline, keys[ns], keys[other])
+			}
+		}
+	}
+
+	d := drivers[ns1]
+	for _, tc := range []struct {
+		what, key string
+		names     []string
+		want      string
+	}{
+		{"by its recorded key", keys[ns1], []string{agent.VolumeName(ns1, "other")}, keys[ns1]},
+		{"by name, its key gone", "/old-storage/" + agent.VolumeName(ns1, "root"),
+			[]string{agent.VolumeName(ns1, "none"), agent.VolumeName(ns1, "root")}, keys[ns1]},
+		{"nowhere", "/old-storage/" + agent.VolumeName(ns1, "lost"), []string{agent.VolumeName(ns1, "lost")}, ""},
+	} {
+		got, ok, err := d.FindVolume(ctx, pool, tc.key, tc.names...)
+		if err != nil || got != tc.want || ok != (tc.want != "") {
+			t.Errorf("FindVolume %s = %q, %v, %v; want %q", tc.what, got, ok, err, tc.want)
+		}
+	}
+	// The key of a volume of another pool (the SR's pool changed) is not
+	// this pool's volume: found by name.
+	pools, _, err := raw.ConnectListAllStoragePools(1, golibvirt.ConnectListStoragePoolsActive|golibvirt.ConnectListStoragePoolsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(pools, func(p golibvirt.StoragePool) bool { return p.Name != pool }); i >= 0 {
+		elsewhere, err := d.EnsureVolume(ctx, pools[i].Name, agent.VolumeName(ns1, "root"), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleteVolume(t, raw, elsewhere)
+		if got, ok, err := d.FindVolume(ctx, pool, elsewhere, agent.VolumeName(ns1, "root")); err != nil || !ok || got != keys[ns1] {
+			t.Errorf("FindVolume in %s by the key of a volume of %s = %q, %v, %v; want %s", pool, pools[i].Name, got, ok, err, keys[ns1])
+		}
+	}
+	p, err := raw.StoragePoolLookupByName(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := raw.StorageVolLookupByName(p, agent.VolumeName(ns1, "lost")); !isCode(err, golibvirt.ErrNoStorageVol) {
+		deleteVolume(t, raw, v.Key)
+		t.Errorf("FindVolume of a volume that is nowhere created %s (%v)", v.Key, err)
+	}
+	if _, _, err := d.FindVolume(ctx, "no-such-pool", "", agent.VolumeName(ns1, "root")); err == nil ||
+		!strings.Contains(err.Error(), "is not defined") {
+		t.Errorf("FindVolume in a missing pool: %v, want an error saying it is not defined", err)
+	}
+}
+
 func TestNetworks(t *testing.T) {
 	f := newFixture(t)
 	raw := f.raw
@@ -715,7 +829,7 @@ func TestDisksAndInterfaces(t *testing.T) {
 	}
 	keys := map[string]string{}
 	for _, n := range []string{"root", "iso"} {
-		key, err := d.EnsureVolume(ctx, pool, ns+"-"+n, 1<<20)
+		key, err := d.EnsureVolume(ctx, pool, agent.VolumeName(ns, n), 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -724,9 +838,9 @@ func TestDisksAndInterfaces(t *testing.T) {
 	}
 	vm := testVM(ns, "vm1")
 	vm.Disks = []agent.Disk{
-		{Name: "root", VirtualDisk: ns + "-root", Mode: "RW", StoragePool: pool, Volume: keys["root"]},
-		// No key yet: found by the VDI's name in the pool.
-		{Name: "iso", VirtualDisk: ns + "-iso", Mode: "RO", StoragePool: pool},
+		{Name: "root", VirtualDisk: "root", Mode: "RW", StoragePool: pool, Volume: keys["root"]},
+		// No key yet: found by its VDI's volume name in the pool.
+		{Name: "iso", VirtualDisk: "iso", Mode: "RO", StoragePool: pool},
 	}
 	const mac = "52:54:00:12:34:56"
 	vm.Interfaces = []agent.Interface{{Name: "eth0", Network: nets[0], MACAddress: mac}}
@@ -740,7 +854,7 @@ func TestDisksAndInterfaces(t *testing.T) {
 	for i, want := range []struct {
 		dev, vol string
 		ro       bool
-	}{{"vda", ns + "-root", false}, {"vdb", ns + "-iso", true}} {
+	}{{"vda", agent.VolumeName(ns, "root"), false}, {"vdb", agent.VolumeName(ns, "iso"), true}} {
 		disk := x.Devices.Disks[i]
 		if disk.Target.Dev != want.dev || disk.Source.Volume == nil || disk.Source.Volume.Volume != want.vol ||
 			disk.Source.Volume.Pool != pool {

@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -59,10 +60,10 @@ func (d *Driver) Plug(_ context.Context, storagePool string) (err error) {
 }
 
 // EnsureVolume implements agent.StoragePlugger: the volume named name in
-// storagePool, created raw (sparse in a file-backed pool) with sizeBytes
-// when missing. It returns the volume's key, libvirt's stable identifier of
-// it (the file's path in a dir pool). An existing volume is used as it is,
-// whatever its size or format.
+// storagePool (a VDI's is agent.VolumeName), created raw (sparse in a
+// file-backed pool) with sizeBytes when missing. It returns the volume's
+// key, libvirt's stable identifier of it (the file's path in a dir pool).
+// An existing volume is used as it is, whatever its size or format.
 func (d *Driver) EnsureVolume(_ context.Context, storagePool, name string, sizeBytes int64) (_ string, err error) {
 	defer func() { err = lost(err) }()
 	conn, _, err := d.client()
@@ -119,13 +120,14 @@ func newVolume(poolType, name string, sizeBytes int64) *libvirtxml.StorageVolume
 	return v
 }
 
-// resolveDisk finds a disk's volume on this host and reads its format.
-func resolveDisk(conn *golibvirt.Libvirt, disk agent.Disk) (source, error) {
+// resolveDisk finds a disk's volume on this host (a VDI of namespace) and
+// reads its format.
+func resolveDisk(conn *golibvirt.Libvirt, namespace string, disk agent.Disk) (source, error) {
 	if disk.StoragePool == "" && disk.Volume == "" {
 		return source{}, fmt.Errorf("disk %s (VDI %s) has no volume: its StorageRepository names no libvirt storage pool "+
 			"(spec.libvirt.storagePool)", disk.Name, disk.VirtualDisk)
 	}
-	vol, err := findVolume(conn, disk)
+	vol, err := findVolume(conn, namespace, disk)
 	if err != nil {
 		return source{}, err
 	}
@@ -152,34 +154,75 @@ func resolveDisk(conn *golibvirt.Libvirt, disk agent.Disk) (source, error) {
 }
 
 // findVolume looks a disk's volume up by its key (status.volume) when that
-// volume is in the disk's storage pool, else by the VDI's name in that pool
-// (a pool restored onto other storage holds the same names under new keys).
-func findVolume(conn *golibvirt.Libvirt, disk agent.Disk) (golibvirt.StorageVol, error) {
-	if disk.Volume != "" {
-		v, err := conn.StorageVolLookupByKey(disk.Volume)
-		if err != nil && strings.HasPrefix(disk.Volume, "/") {
-			v, err = conn.StorageVolLookupByPath(disk.Volume)
+// volume is in the disk's storage pool, else by its VDI's volume name in
+// that pool, agent.VolumeName (a pool restored onto other storage holds the
+// same names under new keys).
+func findVolume(conn *golibvirt.Libvirt, namespace string, disk agent.Disk) (golibvirt.StorageVol, error) {
+	var names []string
+	if disk.VirtualDisk != "" {
+		names = []string{agent.VolumeName(namespace, disk.VirtualDisk)}
+	}
+	v, ok, err := lookupVolume(conn, disk.StoragePool, disk.Volume, names)
+	if err != nil {
+		return v, fmt.Errorf("disk %s: %w", disk.Name, err)
+	}
+	if !ok {
+		return v, fmt.Errorf("disk %s: the volume of VDI %s (key %q) is not in storage pool %q on this host",
+			disk.Name, disk.VirtualDisk, disk.Volume, disk.StoragePool)
+	}
+	return v, nil
+}
+
+// FindVolume implements agent.VolumeFinder: the volume of storagePool whose
+// key is key (or, for a key that is a path, whose path it is), else the
+// first of names there. It creates nothing.
+func (d *Driver) FindVolume(_ context.Context, storagePool, key string, names ...string) (_ string, ok bool, err error) {
+	defer func() { err = lost(err) }()
+	conn, _, err := d.client()
+	if err != nil {
+		return "", false, err
+	}
+	if storagePool == "" {
+		return "", false, errors.New("FindVolume: no storage pool")
+	}
+	v, ok, err := lookupVolume(conn, storagePool, key, names)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	return v.Key, true, nil
+}
+
+// lookupVolume finds the volume whose key is key (or, for a key that is a
+// path, whose path it is) when it is in storagePool (or any pool, when
+// storagePool is empty), else the first of names in storagePool; ok is
+// false when there is none.
+func lookupVolume(conn *golibvirt.Libvirt, storagePool, key string, names []string) (_ golibvirt.StorageVol, ok bool, _ error) {
+	if key != "" {
+		v, err := conn.StorageVolLookupByKey(key)
+		if err != nil && strings.HasPrefix(key, "/") {
+			v, err = conn.StorageVolLookupByPath(key)
 		}
-		if err == nil && (disk.StoragePool == "" || v.Pool == disk.StoragePool) {
-			return v, nil
+		if err == nil && (storagePool == "" || v.Pool == storagePool) {
+			return v, true, nil
 		}
 	}
-	if disk.StoragePool != "" && disk.VirtualDisk != "" {
-		p, err := lookupPool(conn, disk.StoragePool)
-		if err != nil {
-			return golibvirt.StorageVol{}, fmt.Errorf("disk %s: %w", disk.Name, err)
-		}
-		v, err := conn.StorageVolLookupByName(p, disk.VirtualDisk)
+	if storagePool == "" || len(names) == 0 {
+		return golibvirt.StorageVol{}, false, nil
+	}
+	p, err := lookupPool(conn, storagePool)
+	if err != nil {
+		return golibvirt.StorageVol{}, false, err
+	}
+	for _, name := range names {
+		v, err := conn.StorageVolLookupByName(p, name)
 		if err == nil {
-			return v, nil
+			return v, true, nil
 		}
 		if !isCode(err, golibvirt.ErrNoStorageVol) {
-			return v, fmt.Errorf("disk %s: looking up volume %q in storage pool %q: %w",
-				disk.Name, disk.VirtualDisk, disk.StoragePool, err)
+			return v, false, fmt.Errorf("looking up volume %q in storage pool %q: %w", name, storagePool, err)
 		}
 	}
-	return golibvirt.StorageVol{}, fmt.Errorf("disk %s: the volume of VDI %s (key %q) is not in storage pool %q on this host",
-		disk.Name, disk.VirtualDisk, disk.Volume, disk.StoragePool)
+	return golibvirt.StorageVol{}, false, nil
 }
 
 // Networks implements agent.NetworkLister: the active libvirt networks.
