@@ -68,9 +68,12 @@ lv_up() {
 # lv_down NS HOST: a power cut of the host (its agent is killed separately).
 lv_down() { hack/libvirt-host.sh down "$1-$2" >>"$work/$1-$2.up.log" 2>&1; }
 
-# lv_agent NS HOST: the host's agent with the libvirt driver and its watchdog.
+# lv_agent NS HOST: the host's agent with the libvirt driver and its watchdog
+# (through its own TCP proxy to the API server when proxied NS HOST made one).
 lv_agent() {
-  (bin/poolkeeper-agent --namespace "$1" --host "$2" --driver libvirt --libvirt-uri "${lv_uri[$1/$2]}" \
+  local kc=$KUBECONFIG
+  [[ -s "$work/$1-$2.proxy.kubeconfig" ]] && kc="$work/$1-$2.proxy.kubeconfig"
+  (KUBECONFIG="$kc" bin/poolkeeper-agent --namespace "$1" --host "$2" --driver libvirt --libvirt-uri "${lv_uri[$1/$2]}" \
     --watchdog "${lv_wd[$1/$2]}" --heartbeat-interval "$LV_INTERVAL" >>"$work/$1-$2.log" 2>&1 &
     echo $! >"$work/$1-$2.pid")
   pids+=("$(cat "$work/$1-$2.pid")")
@@ -81,16 +84,19 @@ lv_virsh() { local k=$1/$2; shift 2; virsh -q -c "${lv_uri[$k]}" "$@"; }
 
 # lv_pool NS HOST...: a pool with HA on, the shared SR "shared" (libvirt
 # storage pool shared) and the hosts, each simulated with its agent; h1 is
-# master.
+# master. With LV_HEARTBEAT_SR=shared the SR is the pool's heartbeat SR too.
+# LV_BEFORE_AGENTS, when set, is a command run with NS once the hosts are
+# up and before their agents start.
 lv_pool() {
-  local ns=$1 h; shift
+  local ns=$1 h hb=""; shift
+  [[ -n "${LV_HEARTBEAT_SR:-}" ]] && hb=", heartbeatStorageRepository: $LV_HEARTBEAT_SR"
   lv_setup
   kubectl create namespace "$ns" >/dev/null
   kubectl apply -n "$ns" -f - >/dev/null <<YAML
 apiVersion: vpool.poolkeeper.io/v1alpha1
 kind: Pool
 metadata: {name: p}
-spec: {ha: {enabled: true}, heartbeatTimeout: $LV_T, master: $1, defaultStorageRepository: shared}
+spec: {ha: {enabled: true$hb}, heartbeatTimeout: $LV_T, master: $1, defaultStorageRepository: shared}
 ---
 apiVersion: vpool.poolkeeper.io/v1alpha1
 kind: StorageRepository
@@ -106,6 +112,7 @@ spec: {poolRef: {name: p}, address: $h.example, capacity: {cpu: "8", memory: 8Gi
 YAML
   done
   lv_up "$ns" "$@"
+  [[ -n "${LV_BEFORE_AGENTS:-}" ]] && "$LV_BEFORE_AGENTS" "$ns"
   for h in "$@"; do lv_agent "$ns" "$h"; done
   for h in "$@"; do
     kubectl wait -n "$ns" vhost/"$h" --for=jsonpath='{.status.phase}'=Live --timeout="$WAIT" >/dev/null ||
@@ -141,8 +148,16 @@ spec:
 YAML
 }
 
-# lv_volume NS VM: the file of the VM's disk, as its VDI's status.volume says.
-lv_volume() { kubectl get -n "$1" vdi "$1-$2" -o jsonpath='{.status.volume}'; }
+# lv_volume NS VM: the file of the VM's disk, as its VDI's status.volume says
+# (a volume recorded through a host's own view of the storage pool shared,
+# NS-HOST-view/shared, as libvirt_outage gives one host, is read in the
+# shared directory itself).
+lv_volume() {
+  kubectl get -n "$1" vdi "$1-$2" -o jsonpath='{.status.volume}' | sed "s#^$lv_root/[^/]*-view/shared/#$lv_root/shared/images/#"
+}
+
+# lv_boots NS VM: how many guest boots wrote records on the VM's disk.
+lv_boots() { "$work/check-disk" "$(lv_volume "$1" "$2")" 2>/dev/null | grep -c ' records [1-9]' || true; }
 
 # lv_booted NS VM N: wait until the VM's disk shows N boots that wrote records.
 lv_booted() {
@@ -248,6 +263,15 @@ lv_monitor_stop() {
     die "a VM was active on two hosts at once: $(grep -m 3 OVERLAP "$work/$1-domains.log" | paste -sd';')"
   fi
   log "domain monitor (every 100ms, every host): $(grep -c . "$work/$1-domains.log") changes, no VM active on two hosts at once (log $work/$1-domains.log)"
+}
+
+# lv_domains NS HOST: the host's active domains, each with its ID and QEMU
+# pid (a domain started again, or another QEMU, shows as a change).
+lv_domains() {
+  local d
+  for d in $(lv_virsh "$1" "$2" list --name); do
+    echo "$d:$(lv_virsh "$1" "$2" domid "$d"):$(cat "$lv_root/$1-$2/run/qemu/$d.pid" 2>/dev/null)"
+  done | sort | paste -sd' '
 }
 
 # lv_wait_phase NS HOST PHASE: wait for the Host's phase.
@@ -364,12 +388,6 @@ scenario_libvirt_agent_faults() {
   # (3) kill -9 and restart the agent.
   local boot ids0 ids1 lines
   boot=$(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.bootID}')
-  lv_domains() { # NS HOST: each domain with its ID and QEMU pid
-    local d
-    for d in $(lv_virsh "$1" "$2" list --name); do
-      echo "$d:$(lv_virsh "$1" "$2" domid "$d"):$(cat "$lv_root/$1-$2/run/qemu/$d.pid" 2>/dev/null)"
-    done | sort | paste -sd' '
-  }
   ids0=$(lv_domains "$ns" h2)
   lines=$(wc -l <"$work/$ns-h2.log")
   t0=$(now)
