@@ -321,13 +321,20 @@ func (b *libvirtBench) up(h *lvHost) error {
 }
 
 func (b *libvirtBench) startAgent(h *lvHost) error {
-	logf, err := os.OpenFile(filepath.Join(b.root, "agent-"+h.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	return h.start(b.cfg.agent, filepath.Join(b.k.dir, "kubeconfig"), filepath.Join(b.root, "agent-"+h.name+".log"),
+		"--namespace", lvNS, "--host", h.name, "--driver", "libvirt",
+		"--libvirt-uri", h.uri, "--watchdog", h.watchdog, "--heartbeat-interval", b.cfg.interval.String())
+}
+
+// start runs the host's agent, the binary path with args, against
+// kubeconfig, its output appended to logPath.
+func (h *lvHost) start(path, kubeconfig, logPath string, args ...string) error {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(b.cfg.agent, "--namespace", lvNS, "--host", h.name, "--driver", "libvirt",
-		"--libvirt-uri", h.uri, "--watchdog", h.watchdog, "--heartbeat-interval", b.cfg.interval.String())
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(b.k.dir, "kubeconfig"))
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -4,6 +4,7 @@
 //	go run ./cmd/bench liveness --hosts 100 --interval 2s --timeout 8s --steady 5s --kill 10
 //	go run ./cmd/bench recovery [--dead-hosts 10]  # HA recovery time against the API write floor (recovery.go)
 //	go run ./cmd/bench libvirt [--vms 12]          # real guests on simulated libvirt hosts: power loss, agent restart (libvirt.go)
+//	go run ./cmd/bench outage [--timeout 20s] [--freezes 1.75,3,6]  # API server frozen, heartbeat SR: the longest outage with 0 VMs stopped (outage.go)
 //
 // The liveness subcommand starts envtest with the CRDs, runs the real manager
 // (--manager, built by `make build`) against it, and creates a Pool with HA
@@ -81,13 +82,15 @@ func main() {
 		os.Exit(mainRecovery(os.Args[2:]))
 	case "libvirt":
 		os.Exit(mainLibvirt(os.Args[2:]))
+	case "outage":
+		os.Exit(mainOutage(os.Args[2:]))
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: bench liveness|recovery|libvirt [flags]   (bench liveness -h lists the flags)")
+	fmt.Fprintln(os.Stderr, "usage: bench liveness|recovery|libvirt|outage [flags]   (bench liveness -h lists the flags)")
 	os.Exit(2)
 }
 
