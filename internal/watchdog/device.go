@@ -75,12 +75,15 @@ func (d *Device) SetTimeout(timeout, _ time.Duration) (time.Duration, error) {
 	return time.Duration(got) * time.Second, nil
 }
 
-// Pet implements Watchdog: WDIOC_KEEPALIVE.
+// Pet implements Watchdog: WDIOC_KEEPALIVE. Its argument is declared an
+// int the driver writes (_IOR), so a valid pointer is passed: the watchdog
+// core ignores it, but a device that honours the declaration (one served
+// through FUSE, whose kernel side copies it out) would fail on NULL.
 func (d *Device) Pet(time.Duration) error {
 	if d.f == nil {
 		return fmt.Errorf("watchdog %s is not armed", d.path)
 	}
-	if err := unix.IoctlWatchdogKeepalive(int(d.f.Fd())); err != nil {
+	if err := unix.IoctlSetPointerInt(int(d.f.Fd()), unix.WDIOC_KEEPALIVE, 0); err != nil {
 		return fmt.Errorf("petting watchdog %s: %w", d.path, err)
 	}
 	return nil

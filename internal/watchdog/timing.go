@@ -24,6 +24,9 @@ type Plan struct {
 	// Timeout is W, the watchdog's timeout: T/4 rounded down to the
 	// watchdog's granularity, and at least one granule.
 	Timeout time.Duration
+	// Set is the timeout the watchdog runs with: Timeout, unless its driver
+	// set another (WithTimeout).
+	Set time.Duration
 	// PetEvery is how often the agent pets while it may: W/4.
 	PetEvery time.Duration
 	// PetUntil (after S) is the last moment a pet justified by the renewal
@@ -80,6 +83,7 @@ func PlanFor(t, granularity time.Duration) (Plan, error) {
 	p := Plan{
 		HeartbeatTimeout: t,
 		Timeout:          w,
+		Set:              w,
 		PetEvery:         w / 4,
 		PetUntil:         liveness.SelfFenceAfter(t) - w + w/4,
 		LatestExpiry:     liveness.SelfFenceAfter(t) + w/4 + w,
@@ -90,6 +94,30 @@ func PlanFor(t, granularity time.Duration) (Plan, error) {
 		return p, fmt.Errorf("a heartbeat timeout of %s is too short for a watchdog set in steps of %s: "+
 			"its %s timeout can expire as late as %s after the last renewal, which leaves %s before the safe time %s "+
 			"for the reset (at least %s needed)", t, granularity, w, p.LatestExpiry, p.ResetBudget, p.SafeAfter, MinResetBudget)
+	}
+	return p, nil
+}
+
+// WithTimeout is the Plan for a watchdog whose driver set its timeout to set
+// rather than the Timeout asked (drivers round to what their hardware
+// counts: whole minutes, even seconds): the pets stop at
+// PetUntil = T + W/4 - set after S, so that the last one still expires by
+// S + T + W/4 (and no sooner than S + T), and the watchdog expires by
+// LatestExpiry = T + W/4 + set at the latest, its one unjustified restart
+// included. It fails when no pet can follow a renewal (set > T + W/4) or
+// when that leaves less than MinResetBudget before the safe time: such a
+// watchdog cannot reset the host in time. The Plan returned with the error
+// is what the watchdog would do.
+func (p Plan) WithTimeout(set time.Duration) (Plan, error) {
+	t, w := p.HeartbeatTimeout, p.Timeout
+	p.PetUntil = liveness.SelfFenceAfter(t) + w/4 - set
+	p.LatestExpiry = liveness.SelfFenceAfter(t) + w/4 + set
+	p.ResetBudget = p.SafeAfter - p.LatestExpiry
+	p.Set = set
+	if p.PetUntil < 0 || p.ResetBudget < MinResetBudget {
+		return p, fmt.Errorf("the watchdog cannot reset the host in time: its driver set a timeout of %s where %s was asked; for a heartbeat timeout of %s it "+
+			"can expire as late as %s after the last renewal, which leaves %s before the safe time %s for the reset "+
+			"(at least %s needed)", set, w, t, p.LatestExpiry, p.ResetBudget, p.SafeAfter, MinResetBudget)
 	}
 	return p, nil
 }

@@ -72,3 +72,53 @@ func TestMayPet(t *testing.T) {
 	ok, _ = p.MayPet(s, s.Add(48751*time.Millisecond))
 	g.Expect(ok).To(BeFalse(), "a resumed agent may not pet on an old renewal")
 }
+
+// A watchdog whose driver set another timeout than the one asked gets a plan
+// of its own: the pets stop earlier (a longer timeout) or later (a shorter
+// one) so that it still never fires before S + T and expires by
+// S + T + W/4 + set at the latest; one that cannot reset the host before the
+// safe time is refused.
+func TestPlanWithTimeout(t *testing.T) {
+	const ms, s = time.Millisecond, time.Second
+	cases := []struct {
+		name                 string
+		t, set               time.Duration
+		petUntil, latest, rb time.Duration
+		fails                bool
+	}{
+		{name: "as asked", t: 60 * s, set: 15 * s, petUntil: 48750 * ms, latest: 78750 * ms, rb: 11250 * ms},
+		{name: "rounded up to even seconds", t: 60 * s, set: 16 * s, petUntil: 47750 * ms, latest: 79750 * ms, rb: 10250 * ms},
+		{name: "rounded down", t: 60 * s, set: 10 * s, petUntil: 53750 * ms, latest: 73750 * ms, rb: 16250 * ms},
+		{name: "rounded up to a minute: no time left for the reset", t: 60 * s, set: 60 * s,
+			petUntil: 3750 * ms, latest: 123750 * ms, rb: -33750 * ms, fails: true},
+		{name: "longer than T + W/4: no pet can follow a renewal", t: 20 * s, set: 30 * s,
+			petUntil: -8750 * ms, latest: 51250 * ms, rb: -21250 * ms, fails: true},
+		{name: "the longest that still leaves the reset its budget", t: 20 * s, set: 8750*ms - MinResetBudget,
+			petUntil: 12500*ms + MinResetBudget, latest: 30*s - MinResetBudget, rb: MinResetBudget},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			base, err := PlanFor(c.t, time.Millisecond)
+			g.Expect(err).NotTo(HaveOccurred())
+			p, err := base.WithTimeout(c.set)
+			if c.fails {
+				g.Expect(err).To(MatchError(ContainSubstring("cannot")), "refused") // the message says why
+			} else {
+				g.Expect(err).NotTo(HaveOccurred())
+			}
+			g.Expect(p.Set).To(Equal(c.set))
+			g.Expect(p.Timeout).To(Equal(base.Timeout), "W, the timeout asked, is kept")
+			g.Expect(p.PetUntil).To(Equal(c.petUntil), "last pet after S")
+			g.Expect(p.LatestExpiry).To(Equal(c.latest), "latest expiry after S")
+			g.Expect(p.ResetBudget).To(Equal(c.rb), "left for the reset")
+			if !c.fails {
+				// Never before S + T: the last pet is at most PetEvery before PetUntil.
+				g.Expect(p.PetUntil - p.PetEvery + p.Set).To(BeNumerically(">=", c.t))
+				// The last pet, plus one unjustified restart, expires by LatestExpiry.
+				g.Expect(p.PetUntil + 2*p.Set).To(Equal(p.LatestExpiry))
+				g.Expect(p.LatestExpiry + p.ResetBudget).To(Equal(p.SafeAfter))
+			}
+		})
+	}
+}
