@@ -192,6 +192,56 @@ type FencingStatus struct {
 	LastError string `json:"lastError,omitempty"`
 }
 
+// WatchdogKind is what resets a host when its agent stops petting it.
+// +kubebuilder:validation:Enum=Device;Emulated;None
+type WatchdogKind string
+
+const (
+	// WatchdogDevice is a Linux watchdog device (/dev/watchdog: a hardware
+	// watchdog, or softdog): the kernel resets the host when it expires.
+	WatchdogDevice WatchdogKind = "Device"
+	// WatchdogEmulated is the watchdog emulator of hack/libvirt-host.sh,
+	// reached over a unix socket: it destroys the host's domains when it
+	// expires.
+	WatchdogEmulated WatchdogKind = "Emulated"
+	// WatchdogNone is no watchdog (--watchdog none): only the agent's
+	// in-process self-fence stops the VMs.
+	WatchdogNone WatchdogKind = "None"
+)
+
+// WatchdogStatus is the watchdog the host's agent armed for one boot
+// (reported by the agent, once per boot and again when its timeout
+// changes). The operator cites it in status.fencing.evidence when it
+// counts that boot fenced.
+type WatchdogStatus struct {
+	// kind is Device (a Linux watchdog device), Emulated (the watchdog
+	// emulator of hack/libvirt-host.sh) or None (no watchdog: the safe time
+	// rests on the agent process alone).
+	// +required
+	Kind WatchdogKind `json:"kind"`
+
+	// device names the watchdog as the agent's --watchdog does: the device
+	// path (/dev/watchdog) or unix:PATH, the emulator's socket. Empty for
+	// None.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Device string `json:"device,omitempty"`
+
+	// timeout is the watchdog's timeout W as armed: a quarter of the pool's
+	// heartbeat timeout, rounded down to the watchdog's steps (whole
+	// seconds for a device). A host whose agent stops renewing is reset at
+	// most T + 5W/4 after its last renewal. Unset for None.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// bootID is the boot the watchdog was armed for (status.bootID then): a
+	// watchdog reported for another boot says nothing about this one.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	BootID string `json:"bootID"`
+}
+
 // HostStatus is the observed state of a host.
 type HostStatus struct {
 	// observedGeneration is the generation the status reflects.
@@ -245,6 +295,11 @@ type HostStatus struct {
 	// +optional
 	HeartbeatInterval *metav1.Duration `json:"heartbeatInterval,omitempty"`
 
+	// watchdog is the watchdog the agent armed, and for which boot
+	// (reported by the agent): what an Agent fence's safe time rests on.
+	// +optional
+	Watchdog *WatchdogStatus `json:"watchdog,omitempty"`
+
 	// fencing records the current or last fence.
 	// +optional
 	Fencing *FencingStatus `json:"fencing,omitempty"`
@@ -293,6 +348,7 @@ const (
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`,priority=1
 // +kubebuilder:printcolumn:name="Fencing",type=string,JSONPath=`.spec.fencing.method`,priority=1
+// +kubebuilder:printcolumn:name="Watchdog",type=string,JSONPath=`.status.watchdog.kind`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // Host is a hypervisor host of a pool, member or master. Its agent heartbeats
