@@ -8,7 +8,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
@@ -42,10 +46,24 @@ type petter struct {
 
 	// op serializes pets (the petting goroutine's, and the heartbeat loop's
 	// first one) and guards what follows.
-	op            sync.Mutex
-	armed         bool
-	set           time.Duration
+	op    sync.Mutex
+	armed bool
+	// set is the plan's timeout last set, got the timeout the watchdog
+	// took for it (zero until one was set since it was armed).
+	set, got      time.Duration
 	lastErr, said string
+
+	// report is the Host's status.watchdog as this boot reported it; only
+	// the heartbeat loop touches it.
+	report watchdogReport
+}
+
+// watchdogReport is what the agent reported in status.watchdog: sent once
+// written, tried and failedAt after a failed write (retried a heartbeat
+// timeout later).
+type watchdogReport struct {
+	sent, tried *vpoolv1alpha1.WatchdogStatus
+	failedAt    time.Time
 }
 
 // noteWatchdog hands the heartbeat state to the petter.
@@ -80,21 +98,92 @@ func (a *Agent) notePetterExemption(confirmed time.Time, t time.Duration) {
 }
 
 // watchdogReady pets the watchdog right after a successful renewal, from
-// the heartbeat loop, and reports whether VMs may run: only once the
-// watchdog is armed, so that no VM runs on a host the watchdog does not
-// guard. Its error is watchdog.ErrHostReset.
+// the heartbeat loop, records it in the Host's status (reportWatchdog), and
+// reports whether VMs may run: only once the watchdog is armed, so that no
+// VM runs on a host the watchdog does not guard. Its error is
+// watchdog.ErrHostReset.
 func (a *Agent) watchdogReady() (bool, error) {
 	p := a.petter
 	if p == nil {
+		a.reportWatchdog()
 		return true, nil
 	}
 	a.noteWatchdog()
 	if _, err := p.step(); err != nil {
 		return false, err
 	}
+	a.reportWatchdog()
 	p.op.Lock()
 	defer p.op.Unlock()
 	return p.armed, nil
+}
+
+// watchdogStatus is what the Host's status.watchdog says of this boot: the
+// watchdog once armed with a timeout (nil before), or None without one.
+func (a *Agent) watchdogStatus() *vpoolv1alpha1.WatchdogStatus {
+	p := a.petter
+	if p == nil {
+		return &vpoolv1alpha1.WatchdogStatus{Kind: vpoolv1alpha1.WatchdogNone, BootID: a.cfg.BootID}
+	}
+	p.op.Lock()
+	defer p.op.Unlock()
+	if !p.armed || p.got <= 0 {
+		return nil
+	}
+	kind := vpoolv1alpha1.WatchdogDevice
+	if p.wd.Kind() == watchdog.KindEmulated {
+		kind = vpoolv1alpha1.WatchdogEmulated
+	}
+	return &vpoolv1alpha1.WatchdogStatus{Kind: kind, Device: p.wd.String(), Timeout: &metav1.Duration{Duration: p.got},
+		BootID: a.cfg.BootID}
+}
+
+// reportWatchdog writes the Host's status.watchdog, after a successful
+// renewal, when it does not say what this boot armed: once per boot, and
+// again when the watchdog's timeout changes. The operator cites it in the
+// evidence of a fence of this boot. A failed write is retried after a
+// heartbeat timeout (without a watchdog, at the next renewal); it never
+// stops the agent.
+func (a *Agent) reportWatchdog() {
+	want := a.watchdogStatus()
+	if want == nil || a.client == nil {
+		return
+	}
+	var rep *watchdogReport
+	if a.petter != nil {
+		rep = &a.petter.report
+		if equality.Semantic.DeepEqual(rep.sent, want) || equality.Semantic.DeepEqual(rep.tried, want) &&
+			a.cfg.Clock.Since(rep.failedAt) < a.timeout {
+			return
+		}
+	}
+	log := a.cfg.Log.WithValues("host", a.cfg.Host, "bootID", a.cfg.BootID)
+	ctx, cancel := context.WithTimeout(context.Background(), a.interval)
+	defer cancel()
+	host := &vpoolv1alpha1.Host{}
+	err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host)
+	if err == nil && equality.Semantic.DeepEqual(host.Status.Watchdog, want) {
+		if rep != nil {
+			rep.sent = want
+		}
+		return
+	}
+	if err == nil {
+		patch := client.MergeFrom(host.DeepCopy())
+		host.Status.Watchdog = want
+		err = a.client.Status().Patch(ctx, host, patch)
+	}
+	if err != nil {
+		if rep != nil {
+			rep.tried, rep.failedAt = want, a.cfg.Clock.Now()
+		}
+		log.Info("Reporting the watchdog in the Host's status failed; trying again later", "error", err.Error())
+		return
+	}
+	if rep != nil {
+		rep.sent = want
+	}
+	log.Info("Watchdog reported", "kind", want.Kind, "device", want.Device, "timeout", want.Timeout)
 }
 
 // watchdogArmed reports whether VMs may run as far as the watchdog goes:
@@ -218,7 +307,7 @@ func (p *petter) pet(plan watchdog.Plan, within time.Duration) error {
 		if err := p.wd.Arm(); err != nil {
 			return err
 		}
-		p.armed, p.set = true, 0
+		p.armed, p.set, p.got = true, 0, 0
 		p.log.Info("Watchdog armed", "watchdog", p.wd.String())
 	}
 	if p.set == plan.Timeout {
@@ -228,7 +317,7 @@ func (p *petter) pet(plan watchdog.Plan, within time.Duration) error {
 	if err != nil {
 		return err
 	}
-	p.set = plan.Timeout
+	p.set, p.got = plan.Timeout, got
 	if got > plan.Timeout {
 		p.log.Info("Warning: the watchdog rounded its timeout up; the host may reset after the operator's safe time",
 			"watchdog", p.wd.String(), "asked", plan.Timeout, "got", got)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
@@ -197,4 +198,38 @@ func TestNoWatchdogRefusedForAgentFencing(t *testing.T) {
 		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
 		g.Expect(host.Status.BootID).To(Equal("boot-m"))
 	}, 20*time.Second, 50*time.Millisecond).Should(Succeed(), "a Manual host runs without a watchdog")
+}
+
+// The agent records in its Host which watchdog guards it, for which boot and
+// with which timeout, once it has armed it: again when a shorter pool
+// timeout shortens the watchdog's, and with kind None when it has none.
+func TestAgentReportsItsWatchdog(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 2*time.Second)
+	h := startEmulatedHost(t)
+	wd := h.client(t)
+	runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: agent.NewSimDriver(), BootID: wd.BootID(), Watchdog: wd, RequireWatchdog: true})
+	reported := func(g Gomega) *vpoolv1alpha1.WatchdogStatus {
+		host := &vpoolv1alpha1.Host{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
+		return host.Status.Watchdog
+	}
+	g.Eventually(reported, 20*time.Second, 20*time.Millisecond).Should(Equal(&vpoolv1alpha1.WatchdogStatus{
+		Kind: vpoolv1alpha1.WatchdogEmulated, Device: "unix:" + h.sock, BootID: h.emu.Boot(),
+		Timeout: &metav1.Duration{Duration: 500 * time.Millisecond}}), "W = T/4, armed for the emulated host's boot")
+	g.Expect(h.status(g)).To(ContainSubstring("armed=1 timeout=500 "), "what the emulator was armed with")
+
+	pool := &vpoolv1alpha1.Pool{}
+	g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "p"}, pool)).To(Succeed())
+	pool.Spec.HeartbeatTimeout = &metav1.Duration{Duration: time.Second}
+	g.Expect(k8s.Update(context.Background(), pool)).To(Succeed())
+	g.Eventually(reported, 20*time.Second, 20*time.Millisecond).Should(HaveField("Timeout.Duration", 250*time.Millisecond),
+		"a shorter timeout shortens the watchdog's at once, and the Host says so")
+
+	ns = setup(t, 2*time.Second)
+	runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: agent.NewSimDriver(), BootID: "boot-sim", Watchdog: watchdog.None{}})
+	g.Eventually(reported, 20*time.Second, 20*time.Millisecond).Should(Equal(&vpoolv1alpha1.WatchdogStatus{
+		Kind: vpoolv1alpha1.WatchdogNone, BootID: "boot-sim"}), "--watchdog none with the sim driver")
 }
