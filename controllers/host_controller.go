@@ -378,6 +378,7 @@ func (r *HostReconciler) decisionInput(ctx context.Context, s *hostScope) error 
 		Now: s.now, Method: method, Spec: h.Spec.Fencing, Methods: methods, HAEnabled: s.settings.HA.Enabled,
 		Forget: forgetIntent(h), Timeout: s.timeout, IsMaster: s.pool.Status.Master == h.Name, BootID: h.Status.BootID,
 		RunningVMs: len(h.Status.RunningVMs), MasterEpoch: h.Status.MasterEpoch, PoolEpoch: s.pool.Status.Epoch,
+		Watchdog: h.Status.Watchdog,
 	}
 	r.syncInput(s)
 	// A host waiting for its agent's safe time is not counted fenced while

@@ -36,10 +36,10 @@ func (Agent) Start(in HostInput) *vpoolv1alpha1.FencingStatus {
 // Step does nothing: the watchdog acts on the host, the operator only waits.
 func (Agent) Step(context.Context, Env, HostInput) (Progress, error) { return Progress{}, nil }
 
-// Decide is Fenced once the safe time has passed, and never while the
-// storm guard holds: a host cut off with the majority keeps its VMs past its
-// renewal deadline (liveness.Survive), and its silence counts afresh once
-// the guard lifts (liveness.Recount).
+// Decide is Fenced once the safe time has passed, with AgentEvidence as the
+// evidence, and never while the storm guard holds: a host cut off with the
+// majority keeps its VMs past its renewal deadline (liveness.Survive), and
+// its silence counts afresh once the guard lifts (liveness.Recount).
 func (Agent) Decide(in HostInput) Decision {
 	safeAt := SafeAt(in.Heartbeat, in.Timeout)
 	if in.Guard.Reason == ReasonStormGuard {
@@ -51,10 +51,7 @@ func (Agent) Decide(in HostInput) Decision {
 			Message: fmt.Sprintf("the agent's watchdog stops every VM by %s; the host counts as fenced at %s",
 				selfFenceBy(in.Heartbeat, in.Timeout).UTC().Format(time.RFC3339), safeAt.UTC().Format(time.RFC3339))}
 	}
-	return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonAgentWatchdog, Message: fmt.Sprintf(
-		"no heartbeat since %s; the agent's watchdog stopped its VMs by %s and the safe time %s has passed",
-		in.Heartbeat.LastSeen.UTC().Format(time.RFC3339), selfFenceBy(in.Heartbeat, in.Timeout).UTC().Format(time.RFC3339),
-		safeAt.UTC().Format(time.RFC3339))}
+	return Decision{Phase: vpoolv1alpha1.HostPhaseFenced, Reason: ReasonAgentWatchdog, Message: AgentEvidence(in)}
 }
 
 // FencedReason implements Fencer.

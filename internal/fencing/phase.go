@@ -57,6 +57,9 @@ type HostInput struct {
 	Down bool
 	// IsMaster is true when the host is the pool's master (status.master).
 	IsMaster bool
+	// Watchdog is the watchdog the host's agent reports (status.watchdog),
+	// cited in an Agent fence's evidence for the boot counted fenced.
+	Watchdog *vpoolv1alpha1.WatchdogStatus
 	// Agent-reported state, for a fenced host that heartbeats again.
 	BootID      string
 	RunningVMs  int
