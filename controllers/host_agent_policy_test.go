@@ -1,0 +1,87 @@
+package controllers_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/controllers"
+	"github.com/poolkeeper/poolkeeper/internal/agent"
+	"github.com/poolkeeper/poolkeeper/internal/testutil"
+)
+
+// Under the agents' admission policy an agent heartbeats and reports its
+// watchdog with its own identity, but may not write the operator's fields
+// of its Host's status, nor another Host's status.
+func TestAgentPolicyAllowsOnlyTheAgentsHostFields(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	installAgentPolicy(t)
+	ns := newNamespace(t)
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	createHost(t, ns, "p", "h1")
+	createHost(t, ns, "p", "h2")
+	cfg := rest.CopyConfig(restConfig)
+	// system:masters stands in for the agents' RBAC (config/agent/role.yaml):
+	// the policy alone is under test.
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "poolkeeper:agent:" + ns + ":h1", Groups: []string{"system:masters"}}
+	h1 := mustClient(t, cfg)
+	writeStatus := func(name string, mutate func(*vpoolv1alpha1.Host)) error {
+		h := &vpoolv1alpha1.Host{}
+		if err := h1.Get(ctx, key(ns, name), h); err != nil {
+			return err
+		}
+		patch := client.MergeFrom(h.DeepCopy())
+		mutate(h)
+		return h1.Status().Patch(ctx, h, patch)
+	}
+	g.Eventually(func() error {
+		return writeStatus("h1", func(h *vpoolv1alpha1.Host) { h.Status.Phase = vpoolv1alpha1.HostPhaseLive })
+	}, wait, poll).Should(MatchError(ContainSubstring("the agent of host h1 may write only its own fields of the Host status")),
+		"the operator's phase")
+	g.Expect(writeStatus("h1", func(h *vpoolv1alpha1.Host) {
+		h.Status.Fencing = &vpoolv1alpha1.FencingStatus{Method: vpoolv1alpha1.FencingAgent, Evidence: "forged"}
+	})).To(MatchError(ContainSubstring("never the operator's")), "the operator's fence record")
+	g.Expect(writeStatus("h2", func(h *vpoolv1alpha1.Host) {
+		h.Status.Watchdog = &vpoolv1alpha1.WatchdogStatus{Kind: vpoolv1alpha1.WatchdogNone, BootID: "b"}
+	})).To(MatchError(ContainSubstring("may write only its own Host status, not h2")), "another host's watchdog")
+
+	startManager(t, ns, controllers.Options{})
+	wd := emulatedWatchdog(t)
+	startAgentConfig(t, agent.Config{Namespace: ns, Host: "h2", Interval: interval})
+	a := agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: interval, Driver: agent.NewSimDriver(),
+		BootID: wd.BootID(), Watchdog: wd}
+	ra, err := agent.New(a)
+	g.Expect(err).NotTo(HaveOccurred())
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ra.Run(actx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	g.Eventually(phaseOf(ns, "h1"), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
+	g.Eventually(func(g Gomega) *vpoolv1alpha1.WatchdogStatus { return getHost(g, ns, "h1").Status.Watchdog }, wait, poll).Should(
+		HaveField("BootID", wd.BootID()), "the agent's own report passes the policy")
+	g.Expect(getHost(g, ns, "h1").Status.BootID).To(Equal(wd.BootID()))
+}
+
+// installAgentPolicy installs config/agent/policy.yaml in the test cluster
+// for the test: it is cluster-wide, and matches only agent identities.
+func installAgentPolicy(t *testing.T) {
+	t.Helper()
+	applyFile(t, k8s, filepath.Join(testutil.RepoRoot(), "config", "agent", "policy.yaml"))
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = k8s.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: agentPolicy}})
+		_ = k8s.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: agentPolicy}})
+	})
+}
+
+// agentPolicy names the policy and binding of config/agent/policy.yaml.
+const agentPolicy = "poolkeeper-agent-identity"
