@@ -26,14 +26,18 @@ func completedBackup(t *testing.T, g Gomega, ns string) *vpoolv1alpha1.PoolBacku
 	return getBackup(g, ns, "b")
 }
 
-// lostPoolWithBackup makes a populated pool with a running manager, takes
-// backup "b" of it, and loses the whole pool; it returns the namespace.
-func lostPoolWithBackup(t *testing.T, g Gomega) string {
+// lostPoolWithBackup makes a populated pool with a running manager, runs
+// before (what the pool does before its backup), takes backup "b" of it, and
+// loses the whole pool; it returns the namespace.
+func lostPoolWithBackup(t *testing.T, g Gomega, before ...func(ns string)) string {
 	t.Helper()
 	ns := newNamespace(t)
 	populatedPool(t, ns)
 	createKey(t, ns, "k", backupKey)
 	startManager(t, ns, controllers.Options{})
+	for _, f := range before {
+		f(ns)
+	}
 	completedBackup(t, g, ns)
 	losePool(t, g, ns)
 	return ns
@@ -134,6 +138,47 @@ func TestRestoreRoundTrip(t *testing.T) {
 	startAgent(t, ns, "h2", interval, nil)
 	for i := 0; i < 4; i++ {
 		g.Eventually(runningOn(ns, "vm-"+string(rune('0'+i))), wait, poll).ShouldNot(BeEmpty())
+	}
+}
+
+// recordVolume records a VDI's volume in its status, as its agent does on
+// first attach.
+func recordVolume(g Gomega, ns, name, volume string) {
+	vdi := getVDI(g, ns, name)
+	patch := client.MergeFrom(vdi.DeepCopy())
+	vdi.Status.Volume = volume
+	g.Expect(k8s.Status().Patch(context.Background(), vdi, patch)).To(Succeed())
+}
+
+// A whole-pool restore gives each VDI whose agent had recorded a volume that
+// volume (kept in the backup) as vpool.poolkeeper.io/volume, so that the
+// VDI attaches it again rather than a new, empty one; a VDI that had none
+// gets none, and its agent finds or creates its volume by name.
+func TestRestoreKeepsVolumes(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	var volumes map[string]string
+	ns := lostPoolWithBackup(t, g, func(ns string) {
+		// vm-0's volume is named after its namespace, vm-1's (older) after the VDI.
+		volumes = map[string]string{"vm-0": "/srv/images/" + ns + "_vm-0", "vm-1": "/srv/images/vm-1", "vm-2": "", "vm-3": ""}
+		for name, v := range volumes {
+			if v != "" {
+				recordVolume(g, ns, name, v)
+			}
+		}
+	})
+
+	createRestoringPool(t, ns, "p2", vpoolv1alpha1.RestoreSource{BackupName: "b"})
+	g.Eventually(restored(ns, "p2"), wait, poll).Should(HaveField("Status", metav1.ConditionTrue))
+	for name, v := range volumes {
+		vdi := getVDI(g, ns, name)
+		g.Expect(vdi.Spec.PoolRef.Name).To(Equal("p2"))
+		g.Expect(vdi.Status.Volume).To(BeEmpty(), "a new object: its agent records the volume it attaches")
+		if v == "" {
+			g.Expect(vdi.Annotations).NotTo(HaveKey(vpoolv1alpha1.AnnotationVolume), name)
+		} else {
+			g.Expect(vdi.Annotations).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, v), name)
+		}
 	}
 }
 

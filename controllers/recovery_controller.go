@@ -58,8 +58,10 @@ const (
 // SRs, then VDIs (unlocked), then VMs with their uuid — and records the
 // results. A plan is made once per generation; a Recovery resumed after a
 // crash carries out the same plan again, finding what it created by
-// vpoolv1alpha1.LabelRecovery. A test failover (spec.dryRun) starts nothing,
-// replaces nothing, and removes what it created once finished or deleted.
+// vpoolv1alpha1.LabelRecovery. A recovered VDI carries the volume its backup
+// records (vpoolv1alpha1.AnnotationVolume), which its agent attaches. A test
+// failover (spec.dryRun) starts nothing, replaces nothing, gives no VDI the
+// volume of its backup, and removes what it created once finished or deleted.
 type RecoveryReconciler struct {
 	client.Client
 	// APIReader reads backups' keys and data, and what the namespace holds,
@@ -234,7 +236,8 @@ func (r *RecoveryReconciler) recover(ctx context.Context, st *status.Helper[*vpo
 	}
 	summary := planSummary(rec.Status.Plan)
 	if rec.Spec.DryRun {
-		msg := "test failover: " + summary + "; no VM is started; annotate the Recovery " +
+		msg := "test failover: " + summary + "; no VM is started, and no VirtualDisk is given the volume its backup records (" +
+			vpoolv1alpha1.AnnotationVolume + "), so that nothing of the test writes the volumes of the pool it tests; annotate the Recovery " +
 			vpoolv1alpha1.AnnotationDRTestFinished + "=true or delete it to remove what it created"
 		st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonDRTestReady, msg)
 		st.Eventf(corev1.EventTypeNormal, ReasonDRTestReady, "Recover", "%s", msg)

@@ -326,6 +326,66 @@ func TestRecoveryTestFailoverStartsNothingAndCleansUp(t *testing.T) {
 	}
 }
 
+// A DR site recovers VMs into a namespace of its own, from the primary's
+// backups found through a BackupLocation: each recovered VDI carries the
+// volume its agent at the primary had recorded (vpool.poolkeeper.io/volume),
+// which the DR site's replicated storage holds under the primary's name, so
+// that it attaches that volume rather than a new, empty one of its new
+// namespace's name. A test failover first gives no VDI that volume: the
+// primary may still be running on it.
+func TestRecoveryIntoAnotherNamespaceKeepsVolumes(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	primary, endpoint, _ := s3Pool(t)
+	volume := "/srv/images/" + primary + "_vm-0"
+	recordVolume(g, primary, "vm-0", volume)
+	createLocation(t, primary, "bucket", endpoint, s3Bucket, vpoolv1alpha1.AccessReadWrite, time.Minute)
+	createLocationBackup(t, primary, "b1", "bucket")
+	g.Eventually(completed(primary, "b1"), wait, poll).Should(Equal(vpoolv1alpha1.BackupCompleted))
+
+	dr := newNamespace(t)
+	createKey(t, dr, "k", backupKey)
+	createS3Credentials(t, dr, "s3")
+	startManager(t, dr, controllers.Options{})
+	createLocation(t, dr, "primary", endpoint, s3Bucket, vpoolv1alpha1.AccessReadOnly, time.Second)
+	createPool(t, dr, "site-b", poolOpts{ha: true, timeout: timeout})
+	g.Eventually(completed(dr, "b1"), wait, poll).Should(Equal(vpoolv1alpha1.BackupCompleted))
+	fromPrimary := func(dryRun bool) func(*vpoolv1alpha1.Recovery) {
+		return func(r *vpoolv1alpha1.Recovery) {
+			r.Spec.Sources = []vpoolv1alpha1.RecoverySource{{Location: "primary", Pool: "p"}}
+			r.Spec.VirtualMachines = []string{"vm-0", "vm-3"}
+			r.Spec.DryRun = dryRun
+		}
+	}
+
+	createRecovery(t, dr, "test", "site-b", fromPrimary(true))
+	g.Eventually(recoveryReady(dr, "test"), wait, poll).Should(And(HaveField("Reason", controllers.ReasonDRTestReady),
+		HaveField("Message", ContainSubstring("no VirtualDisk is given the volume its backup records"))))
+	for _, name := range []string{"vm-0", "vm-3"} {
+		vdi := getVDI(g, dr, name)
+		g.Expect(vdi.Labels).To(HaveKeyWithValue(vpoolv1alpha1.LabelRecovery, "test"))
+		g.Expect(vdi.Annotations).NotTo(HaveKey(vpoolv1alpha1.AnnotationVolume), "a test failover never attaches the primary's volumes")
+	}
+	rec := getRecovery(g, dr, "test")
+	patch := client.MergeFrom(rec.DeepCopy())
+	rec.Annotations = map[string]string{vpoolv1alpha1.AnnotationDRTestFinished: "true"}
+	g.Expect(k8s.Patch(ctx, rec, patch)).To(Succeed())
+	g.Eventually(recoveryReady(dr, "test"), wait, poll).Should(HaveField("Reason", controllers.ReasonDRTestCleanedUp))
+	g.Eventually(func() error { return k8s.Get(ctx, key(dr, "vm-0"), &vpoolv1alpha1.VirtualDisk{}) }, wait, poll).ShouldNot(Succeed())
+
+	createRecovery(t, dr, "failover", "site-b", fromPrimary(false))
+	g.Eventually(recoveryReady(dr, "failover"), wait, poll).Should(HaveField("Reason", controllers.ReasonRecovered))
+	vdi := getVDI(g, dr, "vm-0")
+	g.Expect(vdi.Spec.PoolRef.Name).To(Equal("site-b"))
+	g.Expect(vdi.Labels).To(HaveKeyWithValue(vpoolv1alpha1.LabelRecovery, "failover"))
+	g.Expect(vdi.Annotations).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, volume),
+		"the primary's volume, not a new one named after namespace "+dr)
+	g.Expect(vdi.Status.Volume).To(BeEmpty())
+	g.Expect(getVDI(g, dr, "vm-3").Annotations).NotTo(HaveKey(vpoolv1alpha1.AnnotationVolume),
+		"vm-3's VDI recorded no volume at the primary")
+}
+
 // An object of the backup the API server refuses (here a VDI without its
 // size, as from a hand-edited or foreign dump) is not retried forever: the
 // rest is recovered, and the Recovery stalls saying which and why.

@@ -16,6 +16,18 @@ const LabelRecovery = "vpool.poolkeeper.io/recovery"
 // that already has a status.uuid keeps it.
 const AnnotationUUID = "vpool.poolkeeper.io/uuid"
 
+// AnnotationVolume, on a VirtualDisk that has no status.volume yet, is the
+// volume (key, or name) its data is in: set by restores and recoveries
+// (not by test failovers) from the status.volume of the backup, so that a
+// VDI recreated in another namespace, or onto storage replicated
+// elsewhere, attaches the volume that holds its data instead of getting a
+// new, empty one; also usable to give a new VDI an existing volume. The
+// agent looks that volume up in the SR's storage pool, by key, else by the
+// key's last path element as a name, else by the VDI's own volume name
+// (<namespace>_<vdi>), never creating one: when none is there the VM
+// waits. A VDI that already has a status.volume keeps it.
+const AnnotationVolume = "vpool.poolkeeper.io/volume"
+
 // AnnotationInformationFrom, on an object a restore or a recovery created, is
 // the completedAt (RFC 3339) of the backup its information came from; a
 // PreferNewer recovery replaces a Halted VM only with newer information.

@@ -15,8 +15,10 @@
 //
 // A Dump (schema SchemaVersion) keeps each object's name, labels, annotations
 // and spec, and only the status recovery needs: the pool's master and epoch,
-// each host's role, each VM's power state, host and suspend image. VDI locks
-// are never kept.
+// each host's role, each VM's power state, host and suspend image, each
+// VDI's volume (status.volume, which a restore or recovery gives the
+// recreated VDI as vpoolv1alpha1.AnnotationVolume). VDI locks are never
+// kept.
 //
 // Seal writes gzip-compressed JSON encrypted with AES-256-GCM under a key
 // derived (HKDF-SHA256, random salt per dump) from at least MinKeySize bytes

@@ -27,10 +27,11 @@ var droppedAnnotations = []string{
 
 // Dump is one point-in-time copy of a pool's database
 // (pool-dump-database): the Pool and every Host, StorageRepository,
-// VirtualDisk, VirtualMachine and VirtualAppliance of it. It keeps, for each object, its name,
-// labels and annotations, its full spec and only the status that recovery
-// needs. VDI locks and conditions are never kept: they describe hosts that a
-// restore does not bring back running.
+// VirtualDisk, VirtualMachine and VirtualAppliance of it. It keeps, for each
+// object, its name, labels and annotations, its full spec and only the
+// status that recovery needs (for a VDI, its volume). VDI locks and
+// conditions are never kept: they describe hosts that a restore does not
+// bring back running.
 type Dump struct {
 	// SchemaVersion is the schema the dump was written with (SchemaVersion).
 	SchemaVersion int `json:"schemaVersion"`
@@ -120,6 +121,23 @@ type VirtualDiskRecord struct {
 	Metadata RecordMeta `json:"metadata"`
 	// Spec of the VDI.
 	Spec vpoolv1alpha1.VirtualDiskSpec `json:"spec"`
+	// Status is the part of the VDI's status recovery needs. Absent from
+	// dumps written before it was kept, and from the record of a VDI that
+	// had no volume yet: such a VDI is restored as a new one, whose agent
+	// finds or creates its volume by its name. A poolkeeper older than this
+	// field refuses a dump that holds it (ErrSchemaVersion, as for any field
+	// it does not know) rather than restoring its VDIs onto new volumes.
+	Status VirtualDiskRecordStatus `json:"status,omitzero"`
+}
+
+// VirtualDiskRecordStatus is the part of a VDI's status a dump keeps.
+type VirtualDiskRecordStatus struct {
+	// Volume is the VDI's status.volume: the key (or path) of the volume
+	// that holds its data, as the host driver recorded it on first attach.
+	// A restore or recovery gives it to the recreated VDI
+	// (vpoolv1alpha1.AnnotationVolume), so that the VDI attaches that
+	// volume again rather than a new, empty one of its new name.
+	Volume string `json:"volume,omitempty"`
 }
 
 // VirtualMachineRecord is a VirtualMachine in a dump.
@@ -220,8 +238,8 @@ func NewDump(pool *vpoolv1alpha1.Pool, hosts []vpoolv1alpha1.Host, srs []vpoolv1
 	for i := range vdis {
 		vdi := &vdis[i]
 		if of(KindVirtualDisk, &vdi.ObjectMeta, vdi.Spec.PoolRef.Name) {
-			d.VirtualDisks = append(d.VirtualDisks,
-				VirtualDiskRecord{Metadata: recordMeta(&vdi.ObjectMeta), Spec: *vdi.Spec.DeepCopy()})
+			d.VirtualDisks = append(d.VirtualDisks, VirtualDiskRecord{Metadata: recordMeta(&vdi.ObjectMeta), Spec: *vdi.Spec.DeepCopy(),
+				Status: VirtualDiskRecordStatus{Volume: vdi.Status.Volume}})
 		}
 	}
 	for i := range vms {

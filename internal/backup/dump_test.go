@@ -42,6 +42,11 @@ func TestNewDump(t *testing.T) {
 		To(Equal([]string{"local-h1", "shared"}))
 	g.Expect(names(d.VirtualDisks, func(r backup.VirtualDiskRecord) string { return r.Metadata.Name })).
 		To(Equal([]string{"data", "vm1-root", "vm2-root", "vm3-suspend", "vm4-suspend"}))
+	g.Expect(d.VirtualDisks[1].Status).To(Equal(backup.VirtualDiskRecordStatus{Volume: rootVolume}),
+		"vm1-root keeps its volume (and not its lock)")
+	g.Expect(d.VirtualDisks[0].Status).To(BeZero(), "data records no volume")
+	g.Expect(d.VirtualDisks[0].Metadata.Annotations).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, dataVolume))
+	g.Expect(d.VirtualDisks[2].Status).To(BeZero())
 	g.Expect(names(d.VirtualMachines, func(r backup.VirtualMachineRecord) string { return r.Metadata.Name })).
 		To(Equal([]string{"vm1", "vm2", "vm3", "vm4"}), "without vm5, being deleted")
 

@@ -13,6 +13,13 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 )
 
+// The volumes of the world's VDIs: vm1-root's status.volume, and the one
+// data carries in its annotation.
+const (
+	rootVolume = "/srv/images/prod_vm1-root"
+	dataVolume = "/srv/images/old_data"
+)
+
 // takenAt is the fixed point in time of the test dumps.
 var takenAt = time.Date(2026, 3, 1, 2, 30, 0, 123456789, time.UTC)
 
@@ -86,7 +93,9 @@ func vm(name, pool string, desired vpoolv1alpha1.DesiredPowerState, power vpoolv
 //
 //	hosts h1 (master), h2, h3 (Redfish, Secret bmc-h3), h4 (Forgotten)
 //	SRs   shared (nfs), local-h1 (local to h1)
-//	VDIs  vm1-root, vm3-suspend, data on shared; vm2-root, vm4-suspend on local-h1
+//	VDIs  vm1-root, vm3-suspend, data on shared; vm2-root, vm4-suspend on local-h1;
+//	      vm1-root records its volume, data carries one in its annotation
+//	      (restored itself, not attached since), the others have none yet
 //	VMs   vm1 Running on h1 (vm1-root locked), vm2 Halted, vm3 Suspended on
 //	      shared, vm4 Suspended on local-h1, vm5 being deleted
 //
@@ -116,8 +125,11 @@ func newWorld() *world {
 
 	root := vdi("vm1-root", "p", "shared")
 	root.Status.Lock = &vpoolv1alpha1.VDILock{Host: "h1", Mode: vpoolv1alpha1.DiskRW, VirtualMachine: "vm1"}
+	root.Status.Volume = rootVolume
+	data := vdi("data", "p", "shared")
+	data.Annotations = map[string]string{vpoolv1alpha1.AnnotationVolume: dataVolume}
 	w.vdis = []vpoolv1alpha1.VirtualDisk{root, vdi("vm2-root", "p", "local-h1"), vdi("vm3-suspend", "p", "shared"),
-		vdi("vm4-suspend", "p", "local-h1"), vdi("data", "p", "shared"), vdi("vdi-other", "other", "sr-other")}
+		vdi("vm4-suspend", "p", "local-h1"), data, vdi("vdi-other", "other", "sr-other")}
 
 	vm1 := vm("vm1", "p", vpoolv1alpha1.DesiredRunning, vpoolv1alpha1.PowerRunning, "h1", "vm1-root", "data")
 	vm1.Annotations = map[string]string{

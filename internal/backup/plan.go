@@ -340,7 +340,8 @@ func (p *RestorePlan) Summary() string {
 // names the backup, given the objects already in its namespace. It writes
 // nothing. Every object is re-pointed at target (spec.poolRef.name), keeps
 // its name, labels, annotations and spec, and gets AnnotationRestoredFrom.
-// VDIs come without locks; VMs come Halted, resident nowhere, as any new VM,
+// VDIs come without locks, annotated with the volume the backup records
+// (vpoolv1alpha1.AnnotationVolume; see restoredVDI); VMs come Halted, resident nowhere, as any new VM,
 // except a Suspended VM whose suspend image is on a shared SR of the dump,
 // which stays Suspended (the image survived); one whose image was on a local
 // SR is Halted, as xe vm-reset-powerstate would after pool-restore-database,
@@ -356,7 +357,8 @@ func (p *RestorePlan) Summary() string {
 // A dry run (DR test failover) starts nothing: VMs get spec.powerState
 // Halted (the dump's value kept in AnnotationRestoredPowerState), hosts get
 // Manual fencing, so a test can never fence the production hosts it names,
-// and no Secrets are created; every object is owned by target.
+// VDIs get no volume annotation, so that it never attaches the production
+// volumes, and no Secrets are created; every object is owned by target.
 //
 // mode overrides target.spec.restoreFrom.mode; empty means Strict.
 func Plan(d *Dump, target *vpoolv1alpha1.Pool, existing Existing, mode vpoolv1alpha1.RestoreMode) (*RestorePlan, error) {
@@ -629,6 +631,7 @@ func (pl *planner) planStorageRepositories() {
 }
 
 func (pl *planner) planVirtualDisks() {
+	withoutVolume := 0
 	for i := range pl.d.VirtualDisks {
 		rec := &pl.d.VirtualDisks[i]
 		name := rec.Metadata.Name
@@ -646,11 +649,44 @@ func (pl *planner) planVirtualDisks() {
 			pl.note(KindVirtualDisk, name, fmt.Sprintf("its StorageRepository %s is neither in the backup nor in the namespace", rec.Spec.StorageRepository))
 		}
 		pl.mark(pl.restored, KindVirtualDisk, name)
-		// A new object has no status: the lock is not restored.
-		vdi := &vpoolv1alpha1.VirtualDisk{TypeMeta: typeMeta(KindVirtualDisk), ObjectMeta: pl.meta(rec.Metadata), Spec: *rec.Spec.DeepCopy()}
-		vdi.Spec.PoolRef.Name = pl.target.Name
-		pl.plan.VirtualDisks = append(pl.plan.VirtualDisks, vdi)
+		if pl.plan.DryRun && hasVolume(rec) {
+			withoutVolume++
+		}
+		pl.plan.VirtualDisks = append(pl.plan.VirtualDisks, restoredVDI(rec, pl.meta(rec.Metadata), pl.target.Name, pl.plan.DryRun))
 	}
+	if withoutVolume > 0 {
+		pl.note(KindPool, pl.target.Name, fmt.Sprintf("dry run: %d VirtualDisks are not given the volume the backup records (annotation %s), "+
+			"so that nothing of the test attaches the volumes of the pool it tests", withoutVolume, vpoolv1alpha1.AnnotationVolume))
+	}
+}
+
+// restoredVDI is the VirtualDisk recreated from rec with meta, in pool:
+// unlocked (a new object has no status), and given the volume its data is
+// in (vpoolv1alpha1.AnnotationVolume), so that its agent attaches that
+// volume rather than a new, empty one of the VDI's name in its new
+// namespace: the backup's status.volume, else the annotation the VDI
+// carried in the backup (recreated itself, and not attached since). A test
+// failover gives it none, and drops the one the backup carried: nothing of
+// a test may attach the volumes of the pool it tests, which may still be
+// running on them.
+func restoredVDI(rec *VirtualDiskRecord, meta metav1.ObjectMeta, pool string, testFailover bool) *vpoolv1alpha1.VirtualDisk {
+	vdi := &vpoolv1alpha1.VirtualDisk{TypeMeta: typeMeta(KindVirtualDisk), ObjectMeta: meta, Spec: *rec.Spec.DeepCopy()}
+	vdi.Spec.PoolRef.Name = pool
+	switch {
+	case testFailover:
+		delete(vdi.Annotations, vpoolv1alpha1.AnnotationVolume)
+	case rec.Status.Volume != "":
+		if vdi.Annotations == nil {
+			vdi.Annotations = map[string]string{}
+		}
+		vdi.Annotations[vpoolv1alpha1.AnnotationVolume] = rec.Status.Volume
+	}
+	return vdi
+}
+
+// hasVolume says whether the backup knows the volume of the VDI of rec.
+func hasVolume(rec *VirtualDiskRecord) bool {
+	return rec.Status.Volume != "" || rec.Metadata.Annotations[vpoolv1alpha1.AnnotationVolume] != ""
 }
 
 // planVirtualAppliances recreates the dump's vApps pointed at the target,

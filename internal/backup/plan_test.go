@@ -235,6 +235,8 @@ func TestPlan(t *testing.T) {
 			notes: append(suspendNotes,
 				problem("Pool", "restored", "dry run: the backup's 1 Secrets (BMC credentials) are not restored"),
 				problem("Pool", "restored", "dry run: 3 hosts get Manual fencing, so that the test can never fence the hosts it names"),
+				problem("Pool", "restored", "dry run: 2 VirtualDisks are not given the volume the backup records (annotation vpool.poolkeeper.io/volume), "+
+					"so that nothing of the test attaches the volumes of the pool it tests"),
 				problem("Pool", "restored", "dry run: 3 VMs get spec.powerState Halted so that none starts (the backup's value is in annotation vpool.poolkeeper.io/restored-power-state)"),
 			),
 		},
@@ -349,6 +351,52 @@ func TestPlanRestoredObjects(t *testing.T) {
 	g.Expect(d.VirtualMachines[0].Spec.Disks[0].VirtualDisk).To(Equal("vm1-root"))
 
 	g.Expect(p.Summary()).To(HavePrefix("backup b1 of pool prod/p taken at 2026-03-01T02:30:00Z: creating 2 StorageRepositories, 5 VirtualDisks, 4 VirtualMachines, 3 Hosts, 1 Secrets. Notes (2): "))
+}
+
+// A restored VDI is annotated with the volume its data is in: the backup's
+// status.volume, else the annotation it carried in the backup (restored
+// itself and not attached since); one the backup knows no volume of gets
+// none, and finds or creates its volume by its name, as before volumes were
+// kept. A dry run annotates none and drops the backup's: a test never
+// attaches the volumes of the pool it tests.
+func TestPlanKeepsVolumes(t *testing.T) {
+	g := NewWithT(t)
+	d := newWorld().dump()
+	vdis := func(p *backup.RestorePlan) map[string]map[string]string {
+		out := map[string]map[string]string{}
+		for _, v := range p.VirtualDisks {
+			out[v.Name] = v.Annotations
+		}
+		return out
+	}
+	p, err := backup.Plan(d, target(strict, false), backup.Existing{}, strict)
+	g.Expect(err).NotTo(HaveOccurred())
+	got := vdis(p)
+	g.Expect(got).To(HaveLen(5))
+	g.Expect(got["vm1-root"]).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, rootVolume), "its status.volume")
+	g.Expect(got["data"]).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, dataVolume), "the backup's annotation")
+	for _, name := range []string{"vm2-root", "vm3-suspend", "vm4-suspend"} {
+		g.Expect(got[name]).NotTo(HaveKey(vpoolv1alpha1.AnnotationVolume), name)
+	}
+
+	// A status.volume is newer than an annotation the VDI kept from its own
+	// restore: the VDI recorded that volume once attached.
+	d.VirtualDisks[1].Metadata.Annotations = map[string]string{vpoolv1alpha1.AnnotationVolume: "/stale"}
+	p, err = backup.Plan(d, target(strict, false), backup.Existing{}, strict)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(vdis(p)["vm1-root"]).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, rootVolume))
+	g.Expect(d.VirtualDisks[1].Metadata.Annotations).To(HaveKeyWithValue(vpoolv1alpha1.AnnotationVolume, "/stale"),
+		"the plan leaves the dump alone")
+
+	p, err = backup.Plan(d, target(strict, true), backup.Existing{}, strict)
+	g.Expect(err).NotTo(HaveOccurred())
+	got = vdis(p)
+	g.Expect(got).To(HaveLen(5))
+	for name, annotations := range got {
+		g.Expect(annotations).NotTo(HaveKey(vpoolv1alpha1.AnnotationVolume), "dry run: %s", name)
+		g.Expect(annotations).To(HaveKeyWithValue(backup.AnnotationRestoredFrom, "b1"), name)
+	}
+	g.Expect(p.Notes).To(ContainElement(HaveField("Message", HavePrefix("dry run: 2 VirtualDisks are not given the volume"))))
 }
 
 func TestPlanDryRun(t *testing.T) {

@@ -26,7 +26,8 @@ type RecoveryTarget struct {
 	Recovery    string
 	RecoveryUID types.UID
 	// DryRun: a test failover; no VM gets spec.powerState Running (the
-	// backup's value is kept in AnnotationRestoredPowerState).
+	// backup's value is kept in AnnotationRestoredPowerState) and no VDI
+	// gets the volume of its backup (vpoolv1alpha1.AnnotationVolume).
 	DryRun bool
 	// PowerOn: a VM whose backup wants it Running gets Running.
 	PowerOn bool
@@ -110,10 +111,7 @@ func (w *RecoveryWork) add(it vpoolv1alpha1.RecoveryItem, src *RecoverySource, t
 		if !ok {
 			return missingRecord(it)
 		}
-		// A new object has no status: the disk comes back unlocked.
-		vdi := &vpoolv1alpha1.VirtualDisk{TypeMeta: typeMeta(KindVirtualDisk), ObjectMeta: meta(rec.Metadata), Spec: *rec.Spec.DeepCopy()}
-		vdi.Spec.PoolRef.Name = t.Pool
-		w.VirtualDisks = append(w.VirtualDisks, vdi)
+		w.VirtualDisks = append(w.VirtualDisks, restoredVDI(&rec, meta(rec.Metadata), t.Pool, t.DryRun))
 	case KindVirtualAppliance:
 		rec, ok := find(src.Dump.VirtualAppliances, func(r VirtualApplianceRecord) bool { return r.Metadata.Name == it.Name })
 		if !ok {

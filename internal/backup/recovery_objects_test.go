@@ -27,6 +27,8 @@ func TestRecoveryWorkFor(t *testing.T) {
 		rec("db", "u-db", "1Gi", "local", running, suspendedOn("db-disk")),
 		rec("cache", "u-cache", "1Gi", "nfs", suspendedOn("cache-disk")))
 	src.Dump.StorageRepositories[0].Spec.Shared = true
+	src.Dump.VirtualDisks[0].Status.Volume = "/srv/images/prod_web-disk"
+	src.Dump.VirtualDisks[1].Metadata.Annotations = map[string]string{vpoolv1alpha1.AnnotationVolume: "/srv/images/prod_db-disk"}
 	target := backup.RecoveryTarget{Namespace: "dr", Pool: "drpool", Recovery: "r", RecoveryUID: "uid-r", PowerOn: true}
 	all := backup.RecoverySelection{VirtualMachines: []string{"web", "db", "cache"}}
 	plan := backup.PlanRecovery([]backup.RecoverySource{src}, all, backup.RecoveryExisting{}, vpoolv1alpha1.ConflictsFail)
@@ -53,9 +55,13 @@ func TestRecoveryWorkFor(t *testing.T) {
 	for _, sr := range w.StorageRepositories {
 		g.Expect(sr.Spec.PoolRef.Name).To(Equal("drpool"))
 	}
+	volumes := map[string]string{}
 	for _, vdi := range w.VirtualDisks {
 		g.Expect(vdi.Spec.PoolRef.Name).To(Equal("drpool"))
+		volumes[vdi.Name] = vdi.Annotations[vpoolv1alpha1.AnnotationVolume]
 	}
+	g.Expect(volumes).To(Equal(map[string]string{"web-disk": "/srv/images/prod_web-disk", "db-disk": "/srv/images/prod_db-disk",
+		"cache-disk": ""}), "a recovered VDI carries the volume its backup recorded (or the annotation it kept), one without gets none")
 
 	// A test failover: nothing runs, everything is owned by the Recovery.
 	test := target
@@ -65,6 +71,11 @@ func TestRecoveryWorkFor(t *testing.T) {
 	for _, vm := range w.VirtualMachines {
 		g.Expect(vm.Spec.PowerState).NotTo(Equal(vpoolv1alpha1.DesiredRunning))
 		g.Expect(vm.OwnerReferences).To(ConsistOf(HaveField("UID", BeEquivalentTo("uid-r"))))
+	}
+	g.Expect(w.VirtualDisks).To(HaveLen(3))
+	for _, vdi := range w.VirtualDisks {
+		g.Expect(vdi.Annotations).NotTo(HaveKey(vpoolv1alpha1.AnnotationVolume),
+			"a test failover never attaches the volumes of the pool it tests (VDI %s)", vdi.Name)
 	}
 	g.Expect(w.VirtualMachines[len(w.VirtualMachines)-1].Annotations).To(HaveKey(backup.AnnotationRestoredPowerState))
 

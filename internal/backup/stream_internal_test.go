@@ -104,3 +104,50 @@ func TestOpenRefusesTheFuture(t *testing.T) {
 		g.Expect(d.Pool.Metadata.Name).To(Equal("p"))
 	})
 }
+
+// A dump written before VDIs' volumes were kept decodes as it did, and
+// restores its VDIs with no volume annotation (their agents find or create
+// their volumes by name, as then); a VDI without a volume is written as
+// then, so that an older poolkeeper still reads a dump none of whose VDIs
+// has a volume; one with a volume carries it.
+func TestDumpVolumes(t *testing.T) {
+	g := NewWithT(t)
+	old := `{"schemaVersion":1,"takenAt":"2026-01-02T03:04:05Z","namespace":"prod",` +
+		`"pool":{"metadata":{"name":"p"},"spec":{},"status":{"master":"h1","epoch":3}},"hosts":null,` +
+		`"storageRepositories":[{"metadata":{"name":"nfs"},"spec":{"poolRef":{"name":"p"},"type":"nfs","shared":true}}],` +
+		`"virtualDisks":[{"metadata":{"name":"root","annotations":{"owner":"a"}},` +
+		`"spec":{"poolRef":{"name":"p"},"storageRepository":"nfs","size":"1Gi"}}],"virtualMachines":null}`
+	d, err := Open(sealJSON(t, 1, old), testKey)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.VirtualDisks).To(HaveLen(1))
+	g.Expect(d.VirtualDisks[0].Status).To(BeZero())
+	g.Expect(d.VirtualDisks[0].Spec.Size.String()).To(Equal("1Gi"))
+	target := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "dr", Name: "p", UID: "uid-p"}}
+	target.Spec.RestoreFrom = &vpoolv1alpha1.RestoreSource{BackupName: "b"}
+	p, err := Plan(d, target, Existing{}, vpoolv1alpha1.RestoreStrict)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(p.VirtualDisks).To(HaveLen(1))
+	g.Expect(p.VirtualDisks[0].Annotations).To(Equal(map[string]string{"owner": "a", AnnotationRestoredFrom: "b"}),
+		"no volume annotation: the VDI gets its volume by name, as before")
+
+	vdi := func(name, volume string) vpoolv1alpha1.VirtualDisk {
+		v := vpoolv1alpha1.VirtualDisk{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}}
+		v.Spec.PoolRef.Name, v.Spec.StorageRepository, v.Spec.Size = "p", "nfs", resource.MustParse("1Gi")
+		v.Status.Volume = volume
+		return v
+	}
+	pool := &vpoolv1alpha1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}}
+	nd := NewDump(pool, nil, nil, []vpoolv1alpha1.VirtualDisk{vdi("a", "/srv/images/ns_a"), vdi("b", "")}, nil, time.Now())
+	var buf bytes.Buffer
+	g.Expect(writeDump(&buf, nd)).To(Succeed())
+	var doc struct {
+		VirtualDisks []map[string]json.RawMessage `json:"virtualDisks"`
+	}
+	g.Expect(json.Unmarshal(buf.Bytes(), &doc)).To(Succeed())
+	g.Expect(doc.VirtualDisks).To(HaveLen(2))
+	g.Expect(string(doc.VirtualDisks[0]["status"])).To(Equal(`{"volume":"/srv/images/ns_a"}`))
+	g.Expect(doc.VirtualDisks[1]).NotTo(HaveKey("status"), "written as before volumes were kept")
+	back, err := readDump(bytes.NewReader(buf.Bytes()))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(back.VirtualDisks[0].Status.Volume).To(Equal("/srv/images/ns_a"))
+}
