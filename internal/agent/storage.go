@@ -160,7 +160,9 @@ func (a *Agent) reportAttachment(ctx context.Context, log logr.Logger, sr *vpool
 func (a *Agent) fieldOwner() string { return "poolkeeper-agent-" + a.cfg.Host }
 
 // diskFor builds the driver's disk for d of vm, creating its volume on first
-// attach (volumeOf). notReady says why the VM cannot start here yet (empty when it can).
+// attach, or taking the one its vpoolv1alpha1.AnnotationVolume names
+// (volumeOf), and records it in status.volume. notReady says why the VM
+// cannot start here yet (empty when it can).
 func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d vpoolv1alpha1.VMDisk,
 	plugged map[string]attachment) (disk Disk, notReady string, err error) {
 	disk = Disk{Name: d.Name, VirtualDisk: d.VirtualDisk, Mode: string(d.Mode)}
@@ -195,7 +197,7 @@ func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d
 		return disk, "", nil
 	}
 	disk.StoragePool = at.storagePool
-	key, notReady, err := volumeOf(ctx, plugger, vdi, at.storagePool)
+	key, took, notReady, err := volumeOf(ctx, plugger, vdi, at.storagePool)
 	if err != nil || notReady != "" {
 		return disk, notReady, err
 	}
@@ -205,6 +207,10 @@ func (a *Agent) diskFor(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, d
 		vdi.Status.Volume = key
 		if err := a.client.Status().Patch(ctx, vdi, patch); err != nil {
 			return disk, "", fmt.Errorf("recording the volume of VirtualDisk %s: %w", vdi.Name, err)
+		}
+		if took != "" {
+			a.cfg.Log.Info(took, "host", a.cfg.Host, "vdi", vdi.Name, "storagePool", at.storagePool, "volume", key,
+				"annotation", vdi.Annotations[vpoolv1alpha1.AnnotationVolume])
 		}
 	}
 	return disk, "", nil
@@ -226,42 +232,77 @@ type VolumeFinder interface {
 }
 
 // volumeOf is the key of vdi's volume in storagePool. A VDI with no
-// status.volume gets its volume, VolumeName, created with spec.size when
-// missing. A VDI with one keeps it: the recorded key when storagePool holds
-// it, else (the SR's storage restored elsewhere, the same names under new
-// keys) the volume of its name there, VolumeName or, for a volume created
-// before volumes were named after their namespace, whose key ends with it,
-// the VDI's name; it never gets a new, empty volume. With a driver that
-// cannot look a volume up (no VolumeFinder) the recorded key is used as it
-// is. notReady says why there is no volume yet.
-func volumeOf(ctx context.Context, plugger StoragePlugger, vdi *vpoolv1alpha1.VirtualDisk, storagePool string) (key, notReady string, err error) {
+// status.volume and no vpoolv1alpha1.AnnotationVolume gets its volume,
+// VolumeName, created with spec.size when missing. A VDI with one keeps it:
+// the recorded key when storagePool holds it, else (the SR's storage
+// restored elsewhere, the same names under new keys) the volume of its name
+// there, VolumeName or, for a volume created before volumes were named
+// after their namespace, whose key ends with it, the VDI's name; it never
+// gets a new, empty volume. A VDI with no status.volume but the annotation
+// (recreated by a restore or a recovery, maybe in another namespace or onto
+// storage replicated elsewhere) takes the volume the annotation names, as
+// it would a recorded one: by its key, else by the key's last element as a
+// name (the volume's name where it was recorded: <namespace>_<vdi> of the
+// namespace of origin, or the VDI's name), else, only when that volume is
+// not in storagePool, the volume VolumeName if it is there; never a new
+// one. With a driver that cannot look a volume up (no VolumeFinder) the
+// recorded or annotated key is used as it is. notReady says why there is
+// no volume yet; took, when not empty, says how a VDI without
+// status.volume took the volume of its annotation (for the log).
+func volumeOf(ctx context.Context, plugger StoragePlugger, vdi *vpoolv1alpha1.VirtualDisk, storagePool string) (
+	key, took, notReady string, err error) {
 	name := VolumeName(vdi.Namespace, vdi.Name)
-	recorded := vdi.Status.Volume
-	if recorded == "" {
+	recorded, what := vdi.Status.Volume, "status.volume"
+	names, fallback := []string{name}, ""
+	switch backedUp := strings.TrimSpace(vdi.Annotations[vpoolv1alpha1.AnnotationVolume]); {
+	case recorded != "":
+		if path.Base(recorded) == vdi.Name {
+			names = append(names, vdi.Name)
+		}
+	case backedUp != "":
+		recorded, what = backedUp, "annotation "+vpoolv1alpha1.AnnotationVolume
+		names = nil
+		if base := path.Base(backedUp); base != "." && base != "/" {
+			names = append(names, base)
+		}
+		if !slices.Contains(names, name) {
+			fallback = name
+		}
+	default:
 		key, err := plugger.EnsureVolume(ctx, storagePool, name, vdi.Spec.Size.Value())
 		if err != nil {
-			return "", "", fmt.Errorf("creating the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, storagePool, err)
+			return "", "", "", fmt.Errorf("creating the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, storagePool, err)
 		}
-		return key, "", nil
+		return key, "", "", nil
 	}
 	finder, ok := plugger.(VolumeFinder)
 	if !ok {
-		return recorded, "", nil
+		return recorded, "", "", nil
 	}
-	names := []string{name}
-	if path.Base(recorded) == vdi.Name {
-		names = append(names, vdi.Name)
+	lookupErr := func(err error) error {
+		return fmt.Errorf("looking up the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, storagePool, err)
 	}
 	key, ok, err = finder.FindVolume(ctx, storagePool, recorded, names...)
 	if err != nil {
-		return "", "", fmt.Errorf("looking up the volume of VirtualDisk %s in storage pool %s: %w", vdi.Name, storagePool, err)
+		return "", "", "", lookupErr(err)
+	}
+	if ok && vdi.Status.Volume == "" {
+		took = "VirtualDisk takes the volume its " + what + " names"
+	}
+	if !ok && fallback != "" {
+		if key, ok, err = finder.FindVolume(ctx, storagePool, "", fallback); err != nil {
+			return "", "", "", lookupErr(err)
+		}
+		took = fmt.Sprintf("VirtualDisk takes volume %s: the volume its %s names (%s) is not in storage pool %s",
+			fallback, what, recorded, storagePool)
+		names = append(names, fallback)
 	}
 	if !ok {
-		return "", fmt.Sprintf("the volume of VirtualDisk %s (status.volume %s) is not in storage pool %s on this host, "+
-			"nor a volume named %s: no new empty volume is made for a VDI that has one", vdi.Name, recorded, storagePool,
+		return "", "", fmt.Sprintf("the volume of VirtualDisk %s (%s %s) is not in storage pool %s on this host, "+
+			"nor a volume named %s: no new empty volume is made for a VDI that has one", vdi.Name, what, recorded, storagePool,
 			strings.Join(names, " or ")), nil
 	}
-	return key, "", nil
+	return key, took, "", nil
 }
 
 // hostNetworks lists the networks this host offers: the driver's, or the

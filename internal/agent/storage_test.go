@@ -205,6 +205,11 @@ func TestAgentPlugsStorageAndChecksLocks(t *testing.T) {
 // the key gone) by its name there, the VDI's own name for a volume created
 // before volumes were named after their namespace; one whose volume is
 // nowhere gets no new empty one, nor another namespace's volume of its name.
+// A VDI that records none but carries the volume of its backup
+// (vpool.poolkeeper.io/volume, as a restore or a recovery into another
+// namespace makes it) attaches that volume, by its key or by its name, else
+// the volume of its own name when there is one, and creates none: when
+// neither is there, its VM waits.
 func TestVolumesAreNamespaced(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -213,11 +218,18 @@ func TestVolumesAreNamespaced(t *testing.T) {
 	data := store.ensure("pool-a", "data", 1<<30)
 	store.ensure("pool-a", "moved", 1<<30)
 	store.ensure("pool-a", "lost", 1<<30) // another namespace's VDI lost
+	// Volumes of the primary site's namespace prod, replicated here.
+	restored := store.ensure("pool-a", "prod_restored", 1<<30)
+	renamed := store.ensure("pool-a", "prod_renamed", 1<<30)
 	ns1, ns2 := setup(t, 4*time.Second), setup(t, 4*time.Second)
-	vdi := func(ns, name, recorded string) {
+	fallback := store.ensure("pool-a", ns2+"_fallback", 1<<30) // renamed by hand for the recovery
+	vdi := func(ns, name, recorded string, annotated ...string) {
 		t.Helper()
 		o := &vpoolv1alpha1.VirtualDisk{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 		o.Spec.PoolRef.Name, o.Spec.StorageRepository, o.Spec.Size = "p", "shared", resource.MustParse("1Gi")
+		if len(annotated) > 0 {
+			o.Annotations = map[string]string{vpoolv1alpha1.AnnotationVolume: annotated[0]}
+		}
 		g.Expect(k8s.Create(ctx, o)).To(Succeed())
 		o.Status.Lock = &vpoolv1alpha1.VDILock{Host: "h1", Mode: vpoolv1alpha1.DiskRW, BootID: "boot-1"}
 		o.Status.Volume = recorded
@@ -242,12 +254,19 @@ func TestVolumesAreNamespaced(t *testing.T) {
 		vdi(ns, "root", "")
 		drivers[ns] = &storageDriver{SimDriver: agent.NewSimDriver(), pools: map[string]bool{"pool-a": true}, store: store}
 	}
-	vdi(ns2, "data", data)
+	vdi(ns2, "data", data, "/pools/pool-a/lost") // status.volume wins
 	vdi(ns2, "moved", "/old-storage/moved")
 	vdi(ns1, "lost", "/old-storage/"+ns1+"_lost")
+	// Recreated from a backup of namespace prod: no status.volume, the
+	// backed-up one annotated.
+	vdi(ns2, "restored", "", restored)
+	vdi(ns2, "renamed", "", "/primary-mount/prod_renamed") // the same name under another key
+	vdi(ns2, "fallback", "", "/primary-mount/prod_fallback")
+	vdi(ns1, "gone", "", "/primary-mount/prod_gone") // not replicated here
 	vm(ns1, "vm-a", "root")
 	vm(ns1, "vm-lost", "lost")
-	vm(ns2, "vm-b", "root", "data", "moved")
+	vm(ns1, "vm-gone", "gone")
+	vm(ns2, "vm-b", "root", "data", "moved", "restored", "renamed", "fallback")
 	for _, ns := range []string{ns1, ns2} {
 		runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
 			Driver: drivers[ns], DriverName: "fake", BootID: "boot-1"})
@@ -262,7 +281,8 @@ func TestVolumesAreNamespaced(t *testing.T) {
 	}{
 		{ns1, "vm-a", []agent.Disk{disk("root", "/pools/pool-a/"+ns1+"_root")}},
 		{ns2, "vm-b", []agent.Disk{disk("root", "/pools/pool-a/"+ns2+"_root"), disk("data", data),
-			disk("moved", "/pools/pool-a/moved")}},
+			disk("moved", "/pools/pool-a/moved"), disk("restored", restored), disk("renamed", renamed),
+			disk("fallback", fallback)}},
 	} {
 		g.Eventually(drivers[want.ns].lastStarted, 20*time.Second, 50*time.Millisecond).Should(HaveLen(1))
 		started := drivers[want.ns].lastStarted()[0]
@@ -278,12 +298,17 @@ func TestVolumesAreNamespaced(t *testing.T) {
 		g.Expect(volumeOf(g, ns1, "root")).To(Equal("/pools/pool-a/" + ns1 + "_root"))
 		g.Expect(volumeOf(g, ns2, "root")).To(Equal("/pools/pool-a/" + ns2 + "_root"))
 		g.Expect(volumeOf(g, ns2, "moved")).To(Equal("/pools/pool-a/moved"), "the restored volume's key recorded")
+		g.Expect(volumeOf(g, ns2, "restored")).To(Equal(restored), "the backed-up volume recorded")
+		g.Expect(volumeOf(g, ns2, "renamed")).To(Equal(renamed))
+		g.Expect(volumeOf(g, ns2, "fallback")).To(Equal(fallback))
 	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
 	g.Consistently(func(g Gomega) {
-		g.Expect(drivers[ns1].lastStarted()).To(HaveLen(1), "vm-lost must not start: its volume is nowhere")
+		g.Expect(drivers[ns1].lastStarted()).To(HaveLen(1), "vm-lost and vm-gone must not start: their volumes are nowhere")
 		g.Expect(volumeOf(g, ns1, "lost")).To(Equal("/old-storage/" + ns1 + "_lost"))
+		g.Expect(volumeOf(g, ns1, "gone")).To(BeEmpty(), "no volume recorded for a backed-up volume that is not here")
 		g.Expect(volumeOf(g, ns2, "data")).To(Equal(data))
 	}, time.Second, 100*time.Millisecond).Should(Succeed())
-	g.Expect(store.names("pool-a")).To(ConsistOf("data", "lost", "moved", ns1+"_root", ns2+"_root"),
-		"two volumes for the two roots, and no other new one")
+	g.Expect(store.names("pool-a")).To(ConsistOf("data", "lost", "moved", ns1+"_root", ns2+"_root",
+		"prod_restored", "prod_renamed", ns2+"_fallback"),
+		"two volumes for the two roots, and no other new one: none for the VDIs that carry their backed-up volume")
 }
