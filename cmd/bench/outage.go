@@ -148,7 +148,7 @@ type freezeResult struct {
 	started, moved, notRunning      int
 	leftLive, fenced                []string // host:phase, as the manager logged them (each once)
 	seen                            []string // host:phase other than Live, polled from the API after the resume
-	events                          []string // reasons of the Host events since the freeze began
+	events                          []string // the Host events since the freeze began: reason@seconds from the resume, the last of each
 	granted                         int
 	held                            time.Duration // mean exemption length
 	load                            string
@@ -214,7 +214,7 @@ func (r *freezeResult) print(t time.Duration) {
 	}
 	fmt.Printf("freeze %.0fs (%g×T): VMs stopped %d, agents self-fenced %d (exited %d), VMs started again %d, off their host %d, missing from runningVMs %d; hosts fenced %d %v\n",
 		r.length.Seconds(), r.k, r.stopped, r.selfFenced, r.exited, r.started, r.moved, r.notRunning, len(r.fenced), r.fenced)
-	fmt.Printf("  hosts the manager moved out of Live %d %v, seen so in the API after the resume %d %v; Host events since the freeze %v\n",
+	fmt.Printf("  hosts the manager moved out of Live %d %v, seen so in the API after the resume %d %v; Host events since the freeze (reason×Hosts@first, from the resume) %v\n",
 		len(r.leftLive), r.leftLive, len(r.seen), r.seen, r.events)
 	fmt.Printf("  exemptions granted %d (held %s on average), agents exempt at the freeze's end %d of %d, slots' time since their last renewal then %ss\n",
 		r.granted, s(r.held), r.exemptAtEnd, len(obHosts), strings.Join(since, "/"))
@@ -454,7 +454,7 @@ func (b *outageBench) freeze(ctx context.Context, k float64) (*freezeResult, err
 	if ended := sumOf(after, "poolkeeper_agent_outage_exemption_seconds_count") - sumOf(before, "poolkeeper_agent_outage_exemption_seconds_count"); ended > 0 {
 		r.held = time.Duration(held / ended * float64(time.Second))
 	}
-	if err := b.judge(ctx, r, stopped); err != nil {
+	if err := b.judge(ctx, r, stopped, resumed); err != nil {
 		return nil, err
 	}
 	r.load = load0 + " at the freeze, " + loadAverage() + " after"
@@ -493,8 +493,8 @@ func (b *outageBench) settle(ctx context.Context, r *freezeResult, stopped, resu
 	})
 }
 
-// judge counts what the freeze, begun at since, did to the VMs and the hosts.
-func (b *outageBench) judge(ctx context.Context, r *freezeResult, since time.Time) error {
+// judge counts what the freeze, from since to resumed, did to the VMs and the hosts.
+func (b *outageBench) judge(ctx context.Context, r *freezeResult, since, resumed time.Time) error {
 	for _, h := range obHosts {
 		log := b.logSince(b.agentLog(h))
 		r.stopped += strings.Count(log, `"Stopped VM"`)
@@ -528,7 +528,7 @@ func (b *outageBench) judge(ctx context.Context, r *freezeResult, since time.Tim
 			r.fenced = appendNew(r.fenced, l.Host.Name+":"+l.To)
 		}
 	}
-	if err := b.hostEvents(ctx, r, since); err != nil {
+	if err := b.hostEvents(ctx, r, since, resumed); err != nil {
 		return err
 	}
 	s, err := b.snapshot(ctx)
@@ -547,12 +547,20 @@ func (b *outageBench) judge(ctx context.Context, r *freezeResult, since time.Tim
 	return nil
 }
 
-// hostEvents lists the reasons of the Host events of the pool seen since.
-func (b *outageBench) hostEvents(ctx context.Context, r *freezeResult, since time.Time) error {
+// hostEvents lists the Host events of the pool last seen at or after since
+// (whole seconds), by reason: how many Hosts, and the first time from
+// resumed.
+func (b *outageBench) hostEvents(ctx context.Context, r *freezeResult, since, resumed time.Time) error {
 	var events eventsv1.EventList
 	if err := b.k.c.List(ctx, &events, client.InNamespace(obNS)); err != nil {
 		return err
 	}
+	type seen struct {
+		reason string
+		n      int
+		first  time.Time
+	}
+	var byReason []*seen
 	for _, e := range events.Items {
 		last := e.EventTime.Time
 		if e.Series != nil {
@@ -561,9 +569,20 @@ func (b *outageBench) hostEvents(ctx context.Context, r *freezeResult, since tim
 		if t := e.DeprecatedLastTimestamp.Time; t.After(last) {
 			last = t
 		}
-		if e.Regarding.Kind == "Host" && !last.Before(since.Truncate(time.Second)) {
-			r.events = appendNew(r.events, e.Reason)
+		if e.Regarding.Kind != "Host" || last.Before(since.Truncate(time.Second)) {
+			continue
 		}
+		i := slices.IndexFunc(byReason, func(s *seen) bool { return s.reason == e.Reason })
+		if i < 0 {
+			i, byReason = len(byReason), append(byReason, &seen{reason: e.Reason, first: last})
+		}
+		if byReason[i].n++; last.Before(byReason[i].first) {
+			byReason[i].first = last
+		}
+	}
+	slices.SortFunc(byReason, func(a, b *seen) int { return a.first.Compare(b.first) })
+	for _, s := range byReason {
+		r.events = append(r.events, fmt.Sprintf("%s×%d@%+.1fs", s.reason, s.n, s.first.Sub(resumed).Seconds()))
 	}
 	return nil
 }
