@@ -4,8 +4,8 @@ package main
 // pool with a heartbeat SR rides out with no VM stopped (README "Control-plane
 // outages and the heartbeat SR").
 //
-//	go run ./cmd/bench outage                                  # T 20s, freezes 1.75T, 3T, 6T: about 6 minutes
-//	go run ./cmd/bench outage --timeout 60s --freezes 1.75,3   # about 9 minutes
+//	go run ./cmd/bench outage                                  # T 20s, freezes 1.75T, 3T, 6T: about 5½ minutes
+//	go run ./cmd/bench outage --timeout 60s --freezes 1.75,3   # about 8 minutes
 //
 // Setup: envtest and the real manager (as for liveness; its log at level
 // info, unless POOLKEEPER_BENCH_LOG_LEVEL says otherwise, for the Hosts'
