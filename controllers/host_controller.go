@@ -93,6 +93,9 @@ type hostScope struct {
 	in fencing.HostInput
 	// fencer is the host's fencing method.
 	fencer fencing.Fencer
+	// suspectIn is, for a Live host of an HA pool, how long until its
+	// silence makes it stale for the storm guard (see watchQuiet).
+	suspectIn time.Duration
 	// secretsRead are the resourceVersions of the Secrets the fencing
 	// method read in this reconcile, by name.
 	secretsRead map[string]string
@@ -127,7 +130,8 @@ func (r *HostReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 }
 
 // leaseEvent records a Lease observation. A renewal of a Live host needs no
-// reconcile (its expiry is already queued); anything else does.
+// reconcile (its expiry is already queued) unless its pool's storm guard
+// holds: the renewal may lift it; anything else does.
 func (r *HostReconciler) leaseEvent(ctx context.Context, obj client.Object, q workqueueInterface) {
 	key := client.ObjectKeyFromObject(obj)
 	renewed := r.Tracker.Observe(key, obj.GetResourceVersion(), declaredDeadline(obj))
@@ -143,7 +147,7 @@ func (r *HostReconciler) leaseEvent(ctx context.Context, obj client.Object, q wo
 	if err := r.Get(ctx, key, host); err != nil {
 		return
 	}
-	if renewed && host.Status.Phase == vpoolv1alpha1.HostPhaseLive {
+	if renewed && host.Status.Phase == vpoolv1alpha1.HostPhaseLive && !r.mayLiftGuard(ctx, host) {
 		return
 	}
 	q.Add(reconcile.Request{NamespacedName: key})
@@ -288,7 +292,8 @@ func (r *HostReconciler) fillScope(_ context.Context, s *hostScope, pool *vpoolv
 }
 
 // tallyPool counts the pool's hosts for the fencing chain, from the cache.
-// Only a host that may be fenced needs it: a Live host's reconcile stays O(1).
+// Only a host that may be fenced, or a quiet one (watchQuiet), needs it: a
+// heartbeating host's reconcile stays O(1).
 func (r *HostReconciler) tallyPool(ctx context.Context, s *hostScope) error {
 	if s.tallied {
 		return nil
@@ -367,8 +372,8 @@ func (r *HostReconciler) methods() fencing.Registry {
 }
 
 // decisionInput builds the phase machine's input from what was read. The
-// pool is tallied only for a host that may be fenced: a Live host's
-// reconcile stays O(1).
+// pool is tallied only for a host that may be fenced, or a quiet Live one:
+// a heartbeating host's reconcile stays O(1).
 func (r *HostReconciler) decisionInput(ctx context.Context, s *hostScope) error {
 	h := s.host
 	methods := r.methods()
@@ -382,9 +387,11 @@ func (r *HostReconciler) decisionInput(ctx context.Context, s *hostScope) error 
 	}
 	r.syncInput(s)
 	// A host waiting for its agent's safe time is not counted fenced while
-	// the storm guard holds (fencing.Agent), so the guard is looked at then.
+	// the storm guard holds (fencing.Agent), so the guard is looked at then;
+	// and as soon as a Live host goes quiet (watchQuiet).
+	quiet := r.watchQuiet(s)
 	waiting := h.Status.Phase == vpoolv1alpha1.HostPhaseFencing && s.in.HAEnabled && !s.in.Forget
-	if waiting || h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.in.HAEnabled || s.in.Forget) {
+	if quiet || waiting || h.Status.Phase == vpoolv1alpha1.HostPhaseUnreachable && (s.in.HAEnabled || s.in.Forget) {
 		if err := r.tallyPool(ctx, s); err != nil {
 			return err
 		}
@@ -445,7 +452,11 @@ func (r *HostReconciler) reconcilePhase(ctx context.Context, s *hostScope) (time
 	if stepRequeue > 0 && h.Status.Phase == vpoolv1alpha1.HostPhaseFencing {
 		requeue = stepRequeue
 	}
-	return earliest(requeue, agentsRecheck, fencingRecheck), nil
+	var suspect time.Duration
+	if h.Status.Phase == vpoolv1alpha1.HostPhaseLive {
+		suspect = s.suspectIn
+	}
+	return earliest(requeue, agentsRecheck, fencingRecheck, suspect), nil
 }
 
 // advance runs the phase machine until it settles (a few steps at most),

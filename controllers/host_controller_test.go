@@ -30,24 +30,33 @@ const (
 	poll     = 100 * time.Millisecond
 )
 
-// A member whose agent dies is Unreachable after the timeout, then Fencing,
-// then Fenced once the Agent method's safe time has passed.
-func TestMemberDiesAgentFencing(t *testing.T) {
-	t.Parallel()
-	g := NewWithT(t)
-	ns := newNamespace(t)
-	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+// threeLiveHosts starts an HA pool p of three hosts with heartbeatTimeout,
+// a manager and an agent per host, waits until all are Live, and returns
+// the agents by host.
+func threeLiveHosts(t *testing.T, g Gomega, ns string, heartbeatTimeout time.Duration) map[string]*runningAgent {
+	t.Helper()
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: heartbeatTimeout})
+	agents := map[string]*runningAgent{}
 	for _, h := range []string{"h1", "h2", "h3"} {
 		createHost(t, ns, "p", h)
 	}
 	startManager(t, ns, controllers.Options{})
-	agents := map[string]*runningAgent{}
 	for _, h := range []string{"h1", "h2", "h3"} {
 		agents[h] = startAgent(t, ns, h, interval, nil)
 	}
 	for _, h := range []string{"h1", "h2", "h3"} {
 		g.Eventually(phaseOf(ns, h), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
 	}
+	return agents
+}
+
+// A member whose agent dies is Unreachable after the timeout, then Fencing,
+// then Fenced once the Agent method's safe time has passed.
+func TestMemberDiesAgentFencing(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	agents := threeLiveHosts(t, g, ns, timeout)
 	bootID := getHost(g, ns, "h2").Status.BootID
 	g.Expect(bootID).To(Equal(agents["h2"].BootID()))
 
@@ -96,16 +105,7 @@ func TestStormGuardFencesNobody(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
-	agents := map[string]*runningAgent{}
-	for _, h := range []string{"h1", "h2", "h3"} {
-		createHost(t, ns, "p", h)
-	}
-	startManager(t, ns, controllers.Options{})
-	for _, h := range []string{"h1", "h2", "h3"} {
-		agents[h] = startAgent(t, ns, h, interval, nil)
-		g.Eventually(phaseOf(ns, h), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseLive))
-	}
+	agents := threeLiveHosts(t, g, ns, timeout)
 	agents["h2"].Kill()
 	agents["h3"].Kill()
 	bothStale := func(g Gomega) []vpoolv1alpha1.HostPhase {

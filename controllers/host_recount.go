@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
@@ -33,6 +35,11 @@ func (r *HostReconciler) noteGuard(s *hostScope) {
 	}
 	g := fencing.StormGuard(s.tally, s.settings.Fencing.MaxUnhealthyPercent)
 	c := r.Tracker.Recount().Note(poolKey(s.pool.Namespace, s.pool.Name), s.now, !g.Allowed, s.tally.Stale())
+	if c.Began {
+		s.st.Event(status.Event{Type: corev1.EventTypeWarning, Reason: fencing.ReasonStormGuard, Action: "HoldFencing",
+			Note: fmt.Sprintf("the storm guard of pool %s holds from %s: %s (a Live host silent for %s counts as stale)",
+				s.pool.Name, s.now.UTC().Format(time.RFC3339), g.Message, liveness.SuspectAfter(s.timeout))})
+	}
 	if !c.Lifted {
 		return
 	}
@@ -41,6 +48,41 @@ func (r *HostReconciler) noteGuard(s *hostScope) {
 		c.Peak, c.Since.UTC().Format(time.RFC3339), c.Since.Add(liveness.SafeAfter(s.timeout)).UTC().Format(time.RFC3339))
 	s.st.Event(status.Event{Type: corev1.EventTypeNormal, Reason: ReasonOutageRiddenOut, Action: "CountAfresh", Note: msg,
 		Observe: func() { metrics.ObserveOutageRiddenOut(c.HeldFor, c.Peak) }})
+}
+
+// watchQuiet says whether the reconcile of a Live host of an HA pool
+// tallies the pool for the storm guard: once the host's silence reaches
+// liveness.SuspectAfter, when the tally counts it stale (so the start of a
+// storm is noted then, as agents' outage exemptions start then, not a full
+// timeout later), and while the pool's guard holds (a renewal may lift
+// it). Before that instant it sets s.suspectIn, to look again exactly then;
+// a renewal meanwhile makes that look a no-op.
+func (r *HostReconciler) watchQuiet(s *hostScope) bool {
+	h := s.host
+	if h.Status.Phase != vpoolv1alpha1.HostPhaseLive || !s.settings.HA.Enabled {
+		return false
+	}
+	s.suspectIn = suspectIn(r.Tracker.Get(client.ObjectKeyFromObject(h)), s.now, s.timeout)
+	return s.suspectIn <= 0 || r.guardHolds(h)
+}
+
+// guardHolds reports whether the storm guard of host h's pool was last
+// noted holding.
+func (r *HostReconciler) guardHolds(h *vpoolv1alpha1.Host) bool {
+	_, holding := r.Tracker.Recount().From(poolKey(h.Namespace, h.Spec.PoolRef.Name))
+	return holding
+}
+
+// mayLiftGuard reports whether a renewal of Live host h may lift its pool's
+// storm guard: the guard was last noted holding and the pool (read from the
+// cache) has HA on, so the host's reconcile tallies it.
+func (r *HostReconciler) mayLiftGuard(ctx context.Context, h *vpoolv1alpha1.Host) bool {
+	if !r.guardHolds(h) {
+		return false
+	}
+	pool := &vpoolv1alpha1.Pool{}
+	return r.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Spec.PoolRef.Name}, pool) == nil &&
+		pool.Effective().HA.Enabled
 }
 
 // heartbeatOf is the host's heartbeat as the phase machine counts it: from

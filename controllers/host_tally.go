@@ -18,12 +18,18 @@ func tallyHosts(hosts []vpoolv1alpha1.Host, tracker *liveness.Tracker, now time.
 	for i := range hosts {
 		h := &hosts[i]
 		phases = append(phases, h.Status.Phase)
-		if h.Status.Phase == vpoolv1alpha1.HostPhaseLive &&
-			now.Sub(tracker.Get(client.ObjectKeyFromObject(h)).LastSeen) >= liveness.SuspectAfter(timeout) {
+		if h.Status.Phase == vpoolv1alpha1.HostPhaseLive && suspectIn(tracker.Get(client.ObjectKeyFromObject(h)), now, timeout) <= 0 {
 			suspects++
 		}
 	}
 	t := fencing.TallyOf(phases)
 	t.Suspect = suspects
 	return t
+}
+
+// suspectIn is how long until a Live host's silence (from the last renewal
+// observed, not counted afresh) reaches liveness.SuspectAfter, when the
+// storm guard counts it stale; zero or less once it has.
+func suspectIn(hb liveness.Observation, now time.Time, timeout time.Duration) time.Duration {
+	return hb.LastSeen.Add(liveness.SuspectAfter(timeout)).Sub(now)
 }
