@@ -85,7 +85,7 @@ func vdi(name, lockedBy string) *vpoolv1alpha1.VirtualDisk {
 }
 
 // degradedPool: HA off, master h1 Live, h2 Unreachable with VM b and its
-// lock, h3 Fencing with its safe time 10s away.
+// lock, h3 Fencing with its safe time 10s away, guarded by /dev/watchdog.
 func degradedPool() []client.Object {
 	pool := &vpoolv1alpha1.Pool{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"},
@@ -97,7 +97,10 @@ func degradedPool() []client.Object {
 			}},
 	}
 	h3 := host("h3", vpoolv1alpha1.HostPhaseFencing, vpoolv1alpha1.RoleMember)
-	h3.Status.Fencing = &vpoolv1alpha1.FencingStatus{Method: vpoolv1alpha1.FencingAgent, StartedAt: at(-5 * time.Second), SafeAt: at(10 * time.Second)}
+	h3.Status.Fencing = &vpoolv1alpha1.FencingStatus{Method: vpoolv1alpha1.FencingAgent, StartedAt: at(-5 * time.Second),
+		SafeAt: at(10 * time.Second), BootID: "boot-3"}
+	h3.Status.Watchdog = &vpoolv1alpha1.WatchdogStatus{Kind: vpoolv1alpha1.WatchdogDevice, Device: "/dev/watchdog",
+		Timeout: &metav1.Duration{Duration: 10 * time.Second}, BootID: "boot-3"}
 	h2 := host("h2", vpoolv1alpha1.HostPhaseUnreachable, vpoolv1alpha1.RoleMember)
 	h2.Status.Conditions = []metav1.Condition{cond("Ready", metav1.ConditionFalse, "HeartbeatStale", "no heartbeat for 45s")}
 	return []client.Object{pool, host("h1", vpoolv1alpha1.HostPhaseLive, vpoolv1alpha1.RoleMaster), h2, h3,
@@ -142,7 +145,7 @@ func TestStatusShowsThePoolAtAGlance(t *testing.T) {
 	g.Expect(out).To(ContainSubstring("Storm guard: fencing allowed"))
 	g.Expect(out).To(MatchRegexp(`h1 +Master +Live +2s ago +- +1 +1 +True`))
 	g.Expect(out).To(MatchRegexp(`h2 +Member +Unreachable +45s ago +- +1 +1 +False \(HeartbeatStale\)`))
-	g.Expect(out).To(MatchRegexp(`h3 +Member +Fencing +50s ago +Agent, started 5s ago, safe in 10s +0 +0`))
+	g.Expect(out).To(MatchRegexp(`h3 +Member +Fencing +50s ago +Agent, started 5s ago, safe in 10s, watchdog /dev/watchdog +0 +0`))
 	g.Expect(out).To(MatchRegexp(`b-root +h2 +Unreachable +b +1h0m ago`))
 	g.Expect(out).To(ContainSubstring("Last backup: b1 Completed 10m0s ago (2 hosts, 2 VMs"))
 	g.Expect(out).To(ContainSubstring("Last verification: b1 passed 1m0s ago"))
@@ -153,6 +156,7 @@ func TestStatusShowsThePoolAtAGlance(t *testing.T) {
 	g.Expect(json.Unmarshal([]byte(out), &r)).To(Succeed())
 	g.Expect(r.Hosts).To(HaveLen(3))
 	g.Expect(r.Hosts[2].Phase).To(Equal("Fencing"))
+	g.Expect(r.Hosts[2].Watchdog).To(HaveField("Device", "/dev/watchdog"))
 	g.Expect(*r.Hosts[1].HeartbeatAgeSeconds).To(BeNumerically("==", 45))
 	g.Expect(r.Hosts[1].VMs).To(Equal([]string{"b"}))
 	g.Expect(r.LastBackup.Name).To(Equal("b1"))

@@ -118,16 +118,17 @@ type condition struct {
 }
 
 type hostReport struct {
-	Name                string                       `json:"name"`
-	Role                string                       `json:"role,omitempty"`
-	Phase               string                       `json:"phase"`
-	State               string                       `json:"state,omitempty"`
-	LastRenewTime       *metav1.Time                 `json:"lastRenewTime,omitempty"`
-	HeartbeatAgeSeconds *float64                     `json:"heartbeatAgeSeconds,omitempty"`
-	Fencing             *vpoolv1alpha1.FencingStatus `json:"fencing,omitempty"`
-	VMs                 []string                     `json:"vms"`
-	Locks               int                          `json:"locks"`
-	Ready               condition                    `json:"ready"`
+	Name                string                        `json:"name"`
+	Role                string                        `json:"role,omitempty"`
+	Phase               string                        `json:"phase"`
+	State               string                        `json:"state,omitempty"`
+	LastRenewTime       *metav1.Time                  `json:"lastRenewTime,omitempty"`
+	HeartbeatAgeSeconds *float64                      `json:"heartbeatAgeSeconds,omitempty"`
+	Fencing             *vpoolv1alpha1.FencingStatus  `json:"fencing,omitempty"`
+	Watchdog            *vpoolv1alpha1.WatchdogStatus `json:"watchdog,omitempty"`
+	VMs                 []string                      `json:"vms"`
+	Locks               int                           `json:"locks"`
+	Ready               condition                     `json:"ready"`
 }
 
 type vmReport struct {
@@ -225,7 +226,7 @@ func newHostReport(po *poolObjects, h *vpoolv1alpha1.Host, now time.Time) hostRe
 		a := now.Sub(l.Spec.RenewTime.Time).Seconds()
 		hr.HeartbeatAgeSeconds = &a
 	}
-	hr.Fencing = h.Status.Fencing
+	hr.Fencing, hr.Watchdog = h.Status.Fencing, h.Status.Watchdog
 	for _, vm := range po.vmsOn(h.Name) {
 		hr.VMs = append(hr.VMs, vm.Name)
 	}
@@ -378,7 +379,8 @@ func (r *poolReport) printBackups(out io.Writer, now time.Time) {
 	}
 }
 
-// fencingProgress is the FENCING cell: method, since when, the safe time.
+// fencingProgress is the FENCING cell: method, since when, the safe time
+// and, for an Agent fence, the watchdog armed for the boot being fenced.
 func fencingProgress(h hostReport, now time.Time) string {
 	f := h.Fencing
 	if f == nil {
@@ -396,6 +398,10 @@ func fencingProgress(h hostReport, now time.Time) string {
 			} else {
 				s += ", safe time passed"
 			}
+		}
+		if w := h.Watchdog; f.Method == vpoolv1alpha1.FencingAgent && w != nil && w.BootID == f.BootID &&
+			w.Kind != vpoolv1alpha1.WatchdogNone {
+			s += ", watchdog " + w.Device // what the safe time rests on (status.fencing.evidence)
 		}
 		if f.Attempts > 0 {
 			s += fmt.Sprintf(", %d attempts", f.Attempts)
