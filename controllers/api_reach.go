@@ -25,8 +25,11 @@ const (
 // after it could not, every pool's silence counts afresh from that moment
 // (liveness.Recount.Outage, DESIGN.md "Control-plane outages"): meanwhile its
 // cache may have missed renewals, and a host that rode out the outage must
-// never be counted fenced on a safe time computed from before it. Every
-// replica runs it: each has its own view.
+// never be counted fenced on a safe time computed from before it. While it
+// cannot reach it (from the first probe that failed), no host's silence
+// counts at all (liveness.Recount.Cut): no Host is judged Unreachable on a
+// silence the operator cannot tell from its own. Every replica runs it: each
+// has its own view.
 type APIReachWatch struct {
 	// Probe asks the API server once; nil means GET /readyz with Config.
 	Probe   func(ctx context.Context) error
@@ -62,6 +65,7 @@ func (w *APIReachWatch) Start(ctx context.Context) error {
 		}
 		switch ch := reach.Probe(sent, perr == nil); {
 		case ch.Began:
+			w.Recount.Cut(ch.Since)
 			w.Log.Info("The API server does not answer this operator; once it does, every host's silence counts afresh", "error", perr.Error())
 		case ch.Ended:
 			end := w.Clock.Now()

@@ -40,6 +40,9 @@ func TestAPIReachWatchRecountsAfterAnOutage(t *testing.T) {
 	if from, _ := rc.From("ns/p"); !from.IsZero() {
 		t.Fatalf("recounted from %v while the API server is still unreachable", from)
 	}
+	if _, cut := rc.CutOff(); !cut {
+		t.Fatal("the operator is not counted cut off while the API server is unreachable")
+	}
 	back := time.Now()
 	down.Store(false)
 	deadline := time.Now().Add(5 * time.Second)
@@ -47,6 +50,9 @@ func TestAPIReachWatchRecountsAfterAnOutage(t *testing.T) {
 		if from, _ := rc.From("ns/p"); !from.IsZero() {
 			if from.Before(back) {
 				t.Fatalf("recounted from %v, before the API server answered again at %v", from, back)
+			}
+			if _, cut := rc.CutOff(); cut {
+				t.Fatal("still counted cut off after the API server answered again")
 			}
 			return
 		}

@@ -86,9 +86,15 @@ func (r *HostReconciler) mayLiftGuard(ctx context.Context, h *vpoolv1alpha1.Host
 }
 
 // heartbeatOf is the host's heartbeat as the phase machine counts it: from
-// the last renewal observed, or afresh from the pool's recount.
+// the last renewal observed, or afresh from the pool's recount, or from now
+// while the operator itself is cut off from the API server (its cache then
+// shows no renewal, whether or not the agents renew).
 func (r *HostReconciler) heartbeatOf(s *hostScope) liveness.Observation {
-	from, _ := r.Tracker.Recount().From(poolKey(s.host.Namespace, s.host.Spec.PoolRef.Name))
+	rc := r.Tracker.Recount()
+	from, _ := rc.From(poolKey(s.host.Namespace, s.host.Spec.PoolRef.Name))
+	if _, cut := rc.CutOff(); cut {
+		from = s.now
+	}
 	return r.Tracker.Get(client.ObjectKeyFromObject(s.host)).Afresh(from)
 }
 

@@ -17,8 +17,9 @@ import (
 type Recount struct {
 	mu    sync.Mutex
 	pools map[string]*recount
-	// outageEnd is the end of the operator's last outage, for every pool.
-	outageEnd time.Time
+	// outageEnd is the end of the operator's last outage, for every pool;
+	// cutSince the start of the one going on (zero: none).
+	outageEnd, cutSince time.Time
 }
 
 type recount struct {
@@ -67,6 +68,25 @@ func (r *Recount) Note(pool string, now time.Time, held bool, stale int) Recount
 	return RecountChange{}
 }
 
+// Cut records that the operator cannot reach the API server since since:
+// until Outage records its end, no host's silence counts (CutOff), since the
+// operator's cache cannot see the renewals the API server may be taking.
+func (r *Recount) Cut(since time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cutSince.IsZero() {
+		r.cutSince = since
+	}
+}
+
+// CutOff reports whether the operator is cut off from the API server (Cut
+// without an Outage after it), and since when.
+func (r *Recount) CutOff() (since time.Time, cut bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cutSince, !r.cutSince.IsZero()
+}
+
 // Outage records that the operator could not reach the API server until end.
 func (r *Recount) Outage(end time.Time) {
 	r.mu.Lock()
@@ -74,6 +94,7 @@ func (r *Recount) Outage(end time.Time) {
 	if end.After(r.outageEnd) {
 		r.outageEnd = end
 	}
+	r.cutSince = time.Time{}
 }
 
 // From is when the silence of pool's hosts counts from at the earliest
