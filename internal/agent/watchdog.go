@@ -52,6 +52,11 @@ type petter struct {
 	// took for it (zero until one was set since it was armed).
 	set, got      time.Duration
 	lastErr, said string
+	// strict is set for an Agent-fenced host whose VMs outlive the agent:
+	// there a watchdog whose driver set a timeout that cannot reset the host
+	// before the safe time (unsafe, sticky) ends the agent.
+	strict bool
+	unsafe error
 
 	// report is the Host's status.watchdog as this boot reported it; only
 	// the heartbeat loop touches it.
@@ -115,6 +120,9 @@ func (a *Agent) watchdogReady() (bool, error) {
 	a.reportWatchdog()
 	p.op.Lock()
 	defer p.op.Unlock()
+	if p.unsafe != nil {
+		return false, fmt.Errorf("%w: watchdog %s: %w", ErrNoSafeWatchdog, p.wd, p.unsafe)
+	}
 	return p.armed, nil
 }
 
@@ -221,6 +229,7 @@ func (a *Agent) checkWatchdog(log logr.Logger, host *vpoolv1alpha1.Host) error {
 		log.Info("No watchdog", "watchdog", watchdog.KindNone, "fencing", method, "safeTimeRestsOn", rests)
 		return nil
 	}
+	a.petter.strict = agentFenced && a.cfg.RequireWatchdog
 	plan, err := watchdog.PlanFor(a.timeout, a.petter.wd.Granularity())
 	if err != nil && agentFenced && a.cfg.RequireWatchdog {
 		return fmt.Errorf("%w: watchdog %s: %w", ErrNoSafeWatchdog, a.petter.wd, err)
@@ -267,10 +276,14 @@ func (p *petter) step() (time.Duration, error) {
 	}
 	p.mu.Unlock()
 	plan, perr := watchdog.PlanFor(t, p.wd.Granularity())
+	if p.armed && p.got > 0 && p.set == plan.Timeout && p.got != plan.Timeout {
+		// The driver set another timeout: the pets stop when its plan says.
+		plan, perr = plan.WithTimeout(p.got)
+	}
 	if perr != nil {
 		p.sayOnce("Warning: the watchdog cannot reset this host before the operator's safe time", perr)
 	}
-	if !holding {
+	if !holding || p.unsafe != nil {
 		return plan.PetEvery, nil
 	}
 	now := p.clock.Now()
@@ -318,11 +331,25 @@ func (p *petter) pet(plan watchdog.Plan, within time.Duration) error {
 		return err
 	}
 	p.set, p.got = plan.Timeout, got
-	if got > plan.Timeout {
-		p.log.Info("Warning: the watchdog rounded its timeout up; the host may reset after the operator's safe time",
-			"watchdog", p.wd.String(), "asked", plan.Timeout, "got", got)
-	} else {
+	if got == plan.Timeout {
 		p.log.Info("Watchdog timeout set", "watchdog", p.wd.String(), "timeout", got, "heartbeatTimeout", plan.HeartbeatTimeout)
+		return nil
+	}
+	adjusted, err := plan.WithTimeout(got)
+	switch {
+	case err != nil && p.strict:
+		// No more pets: the heartbeat loop stops every VM and ends the agent
+		// (watchdogReady), and the watchdog resets the host if it cannot.
+		p.unsafe = err
+		p.log.Info("The watchdog's driver set a timeout that cannot reset this host before the operator's safe time: "+
+			"no more pets, stopping every VM", "watchdog", p.wd.String(), "asked", plan.Timeout, "got", got, "error", err.Error())
+	case err != nil:
+		p.log.Info("Warning: the watchdog's driver set a timeout that cannot reset this host before the operator's safe time",
+			"watchdog", p.wd.String(), "asked", plan.Timeout, "got", got, "error", err.Error())
+	default:
+		p.log.Info("Watchdog timeout set by its driver to another than the one asked: pets stop earlier or later to match",
+			"watchdog", p.wd.String(), "asked", plan.Timeout, "got", got, "petUntil", adjusted.PetUntil,
+			"latestExpiry", adjusted.LatestExpiry, "resetBudget", adjusted.ResetBudget)
 	}
 	return nil
 }
@@ -354,7 +381,7 @@ func (a *Agent) releaseWatchdog(log logr.Logger, runErr error) {
 		return
 	}
 	plan, _ := watchdog.PlanFor(a.timeout, p.wd.Granularity())
-	if runErr != nil {
+	if runErr != nil && !errors.Is(runErr, ErrNoSafeWatchdog) {
 		if !errors.Is(runErr, watchdog.ErrHostReset) {
 			log.Info("Watchdog left armed: it resets the host (a new boot)", "watchdog", p.wd.String(), "within", plan.Timeout)
 		}
@@ -386,6 +413,16 @@ func (a *Agent) releaseWatchdog(log logr.Logger, runErr error) {
 // hostReset is Run's error after the watchdog said it reset the host: the
 // VMs died with that boot, and this agent exits without another renewal.
 func (a *Agent) hostReset(ctx context.Context, log logr.Logger, cause error) error {
+	if errors.Is(cause, ErrNoSafeWatchdog) {
+		log.Info("The watchdog cannot reset this host before the operator's safe time: stopping every VM and exiting",
+			"error", cause.Error())
+		stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := a.cfg.Driver.StopAll(stop); err != nil {
+			return fmt.Errorf("stopping the VMs: %w (%w)", err, cause)
+		}
+		return cause
+	}
 	log.Info("The watchdog reset this host: this boot is over; exiting as self-fenced without another renewal", "error", cause.Error())
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

@@ -49,8 +49,9 @@ type State struct {
 	// is a release after a 'V', which stopped the watchdog; an unexpected
 	// close left it running.
 	Opens, Pings, MagicCloses, UnexpectedCloses int
-	// LastPing is when the timer last restarted.
-	LastPing time.Time
+	// LastPet is the last ping; LastRestart the last restart of the timer
+	// (a ping, the open that started it, or an unexpected close).
+	LastPet, LastRestart time.Time
 	// Fired holds when the watchdog fired (it reset the host); it is then
 	// stopped.
 	Fired []time.Time
@@ -114,11 +115,12 @@ func (w *Watchdog) State() State {
 func (w *Watchdog) ping() {
 	w.state.Pings++
 	w.restart()
+	w.state.LastPet = w.state.LastRestart
 }
 
 // restart (re)starts the timer for the timeout in force (w.mu held).
 func (w *Watchdog) restart() {
-	w.state.LastPing = time.Now()
+	w.state.LastRestart = time.Now()
 	if w.timer != nil {
 		w.timer.Stop()
 	}
