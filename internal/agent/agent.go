@@ -91,8 +91,10 @@ type Agent struct {
 	lastOK  time.Time
 	timeout time.Duration
 	// interval is the heartbeat interval in force: cfg.Interval, or a
-	// quarter of the pool's timeout when that is shorter.
-	interval time.Duration
+	// quarter of the pool's timeout when that is shorter. passInterval is
+	// the worker's copy of it, as of its current pass (only the worker
+	// touches it).
+	interval, passInterval time.Duration
 	// pendingTimeout is a longer pool timeout not yet declared in the Lease;
 	// declared is the timeout the last successful renewal declared.
 	pendingTimeout, declared time.Duration
@@ -101,6 +103,13 @@ type Agent struct {
 	frozen time.Duration
 	// wake is poked when a watched object changes.
 	wake chan struct{}
+	// poolName names the host's pool (spec.poolRef is immutable).
+	poolName string
+	// armed is whether the watchdog is armed (or there is none), as the
+	// heartbeat loop last found.
+	armed bool
+	// worker drives the VMs (see worker).
+	worker *worker
 	// petter pets the watchdog; nil without one.
 	petter *petter
 	// surv is the heartbeat SR's statefile; nil when the agent has no way to
@@ -134,7 +143,7 @@ func New(cfg Config) (*Agent, error) {
 	if _, sim := cfg.Driver.(*SimDriver); sim && cfg.DriverName == "" {
 		cfg.DriverName = "sim"
 	}
-	a := &Agent{cfg: cfg, wake: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, wake: make(chan struct{}, 1), worker: newWorker()}
 	if cfg.Watchdog != nil && cfg.Watchdog.Kind() != watchdog.KindNone {
 		a.petter = &petter{wd: cfg.Watchdog, clock: cfg.Clock, log: cfg.Log, poke: make(chan struct{}, 1)}
 	}
@@ -172,7 +181,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("creating the API client: %w", err)
 	}
-	a.setTimeout(log, a.poolTimeout(ctx, host.Spec.PoolRef.Name))
+	a.poolName = host.Spec.PoolRef.Name
+	a.setTimeout(log, a.poolTimeout(ctx, a.poolName))
 	log.Info("Agent started", "interval", a.interval, "heartbeatTimeout", a.timeout,
 		"selfFenceAfter", liveness.SelfFenceAfter(a.timeout))
 	if err := a.checkWatchdog(log, host); err != nil {
@@ -195,19 +205,26 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 
 	a.lastOK = a.cfg.Clock.Now()
+	a.share()
+	a.startWorker(ctx, log)
+	defer func() {
+		// A clean stop: no VM is stopped, but none may come up unseen
+		// either, or releaseWatchdog could disarm the watchdog of a host
+		// that runs it.
+		a.worker.cancel()
+		if err == nil && !a.waitWorker(a.interval) {
+			err = fmt.Errorf("%w: %v", errStoppedInFlight, a.worker.inFlightOps())
+		}
+	}()
 	next := a.cfg.Clock.Now()
 	for {
 		if !a.cfg.Clock.Now().Before(next) {
-			a.beatDue = a.cfg.Clock.Now().Add(a.interval)
 			if err := a.beat(ctx, log); err != nil {
 				return err
 			}
 			next = a.cfg.Clock.Now().Add(a.interval)
-		} else {
-			a.beatDue = next
-			if err := a.sync(ctx, log); err != nil {
-				return err
-			}
+		} else if err := a.check(ctx, log); err != nil {
+			return err
 		}
 		wait := next.Sub(a.cfg.Clock.Now())
 		if untilDeadline := a.deadline().Sub(a.cfg.Clock.Now()); a.holding && untilDeadline < wait {
@@ -216,7 +233,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		select {
 		case <-ctx.Done():
 			if cause := context.Cause(ctx); errors.Is(cause, watchdog.ErrHostReset) {
-				return a.hostReset(ctx, log, cause)
+				return a.reset(ctx, log, cause)
 			}
 			return nil
 		case <-a.wake:
@@ -225,41 +242,52 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 }
 
-// sync drives VMs between heartbeats, unless the watchdog deadline passed.
-// An agent that does not hold the Lease runs nothing.
-func (a *Agent) sync(ctx context.Context, log logr.Logger) error {
+// check runs between heartbeats, when a watched object changed or the
+// deadline came: it self-fences once the deadline passed, follows the
+// pool's timeout and wakes the worker. Like the whole heartbeat loop it
+// never waits for a driver call (see worker). An agent that does not hold
+// the Lease runs nothing.
+func (a *Agent) check(ctx context.Context, log logr.Logger) error {
 	if !a.holding {
 		return nil
 	}
 	if !a.cfg.Clock.Now().Before(a.deadline()) {
 		return a.selfFence(ctx, log)
 	}
-	// Nothing runs on a host its watchdog does not guard (beat says so).
-	if !a.watchdogArmed() {
-		return nil
-	}
-	if err := a.syncVMs(ctx, log); err != nil && ctx.Err() == nil {
-		log.Info("Syncing VMs failed", "error", err.Error())
-	}
-	if err := a.report(ctx); err != nil && ctx.Err() == nil {
-		log.Info("Reporting host status failed", "error", err.Error())
-	}
+	a.followPool(ctx, log)
+	// Nothing starts on a host its watchdog does not guard (beat says so).
+	a.armed = a.watchdogArmed()
+	a.share()
+	a.worker.wake()
 	return nil
+}
+
+// followPool adopts the pool's heartbeat timeout, read from the cache.
+func (a *Agent) followPool(ctx context.Context, log logr.Logger) {
+	pool := &vpoolv1alpha1.Pool{}
+	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.poolName}, pool); err == nil {
+		a.setTimeout(log, pool.Effective().HeartbeatTimeout)
+	}
 }
 
 // deadline is the self-fence deadline: S + T, or later while the
 // statefile confirms an outage exemption (liveness.Survive).
-func (a *Agent) deadline() time.Time {
-	d := a.lastOK.Add(liveness.SelfFenceAfter(a.timeout))
+func (a *Agent) deadline() time.Time { return a.deadlineOf(a.lastOK, a.timeout) }
+
+// deadlineOf is the self-fence deadline after a last successful renewal
+// that started at lastOK, with timeout.
+func (a *Agent) deadlineOf(lastOK time.Time, timeout time.Duration) time.Time {
+	d := lastOK.Add(liveness.SelfFenceAfter(timeout))
 	if ex := a.exemptUntil(); ex.After(d) {
 		return ex
 	}
 	return d
 }
 
-// beat is one heartbeat: watchdog check, renewal, report.
+// beat is one heartbeat: deadline check, renewal, and the worker woken.
 func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 	defer a.noteWatchdog()
+	defer a.share()
 	a.sleepIfFrozen(ctx)
 	if ctx.Err() != nil {
 		return nil
@@ -309,19 +337,21 @@ func (a *Agent) beat(ctx context.Context, log logr.Logger) error {
 	return nil
 }
 
-// afterRenewal pets the watchdog, drives the VMs (once the watchdog is
-// armed) and reports, after a successful renewal.
+// afterRenewal follows the pool's timeout, pets the watchdog and wakes the
+// worker, which drives the VMs (once the watchdog is armed) and reports,
+// after a successful renewal.
 func (a *Agent) afterRenewal(ctx context.Context, log logr.Logger) error {
-	if ready, err := a.watchdogReady(); err != nil {
-		return a.hostReset(ctx, log, err)
-	} else if !ready {
+	a.followPool(ctx, log)
+	ready, err := a.watchdogReady()
+	if err != nil {
+		return a.reset(ctx, log, err)
+	}
+	if !ready {
 		log.Info("The watchdog is not armed: no VM is started or stopped until it is")
-	} else if err := a.syncVMs(ctx, log); err != nil && ctx.Err() == nil {
-		log.Info("Syncing VMs failed", "error", err.Error())
 	}
-	if err := a.report(ctx); err != nil && ctx.Err() == nil {
-		log.Info("Reporting host status failed", "error", err.Error())
-	}
+	a.armed = ready
+	a.share()
+	a.worker.wake()
 	return nil
 }
 
@@ -339,7 +369,11 @@ func (a *Agent) sleepIfFrozen(ctx context.Context) {
 	}
 }
 
+// selfFence stops every VM at the deadline. The worker is stopped first:
+// no VM starts after this StopAll without being stopped (see worker).
 func (a *Agent) selfFence(ctx context.Context, log logr.Logger) error {
+	a.fenceWorker()
+	defer a.awaitWorker(log)
 	running, _ := a.cfg.Driver.Running(ctx)
 	log.Info("Watchdog: no successful heartbeat renewal before the deadline; stopping every VM",
 		"lastRenewalStart", a.lastOK, "deadline", a.deadline(), "runningVMs", len(running))
@@ -348,6 +382,18 @@ func (a *Agent) selfFence(ctx context.Context, log logr.Logger) error {
 	}
 	return ErrSelfFenced
 }
+
+// reset ends this boot after the watchdog reset the host (hostReset), the
+// worker stopped first as for selfFence.
+func (a *Agent) reset(ctx context.Context, log logr.Logger, cause error) error {
+	a.fenceWorker()
+	defer a.awaitWorker(log)
+	return a.hostReset(ctx, log, cause)
+}
+
+// errStoppedInFlight is Run's error when it stopped while a VM's start or
+// stop was still in flight: the watchdog is then left armed.
+var errStoppedInFlight = errors.New("stopped while a VM start or stop was still in flight in the driver; the watchdog stays armed")
 
 // apiAnswered reports whether err is an answer of the API server (a
 // conflict, a refusal): the renewal reached it.
@@ -508,22 +554,24 @@ func StandbyLeaseName(host, boot string) string {
 func (a *Agent) stepDown(ctx context.Context, log logr.Logger, cause error) error {
 	log.Info("Another boot holds the heartbeat Lease now; stopping every VM", "error", cause.Error())
 	a.holding = false
+	a.fenceWorker()
+	defer a.awaitWorker(log)
 	if err := a.cfg.Driver.StopAll(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("stepping down: stopping VMs: %w (%w)", err, ErrSelfFenced)
 	}
 	return fmt.Errorf("%w: %w", ErrSelfFenced, cause)
 }
 
-// report writes the agent-owned Host status fields when they changed.
+// report writes the agent-owned Host status fields when they changed. It
+// runs on the worker: it asks the driver which VMs run.
 func (a *Agent) report(ctx context.Context) error {
 	host := &vpoolv1alpha1.Host{}
 	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host); err != nil {
 		return err
 	}
 	pool := &vpoolv1alpha1.Pool{}
-	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: host.Spec.PoolRef.Name}, pool); err == nil {
-		a.setTimeout(a.cfg.Log, pool.Effective().HeartbeatTimeout)
-	}
+	// Unreadable: epoch 0 (the heartbeat loop follows its timeout).
+	_ = a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: host.Spec.PoolRef.Name}, pool)
 	running, err := a.cfg.Driver.Running(ctx)
 	if err != nil {
 		return fmt.Errorf("listing VMs: %w", err)
@@ -533,7 +581,7 @@ func (a *Agent) report(ctx context.Context) error {
 		return err
 	}
 	epoch := pool.Status.Epoch
-	interval := &metav1.Duration{Duration: a.interval}
+	interval := &metav1.Duration{Duration: a.passInterval}
 	if host.Status.BootID == a.cfg.BootID && host.Status.MasterEpoch == epoch && slices.Equal(host.Status.RunningVMs, running) &&
 		ptr.Equal(host.Status.HeartbeatInterval, interval) && slices.Equal(host.Status.Networks, networks) &&
 		host.Status.Driver == a.cfg.DriverName {
@@ -567,6 +615,7 @@ func (a *Agent) setTimeout(log logr.Logger, t time.Duration) {
 	}
 	a.adaptInterval(log)
 	a.noteWatchdog()
+	a.share()
 }
 
 // adaptInterval sets the heartbeat interval for the timeout in force.

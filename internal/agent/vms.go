@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -15,7 +18,8 @@ import (
 // syncVMs makes the driver run exactly the VMs the operator placed here and
 // whose RW disks are locked for this host, and reports their power state.
 // It never runs a VM that is not resident on this host: a VM found running
-// here but placed elsewhere (or gone) is stopped.
+// here but placed elsewhere (or gone) is stopped. It runs on the worker;
+// each start and stop runs on a goroutine of its own (runOp).
 func (a *Agent) syncVMs(ctx context.Context, log logr.Logger) error {
 	host := &vpoolv1alpha1.Host{}
 	if err := a.client.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: a.cfg.Host}, host); err != nil {
@@ -40,27 +44,24 @@ func (a *Agent) syncVMs(ctx context.Context, log logr.Logger) error {
 			mine[vm.Name] = vm
 		}
 	}
-	if err := a.stopUnwanted(ctx, log, running, mine, isRunning); err != nil {
-		return err
-	}
+	a.stopUnwanted(ctx, log, running, mine)
 	return a.startAndReport(ctx, log, host.Status.Phase == vpoolv1alpha1.HostPhaseLive, host, mine, isRunning)
 }
 
-// stopUnwanted stops every running VM that is not resident here or should be halted.
+// stopUnwanted stops every running VM that is not resident here or should
+// be halted. A VM stays Running in the report until its stop returns: the
+// pass that follows reports it Halted.
 func (a *Agent) stopUnwanted(ctx context.Context, log logr.Logger, running []string,
-	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
+	mine map[string]*vpoolv1alpha1.VirtualMachine) {
 	for _, name := range running {
 		vm := mine[name]
 		if vm != nil && vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && a.placedOnThisBoot(vm) {
 			continue
 		}
-		if err := a.cfg.Driver.Stop(ctx, name); err != nil {
-			return fmt.Errorf("stopping VM %s: %w", name, err)
+		if a.begin(ctx, name, opStop) {
+			a.runOp(ctx, log, name, opStop, func(ctx context.Context) error { return a.cfg.Driver.Stop(ctx, name) })
 		}
-		log.Info("Stopped VM", "vm", name)
-		delete(isRunning, name)
 	}
-	return nil
 }
 
 // startAndReport starts the VMs placed here whose disks are locked for this
@@ -78,15 +79,17 @@ func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, 
 		}
 	}
 	for name, vm := range mine {
+		if ctx.Err() != nil {
+			return ctx.Err() // fenced or stopping: nothing more is reported
+		}
 		want := vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && live &&
 			meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked)
 		if want && !isRunning[name] {
-			started, err := a.start(ctx, log, vm, plugged)
-			if err != nil {
+			// Halted until its start returns: the pass that follows reports it.
+			if err := a.start(ctx, log, vm, plugged); err != nil {
 				firstErr = fmt.Errorf("starting VM %s: %w", name, err)
 				continue
 			}
-			isRunning[name] = started
 		}
 		state := vpoolv1alpha1.PowerHalted
 		if isRunning[name] {
@@ -111,10 +114,14 @@ func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, 
 
 // start starts vm once everything it needs is here: its RW disks locked
 // for this host and boot, its SRs plugged, its volumes created and a MAC
-// for every interface. It reports whether the VM runs; why it does not is
-// logged once per reason.
+// for every interface; why it does not is logged once per reason. The
+// driver's Start runs on a goroutine of its own (runOp), only as begin
+// allows.
 func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.VirtualMachine,
-	plugged map[string]attachment) (bool, error) {
+	plugged map[string]attachment) error {
+	if !a.worker.free(vm.Name) {
+		return nil // its start or stop returns first, or another does
+	}
 	dvm := toDriverVM(vm)
 	notReady := ""
 	if !a.placedOnThisBoot(vm) {
@@ -127,7 +134,7 @@ func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.Vi
 		}
 		disk, why, err := a.diskFor(ctx, vm, d, plugged)
 		if err != nil {
-			return false, err
+			return err
 		}
 		if why != "" {
 			notReady = why
@@ -146,18 +153,13 @@ func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.Vi
 			log.Info("Not starting VM", "vm", vm.Name, "why", notReady)
 			a.waiting[vm.Name] = notReady
 		}
-		return false, nil
+		return nil
 	}
 	delete(a.waiting, vm.Name)
-	if !a.beatDue.IsZero() && !a.cfg.Clock.Now().Before(a.beatDue) {
-		a.poke() // the heartbeat first; the next sync goes on starting
-		return false, nil
+	if a.begin(ctx, vm.Name, opStart) {
+		a.runOp(ctx, log, vm.Name, opStart, func(ctx context.Context) error { return a.cfg.Driver.Start(ctx, dvm) })
 	}
-	if err := a.cfg.Driver.Start(ctx, dvm); err != nil {
-		return false, err
-	}
-	log.Info("Started VM", "vm", vm.Name)
-	return true, nil
+	return nil
 }
 
 // placedOnThisBoot says whether vm was placed on this boot of the host (or
@@ -203,4 +205,244 @@ func toDriverVM(vm *vpoolv1alpha1.VirtualMachine) VM {
 		out.Boot = &Boot{Kernel: b.Kernel, Initrd: b.Initrd, Cmdline: b.Cmdline}
 	}
 	return out
+}
+
+// maxDriverOps bounds the VM starts and stops in flight at once, so that a
+// host told to run many VMs does not flood its hypervisor.
+const maxDriverOps = 4
+
+// What a VM's operation in flight is (worker.busy).
+const (
+	opStart = "start"
+	opStop  = "stop"
+)
+
+// worker drives the VMs beside the heartbeat loop, so that no driver call
+// (with libvirt an RPC to libvirtd, which can take seconds, or hang with the
+// daemon) ever delays a Lease renewal, the self-fence deadline check, or
+// what the loop hands the statefile and the watchdog: the loop itself calls
+// the driver only to stop every VM when it fences. The loop wakes it
+// (wake) after every successful renewal and whenever a watched object or a
+// VM changed; a pass (drive) reads the cache and the driver, starts and
+// stops VMs and reports the Host's status. Each start or stop runs on a
+// goroutine of its own (runOp; one per VM, maxDriverOps at most), so that a
+// VM slow to start holds up neither the other VMs nor the report; the
+// driver is therefore called concurrently (the sim and libvirt drivers are
+// safe for that).
+//
+// No VM start completes after a fence without being stopped. The fences
+// (selfFence at the deadline, stepDown when another boot took the Lease, a
+// watchdog that reset the host) set fenced under mu, cancel the worker's
+// context, and only then stop every VM (StopAll). Every Start is preceded
+// by begin, which under mu refuses it once fenced, and followed by runOp
+// reading fenced under mu. If that read came before fenced was set, the
+// Start had returned before the fence's StopAll began, which stops what it
+// started; if it came after, runOp stops every VM itself. The fence does
+// not wait for a start in flight before its StopAll: that wait would come
+// out of the T/2 the other VMs' stop has before the operator's safe time.
+// It waits for it afterwards, a heartbeat interval at most (awaitWorker),
+// and the agent exits. A Start that never returns (a hung libvirtd) cannot
+// be stopped by the agent, nor hold up its fence; the watchdog covers it:
+// petted only until shortly before the deadline of the last renewal
+// (watchdog.PlanFor), it resets the host, and the VM with it, before the
+// operator's safe time. Without a watchdog, the sim driver's VMs die with
+// the agent's process, and a real driver's host is fenced by its BMC or a
+// person (an Agent-fenced one must have a watchdog: checkWatchdog).
+//
+// Starts happen only while this boot holds the Lease, the watchdog is armed
+// and the self-fence deadline is ahead: begin checks all three under mu
+// right before each Start is launched, on the state the loop hands over
+// (share) as soon as it changes; the loop fences at the deadline, so a
+// Start launched just before it is covered as above.
+type worker struct {
+	kick   chan struct{}
+	cancel context.CancelFunc
+	// all counts the pass goroutine and the operations in flight; ended is
+	// closed once all of them returned (after wait's first call).
+	all       sync.WaitGroup
+	endedOnce sync.Once
+	ended     chan struct{}
+
+	mu     sync.Mutex
+	fenced bool
+	// busy is, by VM, the operation in flight.
+	busy map[string]string
+	// The heartbeat loop's state (share).
+	holding, armed    bool
+	lastOK            time.Time
+	timeout, interval time.Duration
+}
+
+func newWorker() *worker {
+	return &worker{kick: make(chan struct{}, 1), ended: make(chan struct{}), busy: map[string]string{}}
+}
+
+// wake asks for a pass.
+func (w *worker) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// share hands the heartbeat loop's state to the worker.
+func (a *Agent) share() {
+	w := a.worker
+	w.mu.Lock()
+	w.holding, w.armed, w.lastOK, w.timeout, w.interval = a.holding, a.armed, a.lastOK, a.timeout, a.interval
+	w.mu.Unlock()
+}
+
+// startWorker starts the worker's goroutine, until ctx is done or a fence.
+func (a *Agent) startWorker(ctx context.Context, log logr.Logger) {
+	w := a.worker
+	ctx, w.cancel = context.WithCancel(ctx)
+	w.all.Add(1)
+	go func() {
+		defer w.all.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.kick:
+			}
+			a.drive(ctx, log)
+		}
+	}()
+}
+
+// drive is one pass: the VMs synced (once the watchdog is armed) and the
+// Host's status reported, while this boot holds the Lease before its
+// deadline.
+func (a *Agent) drive(ctx context.Context, log logr.Logger) {
+	w := a.worker
+	w.mu.Lock()
+	ok := !w.fenced && ctx.Err() == nil && w.holding && a.cfg.Clock.Now().Before(a.deadlineOf(w.lastOK, w.timeout))
+	armed, interval := w.armed, w.interval
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	a.passInterval = interval
+	if armed {
+		if err := a.syncVMs(ctx, log); err != nil && ctx.Err() == nil {
+			log.Info("Syncing VMs failed", "error", err.Error())
+		}
+	}
+	if err := a.report(ctx); err != nil && ctx.Err() == nil {
+		log.Info("Reporting host status failed", "error", err.Error())
+	}
+}
+
+// begin reserves the VM name for op, and says whether op may run: not
+// after a fence or once the worker stops, one operation per VM,
+// maxDriverOps at most, and a start only while this boot holds the Lease,
+// the watchdog is armed and the deadline is ahead. Called by the pass
+// goroutine only (so all never rises from zero).
+func (a *Agent) begin(ctx context.Context, name, op string) bool {
+	w := a.worker
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fenced || ctx.Err() != nil || w.busy[name] != "" || len(w.busy) >= maxDriverOps {
+		return false
+	}
+	if op == opStart && (!w.holding || !w.armed || !a.cfg.Clock.Now().Before(a.deadlineOf(w.lastOK, w.timeout))) {
+		return false
+	}
+	w.busy[name] = op
+	w.all.Add(1)
+	return true
+}
+
+// runOp runs op, begun for the VM name, on a goroutine of its own. A start
+// that returns once the host is fencing is followed by another StopAll.
+// A success asks for a pass, which reports it; a failure waits for the
+// next renewal's, so that a failing start is not retried in a loop.
+func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, call func(context.Context) error) {
+	w := a.worker
+	go func() {
+		defer w.all.Done()
+		err := call(ctx)
+		w.mu.Lock()
+		delete(w.busy, name)
+		fenced := w.fenced
+		w.mu.Unlock()
+		switch {
+		case fenced && op == opStart:
+			log.Info("A VM start returned after this host began to fence itself: stopping every VM again", "vm", name,
+				"startError", fmt.Sprint(err))
+			if err := a.cfg.Driver.StopAll(context.WithoutCancel(ctx)); err != nil {
+				log.Info("Stopping the VMs failed; the watchdog, no longer petted, resets the host", "error", err.Error())
+			}
+		case err != nil:
+			if ctx.Err() == nil {
+				log.Info("Driver call failed", "vm", name, "op", op, "error", err.Error())
+			}
+		default:
+			if op == opStart {
+				log.Info("Started VM", "vm", name)
+			} else {
+				log.Info("Stopped VM", "vm", name)
+			}
+			w.wake()
+		}
+	}()
+}
+
+// free says whether an operation on the VM name could begin now: none is
+// in flight for it, and fewer than maxDriverOps in all.
+func (w *worker) free(name string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.busy[name] == "" && len(w.busy) < maxDriverOps
+}
+
+// inFlightOps lists the operations in flight, as "VM op".
+func (w *worker) inFlightOps() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.busy))
+	for name, op := range w.busy {
+		out = append(out, name+" "+op)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// fenceWorker stops the worker before a fence stops every VM: no start
+// begins from now on, and one in flight is followed by a StopAll.
+func (a *Agent) fenceWorker() {
+	w := a.worker
+	w.mu.Lock()
+	w.fenced = true
+	w.mu.Unlock()
+	if w.cancel != nil {
+		w.cancel()
+	}
+}
+
+// wait waits up to d for the worker's pass goroutine and operations to
+// return, and says whether they did.
+func (a *Agent) waitWorker(d time.Duration) bool {
+	w := a.worker
+	w.endedOnce.Do(func() {
+		go func() { w.all.Wait(); close(w.ended) }()
+	})
+	select {
+	case <-w.ended:
+		return true
+	case <-a.cfg.Clock.After(d):
+		return false
+	}
+}
+
+// awaitWorker waits, after a fence's StopAll, a heartbeat interval at most
+// for the driver calls in flight, and says what is left.
+func (a *Agent) awaitWorker(log logr.Logger) {
+	if a.waitWorker(a.interval) {
+		return
+	}
+	log.Info("Warning: driver calls are still in flight; a VM one of them starts is stopped when it returns, "+
+		"and should the agent exit first the watchdog, not petted past the deadline, resets the host",
+		"inFlight", a.worker.inFlightOps())
 }

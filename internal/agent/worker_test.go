@@ -1,0 +1,183 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/agent"
+	"github.com/poolkeeper/poolkeeper/internal/testutil"
+)
+
+// stallingDriver is a sim driver whose start of one VM stalls, as a libvirt
+// call does while libvirtd is slow or hung: it returns after stall, or,
+// with no stall, once released, and then starts the VM. It counts its
+// StopAll calls.
+type stallingDriver struct {
+	*agent.SimDriver
+	vm    string
+	stall time.Duration
+	// entered is closed when the stalling start begins, returned once it
+	// has started the VM; close release to end a stall without a timeout.
+	entered, returned, release chan struct{}
+
+	releaseOnce sync.Once
+
+	mu sync.Mutex
+	// stalled: the first start of vm, the one that stalls, began.
+	stalled  bool
+	stopAlls int
+}
+
+// unstall ends the stall (at most once).
+func (d *stallingDriver) unstall() { d.releaseOnce.Do(func() { close(d.release) }) }
+
+func newStallingDriver(vm string, stall time.Duration) *stallingDriver {
+	return &stallingDriver{SimDriver: agent.NewSimDriver(), vm: vm, stall: stall,
+		entered: make(chan struct{}), returned: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (d *stallingDriver) Start(ctx context.Context, vm agent.VM) error {
+	d.mu.Lock()
+	stalls := vm.Name == d.vm && !d.stalled
+	d.stalled = d.stalled || stalls
+	d.mu.Unlock()
+	if !stalls {
+		return d.SimDriver.Start(ctx, vm)
+	}
+	close(d.entered)
+	var timeout <-chan time.Time
+	if d.stall > 0 {
+		t := time.NewTimer(d.stall)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-d.release:
+	case <-timeout:
+	}
+	defer close(d.returned)
+	return d.SimDriver.Start(ctx, vm)
+}
+
+func (d *stallingDriver) StopAll(ctx context.Context) error {
+	d.mu.Lock()
+	d.stopAlls++
+	d.mu.Unlock()
+	return d.SimDriver.StopAll(ctx)
+}
+
+func (d *stallingDriver) stopAllCalls() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stopAlls
+}
+
+func (d *stallingDriver) running() []string {
+	r, _ := d.Running(context.Background())
+	return r
+}
+
+// throughProxy is the API server's config through a proxy of its own, for
+// cutting an agent off (with requests that time out within a second).
+func throughProxy(t *testing.T) (*testutil.Proxy, *rest.Config) {
+	t.Helper()
+	u, err := url.Parse(restConfig.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testutil.NewProxy(t, u.Host)
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Host = "https://" + proxy.Addr()
+	cfg.Timeout = time.Second
+	return proxy, cfg
+}
+
+// A VM whose start takes three heartbeat timeouts (libvirtd slow or hung)
+// delays no renewal while the API server is fine: the agent renews its
+// Lease every interval meanwhile, does not self-fence, and starts the other
+// VMs; once that start returns, the VM runs and the Host's status says so.
+func TestSlowStartDelaysNoRenewal(t *testing.T) {
+	g := NewWithT(t)
+	const timeout, interval = 2 * time.Second, 200 * time.Millisecond
+	ns := setup(t, timeout)
+	for _, name := range []string{"vm-a", "vm-b", "vm-slow"} {
+		placeVM(t, ns, name)
+	}
+	driver := newStallingDriver("vm-slow", 3*timeout)
+	stop := runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: interval,
+		Driver: driver, BootID: "boot-1"})
+	g.Eventually(driver.entered, 20*time.Second).Should(BeClosed(), "the agent starts vm-slow")
+	stalled := time.Now()
+	g.Eventually(driver.running, timeout, 20*time.Millisecond).Should(Equal([]string{"vm-a", "vm-b"}),
+		"the other VMs start while vm-slow's start stalls")
+
+	var renewals []time.Time
+	for time.Since(stalled) < 3*timeout-2*interval {
+		if r := renewTime(ns, "h1"); len(renewals) == 0 || r.After(renewals[len(renewals)-1]) {
+			renewals = append(renewals, r)
+		}
+		g.Expect(driver.running()).To(Equal([]string{"vm-a", "vm-b"}), "no self-fence while vm-slow's start stalls")
+		time.Sleep(20 * time.Millisecond)
+	}
+	var longest time.Duration
+	for i := 1; i < len(renewals); i++ {
+		longest = max(longest, renewals[i].Sub(renewals[i-1]))
+	}
+	g.Expect(len(renewals)).To(BeNumerically(">=", int(3*timeout/interval)/2),
+		"the Lease is renewed every interval while a start stalls for %s: %v", 3*timeout, renewals)
+	g.Expect(longest).To(BeNumerically("<", timeout/2), "no renewal waits for the stalled start")
+
+	g.Eventually(driver.returned, 2*timeout).Should(BeClosed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(driver.running()).To(Equal([]string{"vm-a", "vm-b", "vm-slow"}))
+		vm := &vpoolv1alpha1.VirtualMachine{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "vm-slow"}, vm)).To(Succeed())
+		g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerRunning))
+		host := &vpoolv1alpha1.Host{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
+		g.Expect(host.Status.RunningVMs).To(Equal([]string{"vm-a", "vm-b", "vm-slow"}))
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed(), "once its start returns, vm-slow runs and is reported")
+	g.Expect(stop()).To(Succeed(), "the agent did not self-fence")
+}
+
+// Cut off from the API server while a VM's start hangs, the agent
+// self-fences on time, without waiting for that start; when the start
+// returns at last, after Run returned, the VM it brought up is stopped:
+// no VM runs.
+func TestStartReturningAfterTheSelfFenceIsStopped(t *testing.T) {
+	g := NewWithT(t)
+	const timeout = 2 * time.Second
+	ns := setup(t, timeout)
+	proxy, cfg := throughProxy(t)
+	placeVM(t, ns, "vm-a")
+	placeVM(t, ns, "vm-slow")
+	driver := newStallingDriver("vm-slow", 0)
+	stop := runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: driver, BootID: "boot-1"})
+	t.Cleanup(driver.unstall) // before the agent is stopped, should the test fail first
+	g.Eventually(driver.entered, 20*time.Second).Should(BeClosed(), "the agent starts vm-slow")
+	g.Eventually(driver.running, 20*time.Second, 20*time.Millisecond).Should(Equal([]string{"vm-a"}))
+
+	proxy.Cut()
+	cut := time.Now()
+	g.Eventually(func() bool { return driver.stopAllCalls() > 0 && len(driver.running()) == 0 }, 3*timeout,
+		20*time.Millisecond).Should(BeTrue(), "the agent self-fences although vm-slow's start hangs")
+	g.Expect(time.Since(cut)).To(BeNumerically("<", timeout+timeout/2), "before the operator's safe time")
+	err := stop()
+	g.Expect(errors.Is(err, agent.ErrSelfFenced)).To(BeTrue(), "Run returns ErrSelfFenced, got %v", err)
+
+	driver.unstall() // the hung start returns, and brings vm-slow up
+	g.Eventually(driver.returned, 5*time.Second).Should(BeClosed())
+	g.Eventually(driver.running, 5*time.Second, 10*time.Millisecond).Should(BeEmpty(),
+		"the VM a start brought up after the self-fence is stopped")
+	g.Consistently(driver.running, 2*time.Second, 50*time.Millisecond).Should(BeEmpty(), "and stays stopped")
+}
