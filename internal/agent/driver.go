@@ -50,7 +50,10 @@ type Boot struct {
 
 // Driver runs VMs on this host. Implementations: sim (in memory) and
 // libvirt; a XenAPI driver would plug in behind the same interface. A
-// driver may also implement the optional interfaces below.
+// driver may also implement the optional interfaces below. It must be safe
+// for concurrent use: the agent's worker starts and stops several VMs at
+// once, each on a goroutine of its own, while the heartbeat loop may call
+// StopAll (a self-fence) with a start still in flight.
 type Driver interface {
 	// Start starts vm; starting a running VM is a no-op.
 	Start(ctx context.Context, vm VM) error

@@ -116,6 +116,33 @@ func startOutageHosts(t *testing.T, ns string, hosts ...string) []*outageHost {
 	return out
 }
 
+// rideOut cuts every host off for d, during which each keeps running its
+// VM vm-<host> (why says what that shows), then connects them again and
+// waits until each has renewed its Lease.
+func rideOut(g Gomega, ns string, hosts []*outageHost, d time.Duration, why string) {
+	want := make([][]string, 0, len(hosts))
+	for _, h := range hosts {
+		want = append(want, []string{"vm-" + h.name})
+		h.proxy.Cut()
+	}
+	g.Consistently(func() [][]string {
+		var r [][]string
+		for _, h := range hosts {
+			r = append(r, h.running())
+		}
+		return r
+	}, d, 50*time.Millisecond).Should(Equal(want), why)
+	restored := make(map[string]time.Time, len(hosts))
+	for _, h := range hosts {
+		restored[h.name] = renewTime(ns, h.name)
+		h.proxy.Restore()
+	}
+	for _, h := range hosts {
+		g.Eventually(func() bool { return renewTime(ns, h.name).After(restored[h.name]) }, 20*time.Second,
+			50*time.Millisecond).Should(BeTrue(), "%s renews once connected again", h.name)
+	}
+}
+
 // renewTime is the heartbeat Lease's renewTime of a host (zero if none).
 func renewTime(ns, host string) time.Time {
 	lease := &coordinationv1.Lease{}
@@ -143,27 +170,8 @@ func TestOutageRiddenOutWithStatefile(t *testing.T) {
 	}
 
 	// The whole pool cut off (as in an API server outage) for three timeouts.
+	rideOut(g, ns, hosts, 3*timeout, "the whole pool cut off: no host self-fences, every VM keeps running")
 	for _, h := range hosts {
-		h.proxy.Cut()
-	}
-	g.Consistently(func() [][]string {
-		var r [][]string
-		for _, h := range hosts {
-			r = append(r, h.running())
-		}
-		return r
-	}, 3*timeout, 50*time.Millisecond).Should(Equal([][]string{{"vm-h1"}, {"vm-h2"}, {"vm-h3"}}),
-		"the whole pool cut off: no host self-fences, every VM keeps running")
-
-	// Connected again: every host renews its Lease.
-	restored := make(map[string]time.Time, len(hosts))
-	for _, h := range hosts {
-		restored[h.name] = renewTime(ns, h.name)
-		h.proxy.Restore()
-	}
-	for _, h := range hosts {
-		g.Eventually(func() bool { return renewTime(ns, h.name).After(restored[h.name]) }, 20*time.Second,
-			50*time.Millisecond).Should(BeTrue(), "%s renews once connected again", h.name)
 		g.Expect(h.running()).To(ConsistOf("vm-"+h.name), "%s still runs its VM after the outage", h.name)
 	}
 
@@ -225,26 +233,7 @@ func TestHeartbeatSRFollowedWhileRunning(t *testing.T) {
 		g.Eventually(func() int { return len(h.slot("hb")) }, 10*time.Second, 50*time.Millisecond).
 			Should(Equal(statefile.BlockSize), "%s writes its slot once the pool names a heartbeat SR", h.name)
 	}
-	for _, h := range hosts {
-		h.proxy.Cut()
-	}
-	g.Consistently(func() [][]string {
-		var r [][]string
-		for _, h := range hosts {
-			r = append(r, h.running())
-		}
-		return r
-	}, 3*timeout, 50*time.Millisecond).Should(Equal([][]string{{"vm-h1"}, {"vm-h2"}, {"vm-h3"}}),
-		"the heartbeat SR set while the agents ran carries them through a whole-pool cut-off")
-	restored := make(map[string]time.Time, len(hosts))
-	for _, h := range hosts {
-		restored[h.name] = renewTime(ns, h.name)
-		h.proxy.Restore()
-	}
-	for _, h := range hosts {
-		g.Eventually(func() bool { return renewTime(ns, h.name).After(restored[h.name]) }, 20*time.Second,
-			50*time.Millisecond).Should(BeTrue(), "%s renews once connected again", h.name)
-	}
+	rideOut(g, ns, hosts, 3*timeout, "the heartbeat SR set while the agents ran carries them through a whole-pool cut-off")
 
 	setHeartbeatSR(t, ns, "")
 	for _, h := range hosts {

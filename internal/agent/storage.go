@@ -38,10 +38,6 @@ type hostState struct {
 	waiting map[string]string
 	// plugs are the last plug results, by SR.
 	plugs map[string]plugResult
-	// beatDue is when the next heartbeat is due: VM starts, which may take
-	// seconds each with a real hypervisor, stop then and go on after the
-	// renewal, so that starting many VMs never starves the heartbeat.
-	beatDue time.Time
 }
 
 // plugResult is a plug of one SR's spec, at a time on the agent's clock.
@@ -85,7 +81,7 @@ func (a *Agent) plugStorage(ctx context.Context, log logr.Logger, host *vpoolv1a
 			continue
 		}
 		if p, ok := a.plugs[sr.Name]; ok && p.generation == sr.Generation && p.attached &&
-			a.cfg.Clock.Since(p.at) < a.interval {
+			a.cfg.Clock.Since(p.at) < a.passInterval {
 			out[sr.Name] = p.attachment // plugged within a heartbeat: no need to ask the driver again
 			continue
 		}

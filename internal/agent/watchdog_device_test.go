@@ -3,13 +3,11 @@ package agent_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
-	"k8s.io/client-go/rest"
 
 	"github.com/poolkeeper/poolkeeper/internal/agent"
 	"github.com/poolkeeper/poolkeeper/internal/testutil"
@@ -30,12 +28,7 @@ func TestDeviceWatchdogResetsACutOffHost(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), "the device path needs a watchdog device to run against")
 	t.Cleanup(func() { _ = dev.Unmount() })
 	ns := setup(t, timeout)
-	u, err := url.Parse(restConfig.Host)
-	g.Expect(err).NotTo(HaveOccurred())
-	proxy := testutil.NewProxy(t, u.Host)
-	cfg := rest.CopyConfig(restConfig)
-	cfg.Host = "https://" + proxy.Addr()
-	cfg.Timeout = time.Second
+	proxy, cfg := throughProxy(t)
 	driver := agent.NewSimDriver()
 	placeVM(t, ns, "vm-a")
 	stop := runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: 500 * time.Millisecond,
@@ -77,14 +70,7 @@ func runOnDevice(t *testing.T, timeout, interval time.Duration) (*fusewatchdog.W
 	}
 	t.Cleanup(func() { _ = dev.Unmount() })
 	ns := setup(t, timeout)
-	u, err := url.Parse(restConfig.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testutil.NewProxy(t, u.Host)
-	cfg := rest.CopyConfig(restConfig)
-	cfg.Host = "https://" + proxy.Addr()
-	cfg.Timeout = time.Second
+	proxy, cfg := throughProxy(t)
 	driver := &startCounter{SimDriver: agent.NewSimDriver()}
 	placeVM(t, ns, "vm-a")
 	stop := runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: "h1", Interval: interval,

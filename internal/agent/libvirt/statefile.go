@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-
-	"libvirt.org/go/libvirtxml"
 )
 
 // StatefileDirName is the directory, in the target of a heartbeat SR's
@@ -34,13 +32,9 @@ func (d *Driver) StatefileDir(ctx context.Context, storagePool, namespace, pool 
 	if err != nil {
 		return "", err
 	}
-	poolXML, err := conn.StoragePoolGetXMLDesc(p, 0)
+	def, err := poolDefinition(conn, p)
 	if err != nil {
-		return "", fmt.Errorf("reading storage pool %q: %w", storagePool, err)
-	}
-	def := &libvirtxml.StoragePool{}
-	if err := def.Unmarshal(poolXML); err != nil {
-		return "", fmt.Errorf("parsing storage pool %q: %w", storagePool, err)
+		return "", err
 	}
 	if !fileBackedPools[def.Type] || def.Target == nil || def.Target.Path == "" {
 		return "", fmt.Errorf("storage pool %q (type %s) has no directory to hold the heartbeat statefile: "+

@@ -82,13 +82,9 @@ func (d *Driver) EnsureVolume(_ context.Context, storagePool, name string, sizeB
 	if sizeBytes <= 0 {
 		return "", fmt.Errorf("creating volume %q in storage pool %q: size %d is not positive", name, storagePool, sizeBytes)
 	}
-	poolXML, err := conn.StoragePoolGetXMLDesc(p, 0)
+	pool, err := poolDefinition(conn, p)
 	if err != nil {
-		return "", fmt.Errorf("reading storage pool %q: %w", storagePool, err)
-	}
-	pool := &libvirtxml.StoragePool{}
-	if err := pool.Unmarshal(poolXML); err != nil {
-		return "", fmt.Errorf("parsing storage pool %q: %w", storagePool, err)
+		return "", err
 	}
 	volXML, err := newVolume(pool.Type, name, sizeBytes).Marshal()
 	if err != nil {
@@ -104,6 +100,19 @@ func (d *Driver) EnsureVolume(_ context.Context, storagePool, name string, sizeB
 	}
 	d.log.Info("Created volume", "storagePool", storagePool, "volume", name, "bytes", sizeBytes, "key", v.Key)
 	return v.Key, nil
+}
+
+// poolDefinition is storage pool p's definition, as the daemon has it.
+func poolDefinition(conn *golibvirt.Libvirt, p golibvirt.StoragePool) (*libvirtxml.StoragePool, error) {
+	poolXML, err := conn.StoragePoolGetXMLDesc(p, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reading storage pool %q: %w", p.Name, err)
+	}
+	def := &libvirtxml.StoragePool{}
+	if err := def.Unmarshal(poolXML); err != nil {
+		return nil, fmt.Errorf("parsing storage pool %q: %w", p.Name, err)
+	}
+	return def, nil
 }
 
 // newVolume is the definition of a new volume in a pool of poolType: raw,
