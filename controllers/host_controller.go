@@ -55,6 +55,10 @@ type HostReconciler struct {
 	// Methods are the fencing methods by API enum value; nil: the built-in
 	// ones (fencing.NewRegistry with BMC).
 	Methods fencing.Registry
+	// GuardChanged, when set, is told of each pool whose storm guard began
+	// to hold or was lifted (PoolReconciler.GuardChanges), so that its
+	// FencingAllowed condition says so at once.
+	GuardChanged chan<- event.GenericEvent
 
 	// poolLocks holds a *sync.Mutex per pool ("namespace/name"): see startFencing.
 	poolLocks sync.Map

@@ -14,6 +14,8 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/status"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 )
 
 // Reasons of the recount after a storm.
@@ -35,6 +37,13 @@ func (r *HostReconciler) noteGuard(s *hostScope) {
 	}
 	g := fencing.StormGuard(s.tally, s.settings.Fencing.MaxUnhealthyPercent)
 	c := r.Tracker.Recount().Note(poolKey(s.pool.Namespace, s.pool.Name), s.now, !g.Allowed, s.tally.Stale())
+	if (c.Began || c.Lifted) && r.GuardChanged != nil {
+		select { // the Pool's next reconcile reads the verdict noted; a full queue has one pending
+		case r.GuardChanged <- event.GenericEvent{Object: &vpoolv1alpha1.Pool{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.pool.Namespace, Name: s.pool.Name}}}:
+		default:
+		}
+	}
 	if c.Began {
 		s.st.Event(status.Event{Type: corev1.EventTypeWarning, Reason: fencing.ReasonStormGuard, Action: "HoldFencing",
 			Note: fmt.Sprintf("the storm guard of pool %s holds from %s: %s (a Live host silent for %s counts as stale)",

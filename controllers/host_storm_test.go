@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/controllers"
@@ -56,6 +57,17 @@ func TestStormGuardHoldsAtHalfTheTimeout(t *testing.T) {
 	// The last renewal observed came at most one interval before the kill.
 	g.Expect(held.Sub(killed)).To(BeNumerically(">=", stormTimeout/2-interval-100*time.Millisecond), "not before T/2 of silence")
 	g.Expect(held.Sub(killed)).To(BeNumerically("<", stormTimeout), "before a full timeout of silence")
+	// The Pool says so at once too, while h2 and h3 are still Live: no Host
+	// write announces a quiet host, so the guard's change wakes the Pool.
+	g.Eventually(func(g Gomega) {
+		c := poolCondition(ns, vpoolv1alpha1.PoolFencingAllowed)(g)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(fencing.ReasonStormGuard))
+	}, wait, 20*time.Millisecond).Should(Succeed())
+	for _, h := range []string{"h2", "h3"} {
+		g.Expect(phaseOf(ns, h)(g)).To(Equal(vpoolv1alpha1.HostPhaseLive), "the Pool's FencingAllowed is False before %s is Unreachable", h)
+	}
 	for _, h := range []string{"h2", "h3"} {
 		g.Eventually(phaseOf(ns, h), wait, poll).Should(Equal(vpoolv1alpha1.HostPhaseUnreachable))
 		stale, _ := firstEventAt(g, ns, fencing.ReasonHeartbeatStale, h)

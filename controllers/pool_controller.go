@@ -29,6 +29,8 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
 	"github.com/poolkeeper/poolkeeper/internal/placement"
 	"github.com/poolkeeper/poolkeeper/internal/status"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
 // +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=pools,verbs=get;list;watch;update;patch
@@ -64,10 +66,15 @@ type PoolReconciler struct {
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	Tracker   *liveness.Tracker
+	// GuardChanges wakes a Pool whose storm guard the Host reconciler saw
+	// begin to hold or lift (HostReconciler.GuardChanged), which no object
+	// change announces: a quiet host's silence reaching T/2 writes nothing.
+	GuardChanges <-chan event.GenericEvent
 }
 
 // SetupWithManager registers the reconciler, and beside it the restore and
-// backup schedule controllers; a Host or SR change wakes its Pool.
+// backup schedule controllers; a Host or SR change wakes its Pool, and so
+// does a change of its storm guard's verdict.
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	restore := &RestoreReconciler{Client: r.Client, APIReader: r.APIReader, Recorder: r.Recorder, Clock: r.Clock, Store: opts.Store}
 	if err := restore.SetupWithManager(mgr, opts); err != nil {
@@ -77,8 +84,12 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager, opts Options) error 
 	if err := schedule.SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("setting up the backup schedule controller: %w", err)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&vpoolv1alpha1.Pool{}).
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&vpoolv1alpha1.Pool{})
+	if r.GuardChanges != nil {
+		b = b.WatchesRawSource(source.Channel(r.GuardChanges, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		Watches(&vpoolv1alpha1.Host{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		Watches(&vpoolv1alpha1.StorageRepository{}, handler.EnqueueRequestsFromMapFunc(poolOf)).
 		Watches(&vpoolv1alpha1.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(poolOf),

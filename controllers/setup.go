@@ -16,6 +16,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 )
 
 // Field indexes shared by the reconcilers.
@@ -80,13 +81,14 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		opts.Tracker = liveness.NewTracker(opts.Clock)
 	}
 	recorder := mgr.GetEventRecorder("poolkeeper")
+	guardChanges := make(chan event.GenericEvent, 1024)
 	reconcilers := []interface {
 		SetupWithManager(ctrl.Manager, Options) error
 	}{
 		&PoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: opts.Clock,
-			Tracker: opts.Tracker},
+			Tracker: opts.Tracker, GuardChanges: guardChanges},
 		&HostReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock,
-			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC},
+			Tracker: opts.Tracker, Recorder: recorder, BMC: opts.BMC, GuardChanged: guardChanges},
 		&StorageRepositoryReconciler{Client: mgr.GetClient(), Recorder: recorder},
 		&VirtualDiskReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder},
 		&VirtualMachineReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: opts.Clock, Recorder: recorder},
