@@ -219,11 +219,23 @@ func (r *BackupLocationReconciler) sync(ctx context.Context, loc *vpoolv1alpha1.
 // the listing did not find: pruned at the site that wrote them (its retain),
 // or deleted by hand. They were listed before the bucket, and a PoolBackup
 // is Completed only once its object is stored, so an object that is missing
-// is gone (Velero's backup sync does the same). Deleting them deletes
-// nothing stored.
+// is gone (Velero's backup sync does the same). Each is annotated
+// AnnotationGoneFromBucket before it is deleted, so that its deletion
+// deletes nothing stored even if the listing missed an object that is
+// there (and a sync resumed after a crash deletes it the same way).
 func (r *BackupLocationReconciler) pruneGone(ctx context.Context, loc *vpoolv1alpha1.BackupLocation,
 	have []vpoolv1alpha1.PoolBackup, listing backup.Listing) error {
 	for _, pb := range goneBackups(loc, have, listing.Seen) {
+		if pb.Annotations[vpoolv1alpha1.AnnotationGoneFromBucket] == "" {
+			patch := client.MergeFromWithOptions(pb.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			if pb.Annotations == nil {
+				pb.Annotations = map[string]string{}
+			}
+			pb.Annotations[vpoolv1alpha1.AnnotationGoneFromBucket] = "true"
+			if err := r.Patch(ctx, pb, patch); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+		}
 		if err := r.Delete(ctx, pb); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting PoolBackup %s/%s, whose object is gone: %w", pb.Namespace, pb.Name, err)
 		}
@@ -313,15 +325,20 @@ func syncedBackup(loc *vpoolv1alpha1.BackupLocation, sb backup.StoredBackup, nam
 	return pb
 }
 
-// goneBackups are the PoolBackups of have that pruneGone deletes: Completed,
-// of loc, not being deleted, and whose key the listing (seen) did not find.
+// goneBackups are the PoolBackups of have that pruneGone deletes: synced
+// from the bucket (those written here are pruned by their own retain),
+// Completed, of loc, not being deleted, whose key is under the prefix listed (a
+// PoolBackup stored under another prefix, before spec.s3.prefix changed,
+// was not looked for) and was not found there (seen).
 func goneBackups(loc *vpoolv1alpha1.BackupLocation, have []vpoolv1alpha1.PoolBackup, seen map[string]bool) []*vpoolv1alpha1.PoolBackup {
 	var gone []*vpoolv1alpha1.PoolBackup
 	for i := range have {
 		pb := &have[i]
 		ref := pb.Spec.Storage.LocationRef
-		if ref != nil && ref.Name == loc.Name && pb.Status.Phase == vpoolv1alpha1.BackupCompleted && pb.DeletionTimestamp.IsZero() &&
-			!seen[backup.LocationKey(loc, pb)] {
+		key := backup.LocationKey(loc, pb)
+		synced := pb.Annotations[vpoolv1alpha1.AnnotationStoredKey] != ""
+		if synced && ref != nil && ref.Name == loc.Name && pb.Status.Phase == vpoolv1alpha1.BackupCompleted && pb.DeletionTimestamp.IsZero() &&
+			strings.HasPrefix(key, loc.Spec.S3.Prefix) && !seen[key] {
 			gone = append(gone, pb)
 		}
 	}

@@ -65,7 +65,17 @@ func TestGoneBackups(t *testing.T) {
 		pb("writing", "primary", vpoolv1alpha1.BackupInProgress, false),
 		pb("deleting", "primary", vpoolv1alpha1.BackupCompleted, true),
 		pb("elsewhere", "other", vpoolv1alpha1.BackupCompleted, false),
+		pb("other-prefix", "primary", vpoolv1alpha1.BackupCompleted, false),
 	}
+	// Stored before spec.s3.prefix changed from old-site/ to site-a/: not
+	// looked for by the listing, so not gone (deleting it would delete its
+	// object in a ReadWrite location).
+	have[5].Annotations[vpoolv1alpha1.AnnotationStoredKey] = "old-site/other-prefix.pkdump"
+	// Written through this location, not synced from it: its own retain prunes it.
+	written := pb("written", "primary", vpoolv1alpha1.BackupCompleted, false)
+	delete(written.Annotations, vpoolv1alpha1.AnnotationStoredKey)
+	have = append(have, written)
+	loc.Spec.S3.Prefix = "site-a/"
 	seen := map[string]bool{"site-a/kept.pkdump": true}
 	var names []string
 	for _, b := range goneBackups(loc, have, seen) {

@@ -75,3 +75,8 @@ const FinalizerBackupData = "vpool.poolkeeper.io/backup-data"
 // AnnotationStoredKey, on a PoolBackup a BackupLocation's sync created, is
 // the key of its object in the location's bucket.
 const AnnotationStoredKey = "vpool.poolkeeper.io/stored-key"
+
+// AnnotationGoneFromBucket, on a PoolBackup, says that its location's sync
+// found its object gone from the bucket and deletes it: its deletion then
+// deletes nothing stored, whatever the bucket holds by then.
+const AnnotationGoneFromBucket = "vpool.poolkeeper.io/gone-from-bucket"

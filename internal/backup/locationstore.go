@@ -146,8 +146,9 @@ func (s *LocationStore) Get(ctx context.Context, b *vpoolv1alpha1.PoolBackup) ([
 
 // Delete deletes the backup's own object from a ReadWrite location. It
 // deletes nothing from a ReadOnly location, nothing when the location is
-// gone (nothing of it can be reached), and leaves an object that is
-// another PoolBackup's.
+// gone (nothing of it can be reached), nothing for a PoolBackup its
+// location's sync found gone from the bucket (AnnotationGoneFromBucket), and
+// leaves an object that is another PoolBackup's.
 func (s *LocationStore) Delete(ctx context.Context, b *vpoolv1alpha1.PoolBackup) error {
 	loc, err := s.Location(ctx, b)
 	if err != nil {
@@ -156,8 +157,8 @@ func (s *LocationStore) Delete(ctx context.Context, b *vpoolv1alpha1.PoolBackup)
 		}
 		return err
 	}
-	if loc.Spec.Access == vpoolv1alpha1.AccessReadOnly {
-		return nil
+	if loc.Spec.Access == vpoolv1alpha1.AccessReadOnly || b.Annotations[vpoolv1alpha1.AnnotationGoneFromBucket] != "" {
+		return nil // nothing to delete, or (gone from the bucket) nothing that is this PoolBackup's to delete
 	}
 	c, err := newS3Client(ctx, s.Reader, loc.Namespace, locationField, &loc.Spec.S3)
 	if err != nil {
