@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -91,8 +92,21 @@ func (w *APIReachWatch) probe() (func(context.Context) error, error) {
 	}
 	rc := cs.Discovery().RESTClient()
 	return func(ctx context.Context) error {
-		return rc.Get().AbsPath("/readyz").Do(ctx).Error()
+		return reachError(rc.Get().AbsPath("/readyz").Do(ctx).Error())
 	}, nil
+}
+
+// reachError is a /readyz answer as the reach watch counts it: nil when the
+// API server answered, even to refuse (401, 403: this operator may not read
+// /readyz) or not to know the path (404): only a failure to get an answer,
+// or an answer that the server is not ready (5xx, 429), is an outage. A
+// refusal counted as one would stop every host's silence from counting for
+// as long as it lasts, so fencing nobody.
+func reachError(err error) error {
+	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 func cmpOr(d, def time.Duration) time.Duration {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
 
 	"github.com/poolkeeper/poolkeeper/internal/liveness"
@@ -60,5 +62,31 @@ func TestAPIReachWatchRecountsAfterAnOutage(t *testing.T) {
 			t.Fatal("no recount after the API server answered again")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A /readyz the operator may not read (401, 403) or that does not exist
+// (404) is an answer: only a failed request or a server not ready (5xx,
+// 429, a timeout) is an outage, during which no silence counts.
+func TestReachErrorCountsOnlyNoAnswer(t *testing.T) {
+	gr := schema.GroupResource{}
+	for _, c := range []struct {
+		err     error
+		outage  bool
+		because string
+	}{
+		{nil, false, "ready"},
+		{apierrors.NewForbidden(gr, "", errors.New("no")), false, "403: answered"},
+		{apierrors.NewUnauthorized("no"), false, "401: answered"},
+		{apierrors.NewNotFound(gr, "readyz"), false, "404: answered"},
+		{apierrors.NewInternalError(errors.New("etcd check failed")), true, "500: not ready"},
+		{apierrors.NewServiceUnavailable("starting"), true, "503"},
+		{apierrors.NewTooManyRequests("busy", 1), true, "429"},
+		{errors.New("dial tcp: connection refused"), true, "no answer"},
+		{context.DeadlineExceeded, true, "timed out"},
+	} {
+		if got := reachError(c.err) != nil; got != c.outage {
+			t.Errorf("reachError(%v) counts as an outage: %v, want %v (%s)", c.err, got, c.outage, c.because)
+		}
 	}
 }
