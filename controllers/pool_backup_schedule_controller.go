@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"k8s.io/client-go/tools/events"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
@@ -65,16 +67,32 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	st := status.New(r.Client, r.Recorder, pool).Owning(schedulePart)
 	requeue, err := r.reconcileSchedule(ctx, pool, st.Set)
 	if err == nil && pool.Status.Backup != nil {
-		var verify time.Duration
-		verify, err = r.reconcileVerify(ctx, pool, pool.Effective().Backup, st.Set, func(eventType, reason, note string) {
+		// The verification never holds up the backups: a bad verify
+		// schedule stalls the verification alone (its condition says why),
+		// and one that failed to run is tried again in verifyRetry.
+		verify, verr := r.reconcileVerify(ctx, pool, pool.Effective().Backup, st.Set, func(eventType, reason, note string) {
 			st.Eventf(eventType, reason, "Verify", "%s", note)
 		})
+		switch {
+		case errors.Is(verr, reconcile.TerminalError(nil)):
+			err = verr
+		case verr != nil:
+			ctrl.LoggerFrom(ctx).Info("The scheduled verification failed to run; trying again", "error", verr.Error(), "in", verifyRetry)
+			verify = verifyRetry
+		}
 		if verify > 0 && (requeue == 0 || verify < requeue) {
 			requeue = verify
 		}
 	}
 	if err = st.Patch(ctx, err); err != nil {
+		if errors.Is(err, reconcile.TerminalError(nil)) && requeue > 0 {
+			return ctrl.Result{RequeueAfter: requeue}, nil // the next backup is still due
+		}
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
+
+// verifyRetry is when a scheduled verification that failed to run (the
+// bucket unreachable, the API server refusing) is tried again.
+const verifyRetry = time.Minute
