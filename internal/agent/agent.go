@@ -161,7 +161,10 @@ func (a *Agent) Freeze(d time.Duration) {
 	a.frozen += d
 }
 
-// Run heartbeats until ctx is done (nil) or the watchdog fires (ErrSelfFenced).
+// Run heartbeats until ctx is done (nil, or errStoppedInFlight when a VM start
+// or stop was still in flight), the agent self-fences or the watchdog reset
+// the host (ErrSelfFenced), or the watchdog cannot guard the host
+// (ErrNoSafeWatchdog).
 func (a *Agent) Run(ctx context.Context) (err error) {
 	log := a.cfg.Log.WithValues("host", a.cfg.Host, "bootID", a.cfg.BootID)
 	direct, err := client.New(a.cfg.RESTConfig, client.Options{Scheme: scheme})
@@ -198,10 +201,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		defer func() { cancelRun(nil); <-stopped }()
 	}
 	if a.petter != nil {
+		// The petter outlives Run's context: on a clean stop it pets (as its
+		// plan allows) until the worker's wait below is over, so that a
+		// start still in flight cannot make the watchdog expire meanwhile.
 		a.petter.log = log
 		petting := make(chan struct{})
-		go func() { defer close(petting); a.petter.run(ctx, cancelRun) }()
-		defer func() { cancelRun(nil); <-petting; a.releaseWatchdog(log, err) }()
+		pctx, stopPetting := context.WithCancel(context.WithoutCancel(ctx))
+		go func() { defer close(petting); a.petter.run(pctx, cancelRun) }()
+		defer func() { stopPetting(); <-petting; a.releaseWatchdog(log, err) }()
 	}
 
 	a.lastOK = a.cfg.Clock.Now()

@@ -119,8 +119,12 @@ func (a *Agent) followStatefile(ctx context.Context, log logr.Logger, poolName s
 		_ = s.dir.Close()
 		s.mu.Lock()
 		// The last confirmation's bound stays: it rests on a read made.
+		was := s.exempt
 		s.dir, s.exempt = nil, false
 		s.mu.Unlock()
+		if was {
+			a.noteExemptionEnded(a.cfg.Clock.Now())
+		}
 		if key == "" {
 			log.Info("Warning: the pool no longer has a heartbeat SR: a control-plane outage longer than the heartbeat " +
 				"timeout stops this host's VMs")
@@ -136,7 +140,9 @@ func (a *Agent) followStatefile(ctx context.Context, log logr.Logger, poolName s
 		var dir *statefile.Dir
 		if dir, err = statefile.Open(path, a.cfg.Host); err == nil {
 			s.mu.Lock()
-			s.dir = dir
+			// Another statefile: what was seen of the old one's slots says
+			// nothing of this one's (a counter that differs is no move).
+			s.dir, s.peers = dir, statefile.Peers{}
 			s.mu.Unlock()
 			s.lastErr = ""
 			log.Info("Statefile on the heartbeat SR", "storageRepository", sr.Name, "path", path, "oDirect", dir.Direct())

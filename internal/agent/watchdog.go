@@ -106,7 +106,8 @@ func (a *Agent) notePetterExemption(confirmed time.Time, t time.Duration) {
 // the heartbeat loop, records it in the Host's status (reportWatchdog), and
 // reports whether VMs may run: only once the watchdog is armed, so that no
 // VM runs on a host the watchdog does not guard. Its error is
-// watchdog.ErrHostReset.
+// watchdog.ErrHostReset, or ErrNoSafeWatchdog when the watchdog's driver set
+// a timeout that cannot reset the host in time.
 func (a *Agent) watchdogReady() (bool, error) {
 	p := a.petter
 	if p == nil {
@@ -203,7 +204,7 @@ func (a *Agent) watchdogArmed() bool {
 	}
 	p.op.Lock()
 	defer p.op.Unlock()
-	return p.armed
+	return p.armed && p.unsafe == nil
 }
 
 // checkWatchdog refuses to run an Agent-fenced host whose VMs outlive the
@@ -391,6 +392,10 @@ func (a *Agent) releaseWatchdog(log logr.Logger, runErr error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	running, err := a.cfg.Driver.Running(ctx)
+	if inFlight := a.worker.inFlightOps(); err == nil && len(inFlight) > 0 {
+		// A start still in flight may bring a VM up after this look.
+		running = inFlight
+	}
 	if err == nil && len(running) == 0 {
 		if derr := p.wd.Disarm(); derr != nil {
 			log.Info("Disarming the watchdog failed; it resets the host unless an agent pets it", "watchdog", p.wd.String(),
@@ -412,6 +417,8 @@ func (a *Agent) releaseWatchdog(log logr.Logger, runErr error) {
 
 // hostReset is Run's error after the watchdog said it reset the host: the
 // VMs died with that boot, and this agent exits without another renewal.
+// For ErrNoSafeWatchdog (a watchdog that cannot reset the host in time) it
+// stops every VM and returns that error.
 func (a *Agent) hostReset(ctx context.Context, log logr.Logger, cause error) error {
 	if errors.Is(cause, ErrNoSafeWatchdog) {
 		log.Info("The watchdog cannot reset this host before the operator's safe time: stopping every VM and exiting",

@@ -27,7 +27,8 @@ type Plan struct {
 	// Set is the timeout the watchdog runs with: Timeout, unless its driver
 	// set another (WithTimeout).
 	Set time.Duration
-	// PetEvery is how often the agent pets while it may: W/4.
+	// PetEvery is how often the agent pets while it may: W/4 (a quarter of
+	// the timeout set, when WithTimeout gives a shorter one).
 	PetEvery time.Duration
 	// PetUntil (after S) is the last moment a pet justified by the renewal
 	// at S may reach the watchdog: T - W + W/4. A pet at P <= S + PetUntil
@@ -111,6 +112,7 @@ func PlanFor(t, granularity time.Duration) (Plan, error) {
 func (p Plan) WithTimeout(set time.Duration) (Plan, error) {
 	t, w := p.HeartbeatTimeout, p.Timeout
 	p.PetUntil = liveness.SelfFenceAfter(t) + w/4 - set
+	p.PetEvery = min(w, set) / 4
 	p.LatestExpiry = liveness.SelfFenceAfter(t) + w/4 + set
 	p.ResetBudget = p.SafeAfter - p.LatestExpiry
 	p.Set = set
