@@ -94,7 +94,7 @@ func setupOutagePool(t *testing.T, timeout time.Duration, hosts ...string) strin
 
 // startOutageHosts runs one agent per host, each through its own proxy,
 // all with their statefile on the heartbeat SR under one shared directory
-// (as --sim-storage-dir gives them).
+// (as --sim-storage-dir gives them), and waits until each runs its VM.
 func startOutageHosts(t *testing.T, ns string, hosts ...string) []*outageHost {
 	t.Helper()
 	u, err := url.Parse(restConfig.Host)
@@ -112,6 +112,10 @@ func startOutageHosts(t *testing.T, ns string, hosts ...string) []*outageHost {
 		h.stop = runAgent(t, agent.Config{RESTConfig: cfg, Namespace: ns, Host: name, Interval: 200 * time.Millisecond,
 			Driver: h.driver, BootID: "boot-" + name, StatefileDir: statefileDir})
 		out = append(out, h)
+	}
+	for _, h := range out {
+		NewWithT(t).Eventually(h.running, 20*time.Second, 50*time.Millisecond).Should(ConsistOf("vm-"+h.name),
+			"%s starts the VM placed on it", h.name)
 	}
 	return out
 }
@@ -164,10 +168,6 @@ func TestOutageRiddenOutWithStatefile(t *testing.T) {
 	names := []string{"h1", "h2", "h3"}
 	ns := setupOutagePool(t, timeout, names...)
 	hosts := startOutageHosts(t, ns, names...)
-	for _, h := range hosts {
-		g.Eventually(h.running, 20*time.Second, 50*time.Millisecond).Should(ConsistOf("vm-"+h.name),
-			"%s starts the VM placed on it", h.name)
-	}
 
 	// The whole pool cut off (as in an API server outage) for three timeouts.
 	rideOut(g, ns, hosts, 3*timeout, "the whole pool cut off: no host self-fences, every VM keeps running")
@@ -221,10 +221,6 @@ func TestHeartbeatSRFollowedWhileRunning(t *testing.T) {
 	ns := setupOutagePool(t, timeout, names...)
 	setHeartbeatSR(t, ns, "")
 	hosts := startOutageHosts(t, ns, names...)
-	for _, h := range hosts {
-		g.Eventually(h.running, 20*time.Second, 50*time.Millisecond).Should(ConsistOf("vm-"+h.name),
-			"%s starts the VM placed on it", h.name)
-	}
 	g.Consistently(func() []byte { return hosts[0].slot("hb") }, timeout, 50*time.Millisecond).Should(BeNil(),
 		"no heartbeat SR: no statefile is written")
 

@@ -24,11 +24,7 @@ func (d *Driver) StatefileDir(ctx context.Context, storagePool, namespace, pool 
 		return "", err
 	}
 	defer func() { err = lost(err) }()
-	conn, _, err := d.client()
-	if err != nil {
-		return "", err
-	}
-	p, err := lookupPool(conn, storagePool)
+	conn, p, err := d.storagePool(storagePool)
 	if err != nil {
 		return "", err
 	}

@@ -31,15 +31,21 @@ func lookupPool(conn *golibvirt.Libvirt, name string) (golibvirt.StoragePool, er
 	return p, nil
 }
 
+// storagePool is the daemon's connection and its storage pool of that name.
+func (d *Driver) storagePool(name string) (*golibvirt.Libvirt, golibvirt.StoragePool, error) {
+	conn, _, err := d.client()
+	if err != nil {
+		return nil, golibvirt.StoragePool{}, err
+	}
+	p, err := lookupPool(conn, name)
+	return conn, p, err
+}
+
 // Plug implements agent.StoragePlugger: the pool is looked up by name,
 // started when inactive and refreshed.
 func (d *Driver) Plug(_ context.Context, storagePool string) (err error) {
 	defer func() { err = lost(err) }()
-	conn, _, err := d.client()
-	if err != nil {
-		return err
-	}
-	p, err := lookupPool(conn, storagePool)
+	conn, p, err := d.storagePool(storagePool)
 	if err != nil {
 		return err
 	}
@@ -66,11 +72,7 @@ func (d *Driver) Plug(_ context.Context, storagePool string) (err error) {
 // An existing volume is used as it is, whatever its size or format.
 func (d *Driver) EnsureVolume(_ context.Context, storagePool, name string, sizeBytes int64) (_ string, err error) {
 	defer func() { err = lost(err) }()
-	conn, _, err := d.client()
-	if err != nil {
-		return "", err
-	}
-	p, err := lookupPool(conn, storagePool)
+	conn, p, err := d.storagePool(storagePool)
 	if err != nil {
 		return "", err
 	}
