@@ -229,8 +229,10 @@ type WatchdogStatus struct {
 
 	// timeout is the watchdog's timeout W as armed: a quarter of the pool's
 	// heartbeat timeout, rounded down to the watchdog's steps (whole
-	// seconds for a device). A host whose agent stops renewing is reset at
-	// most T + 5W/4 after its last renewal. Unset for None.
+	// seconds for a device), or what its driver set instead. A host whose
+	// agent stops renewing is reset at most T + W'/4 + W after its last
+	// renewal, W' the timeout it asked (T + 5W/4 when they are one). Unset
+	// for None.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 

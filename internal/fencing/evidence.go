@@ -70,14 +70,25 @@ func watchdogClause(in HostInput, selfFence, safeAt time.Time) string {
 	case wd.Kind == vpoolv1alpha1.WatchdogNone || wd.Timeout == nil || wd.Timeout.Duration <= 0:
 		return fmt.Sprintf("its agent armed no watchdog for boot %s (--watchdog none): %s", boot, alone)
 	}
-	w := wd.Timeout.Duration
-	reset := selfFence.Add(w + w/4)
+	// The pets stop so that the last expires by the self-fence plus a
+	// quarter of the W the agent asked (T/4, at least a second for a
+	// device); with one unjustified restart of the W its driver set
+	// (watchdog.Plan.WithTimeout), the host is reset by W/4 of the one asked
+	// plus W after the self-fence at the latest: 5W/4 when they are one.
+	w, asked := wd.Timeout.Duration, in.Timeout/4
+	if wd.Kind == vpoolv1alpha1.WatchdogDevice && asked < time.Second {
+		asked = time.Second
+	}
+	reset, bound := selfFence.Add(asked/4+w), "5W/4"
+	if w != asked {
+		bound = fmt.Sprintf("%s/4 + W", asked)
+	}
 	what := "kernel watchdog"
 	if wd.Kind == vpoolv1alpha1.WatchdogEmulated {
 		what = "emulated watchdog"
 	}
 	armed := fmt.Sprintf("%s %s (timeout %s, boot %s)", what, wd.Device, w, boot)
-	by := fmt.Sprintf("resets the host by %s at the latest (X + %s + 5W/4)", stamp(reset), selfFence.Sub(in.Heartbeat.LastSeen))
+	by := fmt.Sprintf("resets the host by %s at the latest (X + %s + %s)", stamp(reset), selfFence.Sub(in.Heartbeat.LastSeen), bound)
 	if reset.After(safeAt) {
 		return fmt.Sprintf("its %s %s, %s after the safe time: until then %s", armed, by, reset.Sub(safeAt), alone)
 	}

@@ -77,6 +77,11 @@ func TestAgentEvidence(t *testing.T) {
 			want: []string{"its kernel watchdog /dev/watchdog (timeout 1s, boot b1) resets the host by 2026-11-21T12:00:03.25Z at the latest",
 				"250ms after the safe time: until then " + alone},
 		},
+		"a driver that set a shorter timeout than asked: reset by W'/4 + W": {
+			timeout: time.Minute, hb: renewed, boot: "b1", watchdog: armed(vpoolv1alpha1.WatchdogDevice, "/dev/watchdog", 10*time.Second, "b1"),
+			want: []string{"(timeout 10s, boot b1), which resets the host by 2026-11-21T12:01:13.75Z at the latest (X + 1m0s + 15s/4 + W)",
+				"16.25s before the safe time"},
+		},
 		"a longer deadline declared in the Lease counts": {
 			timeout: time.Minute, hb: liveness.Observation{Known: true, LastSeen: t0, LastRenewal: t0, Declared: 90 * time.Second},
 			boot: "b1", watchdog: armed(vpoolv1alpha1.WatchdogDevice, "/dev/watchdog", 15*time.Second, "b1"),
