@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/schedule"
 )
 
 // Reasons of the BackupScheduled condition.
@@ -57,7 +58,7 @@ func (r *BackupScheduleReconciler) reconcileSchedule(ctx context.Context, pool *
 		pool.Status.Backup = nil
 		return 0, nil
 	}
-	sched, err := cron.ParseStandard(spec.Schedule)
+	sched, err := schedule.Parse(spec.Schedule)
 	if err != nil {
 		// A spec error: not retried; the Pool is reconciled again when it changes.
 		msg := fmt.Sprintf("%s.schedule: %q is not a cron schedule: %v", settingField(pool.Spec.Backup != nil, "backup"), spec.Schedule, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -15,6 +14,7 @@ import (
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
 	"github.com/poolkeeper/poolkeeper/internal/backup"
 	"github.com/poolkeeper/poolkeeper/internal/metrics"
+	"github.com/poolkeeper/poolkeeper/internal/schedule"
 )
 
 // Events of the scheduled verification.
@@ -35,7 +35,7 @@ func (r *BackupScheduleReconciler) reconcileVerify(ctx context.Context, pool *vp
 		st.LastVerifyScheduleTime, st.NextVerifyScheduleTime = nil, nil
 		return 0, nil
 	}
-	sched, err := cron.ParseStandard(spec.Verify.Schedule)
+	sched, err := schedule.Parse(spec.Verify.Schedule)
 	if err != nil {
 		msg := fmt.Sprintf("%s.verify.schedule: %q is not a cron schedule: %v", settingField(pool.Spec.Backup != nil, "backup"), spec.Verify.Schedule, err)
 		set(vpoolv1alpha1.PoolBackupScheduled, metav1.ConditionFalse, ReasonScheduleInvalid, msg)

@@ -5,13 +5,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/robfig/cron/v3"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vpoolv1alpha1 "github.com/poolkeeper/poolkeeper/api/v1alpha1"
+	"github.com/poolkeeper/poolkeeper/internal/schedule"
 )
 
 // The gauges PoolCollector exports, by name. Every one has the labels
@@ -173,7 +173,7 @@ func collectPool(ch chan<- prometheus.Metric, p *vpoolv1alpha1.Pool, now time.Ti
 	gauge(ch, overcommittedDesc, bit(meta.IsStatusConditionTrue(p.Status.Conditions, vpoolv1alpha1.PoolOvercommitted)), ns, name)
 	if b := p.Effective().Backup; b != nil {
 		// An invalid schedule has no interval; the Pool is Stalled and says so.
-		if s, err := cron.ParseStandard(b.Schedule); err == nil {
+		if s, err := schedule.Parse(b.Schedule); err == nil {
 			next := s.Next(now)
 			gauge(ch, intervalDesc, s.Next(next).Sub(next).Seconds(), ns, name)
 		}
