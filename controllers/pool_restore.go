@@ -24,7 +24,7 @@ import (
 	"github.com/poolkeeper/poolkeeper/internal/status"
 )
 
-// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts;storagerepositories;virtualdisks;virtualmachines,verbs=create;delete
+// +kubebuilder:rbac:groups=vpool.poolkeeper.io,resources=hosts;storagerepositories;virtualdisks;virtualmachines;virtualappliances,verbs=create;delete
 
 // Reasons of the Restored condition.
 const (

@@ -3,7 +3,7 @@
 # outages", invariant 9): the outage scenarios of outage.sh on real QEMU
 # guests, the heartbeat SR's statefile in the SR's libvirt storage pool
 # (shared, one directory every simulated host sees). Uses the helpers of
-# libvirt.sh (lv_*) and outage.sh (freeze, proxied, proxy_pid, log_ts,
+# libvirt.sh (lv_*) and outage.sh (freeze, granted, secs, proxied, proxy_pid, log_ts,
 # epoch). Never skipped: without KVM the guests run under QEMU TCG.
 #
 # One pool of three hosts, T = $LV_T, guests a b c on h1 h2 h3, in turn:
@@ -35,9 +35,6 @@ lv_outage_view() {
   lv_virsh "$ns" h3 pool-start shared >/dev/null
 }
 
-# lv_exempted NS: how many outage exemptions the pool's agents granted so far.
-lv_exempted() { cat "$work/$1"-h?.log | grep -c '"Outage exemption granted' || true; }
-
 # lv_ridden_out NS WHAT IDS GRANTED: after an outage, a whole safe time
 # (T + T/2) for the operator, which counts every host's silence afresh, to
 # (wrongly) fence anyone; then: every agent runs without a self-fence and
@@ -59,7 +56,7 @@ lv_ridden_out() {
     die "$what: a b c are $(running_on "$ns" a) $(running_on "$ns" b) $(running_on "$ns" c), not on h1 h2 h3"
   fenced=$(grep '"Host phase changed"' "$work/manager.log" | grep "\"namespace\":\"$ns\"" | grep -E '"to":"Fenc(ing|ed)"' || true)
   [[ -z "$fenced" ]] || die "$what: a Host left Live for Fencing: $fenced"
-  n_granted=$(($(lv_exempted "$ns") - granted0))
+  n_granted=$(($(granted "$ns") - granted0))
   ((n_granted >= 3)) || die "$what: the agents did not say they rode out the outage on the statefile ($n_granted exemptions granted)"
 }
 
@@ -98,7 +95,7 @@ lv_cut_off_recovers() {
   for _ in $(seq 1 40); do kill -0 "$(cat "$work/$ns-$h.pid")" 2>/dev/null || break; sleep 0.25; done
   kill -0 "$(cat "$work/$ns-$h.pid")" 2>/dev/null && die "$what: $h's agent still runs after its self-fence"
   grep -q '^poolkeeper-agent: self-fenced' "$work/$ns-$h.log" || die "$what: $h's agent did not exit as self-fenced (status 3)"
-  (($(lv_exempted "$ns") == granted0)) || die "$what: an agent took an outage exemption with one host cut off"
+  (($(granted "$ns") == granted0)) || die "$what: an agent took an outage exemption with one host cut off"
   for v in $vms; do lv_booted "$ns" "$v" $((boots[$v] + 1)); done
   booted=$(since "$t0")
 }
@@ -133,19 +130,19 @@ scenario_libvirt_outage() {
   ids=$(for h in h1 h2 h3; do echo "$h=$(lv_domains "$ns" $h)"; done | paste -sd' ')
 
   # (1) The kube-apiserver frozen 2T.
-  g0=$(lv_exempted "$ns")
+  g0=$(granted "$ns")
   freeze kube-apiserver "$T2"
   lv_ridden_out "$ns" "after a ${T2}s API server freeze" "$ids" "$g0"
   report+=("API server frozen ${T2}s: answering again $back after the resume, $n_granted exemptions granted")
   # (2) etcd frozen 2T.
-  g0=$(lv_exempted "$ns")
+  g0=$(granted "$ns")
   freeze etcd "$T2"
   lv_ridden_out "$ns" "after a ${T2}s etcd freeze" "$ids" "$g0"
   report+=("etcd frozen ${T2}s: $n_granted exemptions granted")
   # (5) The kube-apiserver frozen 5T, past any deadline an exemption did
   # not extend: the documented outcome is the same while the statefile
   # answers and the majority stays cut off.
-  g0=$(lv_exempted "$ns")
+  g0=$(granted "$ns")
   freeze kube-apiserver "$T5"
   lv_ridden_out "$ns" "after a ${T5}s API server freeze" "$ids" "$g0"
   report+=("API server frozen ${T5}s: $n_granted exemptions granted")
@@ -153,7 +150,7 @@ scenario_libvirt_outage() {
   log "libvirt, heartbeat SR in storage pool shared (T $LV_T): $(printf '%s; ' "${report[@]}")0 domains stopped or started again (IDs and QEMU pids unchanged: $ids), 0 hosts fenced"
 
   # (3) h2 cut off from the API server alone, still reaching the statefile.
-  g0=$(lv_exempted "$ns")
+  g0=$(granted "$ns")
   t0=$(now)
   kill -USR1 "$(proxy_pid "$ns" h2)"
   lv_cut_off_recovers "$ns" h2 "h2 cut off from the API server" "$t0" "$g0"
@@ -163,7 +160,7 @@ scenario_libvirt_outage() {
   # (4) h3 cut off from the API server and from the statefile: its view of
   # the storage pool gone, and its slot replaced by a frozen copy of itself
   # (its writes go on into the file it holds open, which no peer sees).
-  g0=$(lv_exempted "$ns")
+  g0=$(granted "$ns")
   slotfile="$(lv_statefile "$ns")/h3.slot"
   t0=$(now)
   kill -USR1 "$(proxy_pid "$ns" h3)"
