@@ -29,6 +29,9 @@ func (a *Agent) syncVMs(ctx context.Context, log logr.Logger) error {
 	if err := a.client.List(ctx, vms, client.InNamespace(a.cfg.Namespace)); err != nil {
 		return err
 	}
+	// Operations that return after this are left to the pass their
+	// return asks for: what the driver says next may predate them.
+	a.worker.mark()
 	running, err := a.cfg.Driver.Running(ctx)
 	if err != nil {
 		return fmt.Errorf("listing VMs: %w", err)
@@ -228,7 +231,10 @@ const (
 // goroutine of its own (runOp; one per VM, maxDriverOps at most), so that a
 // VM slow to start holds up neither the other VMs nor the report; the
 // driver is therefore called concurrently (the sim and libvirt drivers are
-// safe for that).
+// safe for that). A pass reads the driver's running VMs once; a start or
+// stop that returns after that read is left to the pass its return asks
+// for (returned), so that a list read before a start returned never starts
+// the VM a second time.
 //
 // No VM start completes after a fence without being stopped. The fences
 // (selfFence at the deadline, stepDown when another boot took the Lease, a
@@ -267,6 +273,11 @@ type worker struct {
 	fenced bool
 	// busy is, by VM, the operation in flight.
 	busy map[string]string
+	// returned are the VMs whose operation returned since the pass read
+	// the driver (mark): that read may not show it, so the pass starts or
+	// stops none of them again; the pass the return asks for does what is
+	// left.
+	returned map[string]bool
 	// The heartbeat loop's state (share).
 	holding, armed    bool
 	lastOK            time.Time
@@ -274,7 +285,16 @@ type worker struct {
 }
 
 func newWorker() *worker {
-	return &worker{kick: make(chan struct{}, 1), ended: make(chan struct{}), busy: map[string]string{}}
+	return &worker{kick: make(chan struct{}, 1), ended: make(chan struct{}), busy: map[string]string{},
+		returned: map[string]bool{}}
+}
+
+// mark is called by a pass right before it reads the driver: operations
+// that return from now on are in returned.
+func (w *worker) mark() {
+	w.mu.Lock()
+	clear(w.returned)
+	w.mu.Unlock()
 }
 
 // wake asks for a pass.
@@ -335,7 +355,8 @@ func (a *Agent) drive(ctx context.Context, log logr.Logger) {
 }
 
 // begin reserves the VM name for op, and says whether op may run: not
-// after a fence or once the worker stops, one operation per VM,
+// after a fence or once the worker stops, one operation per VM, none on a
+// VM whose operation returned since the pass read the driver,
 // maxDriverOps at most, and a start only while this boot holds the Lease,
 // the watchdog is armed and the deadline is ahead. Called by the pass
 // goroutine only (so all never rises from zero).
@@ -343,7 +364,7 @@ func (a *Agent) begin(ctx context.Context, name, op string) bool {
 	w := a.worker
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.fenced || ctx.Err() != nil || w.busy[name] != "" || len(w.busy) >= maxDriverOps {
+	if w.fenced || ctx.Err() != nil || w.busy[name] != "" || w.returned[name] || len(w.busy) >= maxDriverOps {
 		return false
 	}
 	if op == opStart && (!w.holding || !w.armed || !a.cfg.Clock.Now().Before(a.deadlineOf(w.lastOK, w.timeout))) {
@@ -365,6 +386,7 @@ func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, cal
 		err := call(ctx)
 		w.mu.Lock()
 		delete(w.busy, name)
+		w.returned[name] = true
 		fenced := w.fenced
 		w.mu.Unlock()
 		switch {
@@ -390,11 +412,12 @@ func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, cal
 }
 
 // free says whether an operation on the VM name could begin now: none is
-// in flight for it, and fewer than maxDriverOps in all.
+// in flight for it or returned since the pass read the driver, and fewer
+// than maxDriverOps in all.
 func (w *worker) free(name string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.busy[name] == "" && len(w.busy) < maxDriverOps
+	return w.busy[name] == "" && !w.returned[name] && len(w.busy) < maxDriverOps
 }
 
 // inFlightOps lists the operations in flight, as "VM op".

@@ -197,3 +197,85 @@ func TestStartReturningAfterTheSelfFenceIsStopped(t *testing.T) {
 		"the VM a start brought up after the self-fence is stopped")
 	g.Consistently(driver.running, 2*time.Second, 50*time.Millisecond).Should(BeEmpty(), "and stays stopped")
 }
+
+// staleDriver is a sim driver whose list of running VMs can be out of date,
+// as a hypervisor's is while a start is in flight: a Running called while
+// the start of vm is held lets that start return, and then answers with
+// the list read before it. It counts the starts of vm.
+type staleDriver struct {
+	*agent.SimDriver
+	vm string
+	// held is closed when a start of vm begins; let ends it.
+	held, let chan struct{}
+
+	mu       sync.Mutex
+	starts   int
+	inFlight bool
+	stale    int // the stale answers given
+}
+
+func (d *staleDriver) Start(ctx context.Context, vm agent.VM) error {
+	if vm.Name != d.vm {
+		return d.SimDriver.Start(ctx, vm)
+	}
+	d.mu.Lock()
+	d.starts++
+	first := d.starts == 1
+	d.inFlight = first
+	d.mu.Unlock()
+	if first {
+		close(d.held)
+		<-d.let
+	}
+	err := d.SimDriver.Start(ctx, vm)
+	d.mu.Lock()
+	d.inFlight = false
+	d.mu.Unlock()
+	return err
+}
+
+func (d *staleDriver) Running(ctx context.Context) ([]string, error) {
+	before, err := d.SimDriver.Running(ctx)
+	d.mu.Lock()
+	release := d.inFlight && d.stale == 0
+	if release {
+		d.stale++
+	}
+	d.mu.Unlock()
+	if release {
+		close(d.let)
+		// The start returns and its operation ends before this list, read
+		// before it, reaches the pass.
+		time.Sleep(300 * time.Millisecond)
+	}
+	return before, err
+}
+
+func (d *staleDriver) counts() (starts, stale int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.starts, d.stale
+}
+
+// A pass that read the running VMs while a VM's start was in flight, and
+// sees that start return before it gets to the VM, does not start it again
+// from its out-of-date list: the VM is started once, and reported Running.
+func TestStartReturningDuringAPassIsNotRepeated(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 2*time.Second)
+	placeVM(t, ns, "vm-a")
+	driver := &staleDriver{SimDriver: agent.NewSimDriver(), vm: "vm-a", held: make(chan struct{}), let: make(chan struct{})}
+	stop := runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: driver, BootID: "boot-1"})
+	g.Eventually(driver.held, 20*time.Second).Should(BeClosed(), "the agent starts vm-a")
+	g.Eventually(func() int { _, stale := driver.counts(); return stale }, 20*time.Second, 20*time.Millisecond).
+		Should(Equal(1), "a pass reads the running VMs while vm-a's start is in flight")
+	g.Eventually(func(g Gomega) {
+		vm := &vpoolv1alpha1.VirtualMachine{}
+		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "vm-a"}, vm)).To(Succeed())
+		g.Expect(vm.Status.PowerState).To(Equal(vpoolv1alpha1.PowerRunning))
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	g.Consistently(func() int { starts, _ := driver.counts(); return starts }, time.Second, 50*time.Millisecond).
+		Should(Equal(1), "vm-a is started once")
+	g.Expect(stop()).To(Succeed())
+}
