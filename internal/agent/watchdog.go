@@ -295,7 +295,7 @@ func (p *petter) step() (time.Duration, error) {
 		return plan.PetEvery, nil
 	}
 	within := until.Sub(now)
-	err := p.pet(plan, within)
+	err := p.pet(plan, s, within)
 	if errors.Is(err, watchdog.ErrHostReset) {
 		return 0, err
 	}
@@ -315,8 +315,9 @@ func (p *petter) step() (time.Duration, error) {
 }
 
 // pet arms the watchdog on the first pet (only now: opening a device
-// starts it), sets the plan's timeout when it changed (a pet too), and pets.
-func (p *petter) pet(plan watchdog.Plan, within time.Duration) error {
+// starts it), sets the plan's timeout when it changed (a pet too), and pets,
+// within of now; s is the start of the renewal that justifies it.
+func (p *petter) pet(plan watchdog.Plan, s time.Time, within time.Duration) error {
 	if !p.armed {
 		if err := p.wd.Arm(); err != nil {
 			return err
@@ -337,6 +338,16 @@ func (p *petter) pet(plan watchdog.Plan, within time.Duration) error {
 		return nil
 	}
 	adjusted, err := plan.WithTimeout(got)
+	if reached := p.clock.Now(); err == nil && !adjusted.FitsSafeTime(s, reached) {
+		// The timeout changed late in the renewal's window (a shorter
+		// heartbeat timeout reaches the petter at once): this pet was sent
+		// within the bound of the timeout asked, and the one set can run
+		// past the safe time from it.
+		err = fmt.Errorf("the pet that set it reached the watchdog %s after the last renewal, later than the %s "+
+			"its timeout allows: the watchdog can expire as late as %s after the renewal, less than %s before the "+
+			"safe time %s", reached.Sub(s), adjusted.PetUntil, adjusted.ExpiresBy(reached).Sub(s), watchdog.MinResetBudget,
+			adjusted.SafeAfter)
+	}
 	switch {
 	case err != nil && p.strict:
 		// No more pets: the heartbeat loop stops every VM and ends the agent

@@ -130,3 +130,19 @@ func (p Plan) MayPet(s, now time.Time) (ok bool, until time.Time) {
 	until = s.Add(p.PetUntil)
 	return !now.After(until), until
 }
+
+// ExpiresBy is the latest a watchdog running with the plan's Set timeout
+// expires after a pet that reached it at at, with no pet after it: at +
+// 2·Set, its one unjustified restart included. For a pet at S + PetUntil
+// that is S + LatestExpiry.
+func (p Plan) ExpiresBy(at time.Time) time.Time { return at.Add(2 * p.Set) }
+
+// FitsSafeTime reports whether a pet that reached the watchdog at at, the
+// last renewal having started at s, leaves it expiring at least
+// MinResetBudget before the operator's safe time: true of every pet MayPet
+// allows. A pet that set a new timeout is checked by it once the timeout
+// the driver took is known, since the bound it was sent within was the one
+// of the timeout asked.
+func (p Plan) FitsSafeTime(s, at time.Time) bool {
+	return !p.ExpiresBy(at).After(s.Add(p.SafeAfter - MinResetBudget))
+}

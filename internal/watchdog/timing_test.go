@@ -122,3 +122,31 @@ func TestPlanWithTimeout(t *testing.T) {
 		})
 	}
 }
+
+// A pet fits the safe time when the watchdog, restarted once more without a
+// renewal, still expires MinResetBudget before it: every pet MayPet allows
+// does, up to the bound; past it, one whose timeout is long enough does not.
+func TestFitsSafeTime(t *testing.T) {
+	g := NewWithT(t)
+	const ms = time.Millisecond
+	s := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []time.Duration{3 * time.Second, 10 * time.Second, 60 * time.Second} {
+		p, err := PlanFor(tt, time.Second)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(p.ExpiresBy(s.Add(p.PetUntil))).To(Equal(s.Add(p.LatestExpiry)), "T = %s", tt)
+		g.Expect(p.FitsSafeTime(s, s)).To(BeTrue())
+		g.Expect(p.FitsSafeTime(s, s.Add(p.PetUntil))).To(BeTrue(), "T = %s", tt)
+		g.Expect(p.FitsSafeTime(s, s.Add(p.PetUntil+p.ResetBudget))).To(BeFalse(), "T = %s", tt)
+	}
+	// T = 4s, 1s asked, 1.5s set: pets until S + 2.75s; one at S + 2.9s
+	// still fits (expiry by S + 5.9s, MinResetBudget before the safe time
+	// S + 6s), one at S + 2.95s does not.
+	p, err := PlanFor(4*time.Second, ms)
+	g.Expect(err).NotTo(HaveOccurred())
+	p, err = p.WithTimeout(1500 * ms)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(p.PetUntil).To(Equal(2750 * ms))
+	g.Expect(p.FitsSafeTime(s, s.Add(2900*ms))).To(BeTrue())
+	g.Expect(p.FitsSafeTime(s, s.Add(2950*ms))).To(BeFalse(), "expiry by S + 5.95s leaves less than %s", MinResetBudget)
+	g.Expect(p.FitsSafeTime(s, s.Add(3*time.Second))).To(BeFalse())
+}
