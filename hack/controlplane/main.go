@@ -2,7 +2,10 @@
 // development: it starts etcd and kube-apiserver (the envtest binaries built by
 // hack/envtest-toolchain.sh), installs the CRDs, writes an admin kubeconfig,
 // runs the given command (the manager) with KUBECONFIG pointing at it, and
-// stops everything when that command exits or on SIGINT/SIGTERM.
+// stops everything on SIGINT/SIGTERM. Like a cluster, it keeps its parts
+// running: etcd, kube-apiserver and the command are started again when they
+// exit or are killed (the command with a back-off, as a Deployment's pod),
+// with the same data, certificates and ports.
 //
 //	controlplane --assets DIR --crds config/crd/bases --dir bin/embedded -- bin/poolkeeper [flags]
 //
@@ -45,6 +48,7 @@ func main() {
 type options struct {
 	assets, crds, dir string
 	stopTimeout       time.Duration
+	restart           bool
 	command           []string
 }
 
@@ -55,15 +59,20 @@ func parseFlags() (options, bool) {
 	flag.StringVar(&o.dir, "dir", defaultDir,
 		"Directory for the kubeconfig, the pid files, the certificates and the etcd data (wiped on every start).")
 	flag.DurationVar(&o.stopTimeout, "stop-timeout", 40*time.Second, "How long the command may take to exit after SIGTERM.")
+	flag.BoolVar(&o.restart, "restart", true, "Start COMMAND again whenever it exits, with a back-off (a first run that fails "+
+		"within 10s ends the control plane); false: stop everything when it exits.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	flag.Usage = func() {
 		out := flag.CommandLine.Output()
 		fmt.Fprintf(out, `controlplane runs etcd and kube-apiserver for development (make run), installs
 the CRDs, writes an admin kubeconfig to DIR/kubeconfig and runs COMMAND with
-KUBECONFIG set to it until COMMAND exits or SIGINT/SIGTERM arrives; then it
-stops COMMAND, kube-apiserver and etcd. Without COMMAND it serves until then.
-Processes an earlier run of the same --dir left behind (after a SIGKILL) are
-stopped first.
+KUBECONFIG set to it until SIGINT/SIGTERM arrives; then it stops COMMAND,
+kube-apiserver and etcd. Without COMMAND it serves until then. etcd,
+kube-apiserver and COMMAND are started again when they exit or are killed
+(COMMAND with a back-off; see --restart), with the same data, certificates
+and ports; their logs after a restart go to DIR/etcd.log and
+DIR/kube-apiserver.log. Processes an earlier run of the same --dir left
+behind (after a SIGKILL) are stopped first.
 
 Usage: controlplane [flags] [-- COMMAND [ARGS...]]
 
@@ -121,6 +130,18 @@ func run() (int, error) {
 	if recordErr != nil {
 		return 1, fmt.Errorf("recording the control plane's pids: %w", recordErr)
 	}
+	// etcd and kube-apiserver killed or crashed are started again, as a
+	// cluster's supervisor would: the state and the kubeconfig survive.
+	watchCtx, stopWatching := context.WithCancel(context.Background())
+	keeper, err := keep(watchCtx, dir)
+	if err != nil {
+		stopWatching()
+		return 1, fmt.Errorf("watching etcd and kube-apiserver: %w", err)
+	}
+	defer func() {
+		stopWatching()
+		keeper.stop(10 * time.Second)
+	}()
 	kubeconfig, err := writeKubeconfig(env, dir)
 	if err != nil {
 		return 1, err
@@ -136,7 +157,7 @@ func run() (int, error) {
 		<-ctx.Done()
 		return 0, nil
 	}
-	return runCommand(ctx, o.command, dir, o.stopTimeout)
+	return runCommand(ctx, o.command, dir, o.stopTimeout, o.restart)
 }
 
 // stateFiles are what a run leaves in its directory besides the etcd data:
@@ -159,7 +180,8 @@ func prepareDir(dir string, stopTimeout time.Duration) error {
 	if err := stopLeftovers(dir, stopTimeout); err != nil {
 		return fmt.Errorf("stopping what an earlier run left: %w", err)
 	}
-	for _, f := range stateFiles(dir) {
+	// (The logs of processes the earlier run started again go too.)
+	for _, f := range append(stateFiles(dir), filepath.Join(dir, "etcd.log"), filepath.Join(dir, "kube-apiserver.log")) {
 		if err := os.RemoveAll(f); err != nil {
 			return fmt.Errorf("removing %s of an earlier run: %w", f, err)
 		}
@@ -194,45 +216,27 @@ func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
 	return path, nil
 }
 
-// runCommand runs args with KUBECONFIG set until it exits or ctx is done, in
-// which case it gets SIGTERM and, after timeout, SIGKILL.
-func runCommand(ctx context.Context, args []string, dir string, timeout time.Duration) (int, error) {
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"), dirEnv+"="+dir)
-	// The command dies with us even if we are killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return 1, fmt.Errorf("starting %s: %w", args[0], err)
-	}
-	if err := writePidFile(dir, "manager", cmd.Process.Pid); err != nil {
-		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return exitCode(err), nil
-	case <-ctx.Done():
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		return exitCode(err), nil
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		if err := <-done; err != nil {
-			fmt.Fprintf(os.Stderr, "controlplane: %s: %v\n", args[0], err)
-		}
-		return 1, fmt.Errorf("%s did not exit within %s of SIGTERM; killed", args[0], timeout)
-	}
-}
-
 func exitCode(err error) int {
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		if exit.ExitCode() < 0 { // killed by a signal we sent
 			return 0
+		}
+		return exit.ExitCode()
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// exitStatus is a command's status as a shell gives it: its exit code, or
+// 128 + the signal that killed it.
+func exitStatus(err error) int {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
 		}
 		return exit.ExitCode()
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -94,6 +96,94 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	g.Expect(running(etcd) || running(apiserver)).To(BeFalse())
 	g.Expect(kubeconfig).NotTo(BeAnExistingFile())
 	g.Expect(running(bystander.Process.Pid)).To(BeTrue())
+}
+
+// TestKeepsItsPartsRunning kills each part of a running control plane with
+// SIGKILL, as a crash or an OOM kill would: etcd, kube-apiserver and the
+// command (the manager) are each started again, the cluster's state and the
+// kubeconfig survive, and SIGTERM then stops everything, the processes
+// started again included.
+func TestKeepsItsPartsRunning(t *testing.T) {
+	g := NewWithT(t)
+	assets, err := testutil.Assets()
+	g.Expect(err).NotTo(HaveOccurred())
+	bin := buildControlPlane(t)
+	dir := filepath.Join(t.TempDir(), "embedded")
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	t.Cleanup(func() { _ = stopLeftovers(dir, 5*time.Second) })
+	cp := exec.Command(bin, "--assets", assets, "--crds", filepath.Join(testutil.RepoRoot(), "config", "crd", "bases"),
+		"--dir", dir, "--stop-timeout", "20s", "--", "sleep", "600")
+	cp.Stderr = logFile(t, "kept")
+	g.Expect(cp.Start()).To(Succeed())
+	waitServing(t, dir, 0)
+	expectAPI(t, kubeconfig)
+	cs := clientFor(t, kubeconfig)
+	ctx := context.Background()
+	_, err = cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept"},
+		Data: map[string]string{"k": "v"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	for _, name := range []string{"etcd", "kube-apiserver", "manager"} {
+		old := pidOf(t, dir, name)
+		g.Expect(syscall.Kill(old, syscall.SIGKILL)).To(Succeed())
+		var pid int
+		g.Eventually(func() bool {
+			pid, _ = readPidFile(dir, name)
+			return pid != old && running(pid)
+		}, up, 100*time.Millisecond).Should(BeTrue(), "%s started again", name)
+		g.Eventually(func() (string, error) {
+			c, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{})
+			if err != nil {
+				return "", err
+			}
+			return c.Data["k"], nil
+		}, up, 200*time.Millisecond).Should(Equal("v"), "the state and the kubeconfig survive a killed %s", name)
+		g.Expect(running(cp.Process.Pid)).To(BeTrue(), "the control plane runs on after its %s was killed", name)
+	}
+
+	parts := []int{pidOf(t, dir, "etcd"), pidOf(t, dir, "kube-apiserver"), pidOf(t, dir, "manager")}
+	g.Expect(cp.Process.Signal(syscall.SIGTERM)).To(Succeed())
+	g.Expect(cp.Wait()).To(Succeed())
+	for _, pid := range parts {
+		g.Expect(running(pid)).To(BeFalse(), "pid %d is stopped with the control plane", pid)
+	}
+	g.Expect(kubeconfig).NotTo(BeAnExistingFile())
+}
+
+// A command whose first run fails at once (a bad flag) ends the control
+// plane with its exit code, and stops etcd and kube-apiserver: it is not
+// started again for ever.
+func TestFirstRunFailingEndsTheControlPlane(t *testing.T) {
+	g := NewWithT(t)
+	assets, err := testutil.Assets()
+	g.Expect(err).NotTo(HaveOccurred())
+	bin := buildControlPlane(t)
+	dir := filepath.Join(t.TempDir(), "embedded")
+	t.Cleanup(func() { _ = stopLeftovers(dir, 5*time.Second) })
+	cp := exec.Command(bin, "--assets", assets, "--crds", filepath.Join(testutil.RepoRoot(), "config", "crd", "bases"),
+		"--dir", dir, "--", "sh", "-c", "echo 'unknown flag: --bogus' >&2; exit 2")
+	cp.Stderr = logFile(t, "failing")
+	err = cp.Run()
+	var exit *exec.ExitError
+	g.Expect(errors.As(err, &exit)).To(BeTrue(), "the control plane fails: %v", err)
+	g.Expect(exit.ExitCode()).To(Equal(2))
+	g.Expect(scan(func(p proc) bool {
+		return ownerOf("etcd")(p, dir) || ownerOf("kube-apiserver")(p, dir)
+	})).To(BeEmpty(), "etcd and kube-apiserver are stopped")
+}
+
+func clientFor(t *testing.T, kubeconfig string) *kubernetes.Clientset {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
 
 func buildControlPlane(t *testing.T) string {

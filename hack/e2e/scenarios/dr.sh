@@ -73,18 +73,20 @@ site_wait() {
   echo "$kc"
 }
 
-# site_lose NAME NS HOSTS...: the site's power fails: its agents, manager,
-# kube-apiserver, etcd and controlplane killed (SIGKILL), each checked to be
-# that process first.
+# site_lose NAME NS HOSTS...: the site's power fails: its agents, then its
+# controlplane, manager, kube-apiserver and etcd killed (SIGKILL) at once,
+# each checked to be that process first (the controlplane first in line, so
+# that it starts none of the others again).
 site_lose() {
-  local name=$1 ns=$2 h p r exe; shift 2
+  local name=$1 ns=$2 h p r exe all=(); shift 2
   for h in "$@"; do kill -9 "$(agent_pid "$ns" "$h")" 2>/dev/null || true; done
-  for r in manager:poolkeeper kube-apiserver:kube-apiserver etcd:etcd controlplane:controlplane; do
+  for r in controlplane:controlplane manager:poolkeeper kube-apiserver:kube-apiserver etcd:etcd; do
     p=$(cat "$work/$name/${r%%:*}.pid" 2>/dev/null) || die "no $work/$name/${r%%:*}.pid"
     exe=$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)")
     [[ $exe == "${r#*:}" ]] || die "site $name: pid $p of its ${r%%:*} is not ${r#*:} (it is '$exe')"
-    kill -9 "$p"
+    all+=("$p")
   done
+  kill -9 "${all[@]}"
 }
 
 # site_stop NAME NS HOSTS...: the site's agents and control plane stopped
