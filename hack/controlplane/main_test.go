@@ -30,16 +30,8 @@ const up = 4 * time.Minute
 // directory (a `kubectl --kubeconfig bin/embedded/kubeconfig -w`).
 func TestRestartAfterSIGKILL(t *testing.T) {
 	g := NewWithT(t)
-	assets, err := testutil.Assets()
-	g.Expect(err).NotTo(HaveOccurred())
-	bin := buildControlPlane(t)
-	dir := filepath.Join(t.TempDir(), "embedded")
+	bin, dir, cp := controlPlaneOf(t)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	t.Cleanup(func() { _ = stopLeftovers(dir, 5*time.Second) }) // when the test fails half way
-	cp := func(extra ...string) []string {
-		return append([]string{bin, "--assets", assets, "--crds", filepath.Join(testutil.RepoRoot(), "config", "crd", "bases"),
-			"--dir", dir, "--stop-timeout", "20s", "--"}, extra...)
-	}
 
 	bystander := exec.Command("sh", "-c", "sleep 600", "kubectl", "--kubeconfig", kubeconfig, "get", "vhost", "-w")
 	bystander.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
@@ -105,21 +97,16 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 // started again included.
 func TestKeepsItsPartsRunning(t *testing.T) {
 	g := NewWithT(t)
-	assets, err := testutil.Assets()
-	g.Expect(err).NotTo(HaveOccurred())
-	bin := buildControlPlane(t)
-	dir := filepath.Join(t.TempDir(), "embedded")
+	bin, dir, args := controlPlaneOf(t)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	t.Cleanup(func() { _ = stopLeftovers(dir, 5*time.Second) })
-	cp := exec.Command(bin, "--assets", assets, "--crds", filepath.Join(testutil.RepoRoot(), "config", "crd", "bases"),
-		"--dir", dir, "--stop-timeout", "20s", "--", "sleep", "600")
+	cp := exec.Command(bin, args("sleep", "600")[1:]...)
 	cp.Stderr = logFile(t, "kept")
 	g.Expect(cp.Start()).To(Succeed())
 	waitServing(t, dir, 0)
 	expectAPI(t, kubeconfig)
 	cs := clientFor(t, kubeconfig)
 	ctx := context.Background()
-	_, err = cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept"},
+	_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept"},
 		Data: map[string]string{"k": "v"}}, metav1.CreateOptions{})
 	g.Expect(err).NotTo(HaveOccurred())
 
@@ -155,15 +142,10 @@ func TestKeepsItsPartsRunning(t *testing.T) {
 // started again for ever.
 func TestFirstRunFailingEndsTheControlPlane(t *testing.T) {
 	g := NewWithT(t)
-	assets, err := testutil.Assets()
-	g.Expect(err).NotTo(HaveOccurred())
-	bin := buildControlPlane(t)
-	dir := filepath.Join(t.TempDir(), "embedded")
-	t.Cleanup(func() { _ = stopLeftovers(dir, 5*time.Second) })
-	cp := exec.Command(bin, "--assets", assets, "--crds", filepath.Join(testutil.RepoRoot(), "config", "crd", "bases"),
-		"--dir", dir, "--", "sh", "-c", "echo 'unknown flag: --bogus' >&2; exit 2")
+	bin, dir, args := controlPlaneOf(t)
+	cp := exec.Command(bin, args("sh", "-c", "echo 'unknown flag: --bogus' >&2; exit 2")[1:]...)
 	cp.Stderr = logFile(t, "failing")
-	err = cp.Run()
+	err := cp.Run()
 	var exit *exec.ExitError
 	g.Expect(errors.As(err, &exit)).To(BeTrue(), "the control plane fails: %v", err)
 	g.Expect(exit.ExitCode()).To(Equal(2))
@@ -184,6 +166,24 @@ func clientFor(t *testing.T, kubeconfig string) *kubernetes.Clientset {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// controlPlaneOf builds bin/controlplane for a test and gives its binary,
+// a directory of its own (whatever a failed test leaves there is stopped),
+// and its command line running a command.
+func controlPlaneOf(t *testing.T) (bin, dir string, args func(command ...string) []string) {
+	t.Helper()
+	assets, err := testutil.Assets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = buildControlPlane(t)
+	dir = filepath.Join(t.TempDir(), "embedded")
+	t.Cleanup(func() { _ = stopLeftovers(dir, 5*time.Second) }) // when the test fails half way
+	return bin, dir, func(command ...string) []string {
+		return append([]string{bin, "--assets", assets, "--crds", filepath.Join(testutil.RepoRoot(), "config", "crd", "bases"),
+			"--dir", dir, "--stop-timeout", "20s", "--"}, command...)
+	}
 }
 
 func buildControlPlane(t *testing.T) string {
