@@ -78,15 +78,15 @@ site_wait() {
 # each checked to be that process first (the controlplane first in line, so
 # that it starts none of the others again).
 site_lose() {
-  local name=$1 ns=$2 h p r exe all=(); shift 2
+  local name=$1 ns=$2 h p r exe victims=(); shift 2
   for h in "$@"; do kill -9 "$(agent_pid "$ns" "$h")" 2>/dev/null || true; done
   for r in controlplane:controlplane manager:poolkeeper kube-apiserver:kube-apiserver etcd:etcd; do
     p=$(cat "$work/$name/${r%%:*}.pid" 2>/dev/null) || die "no $work/$name/${r%%:*}.pid"
     exe=$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)")
     [[ $exe == "${r#*:}" ]] || die "site $name: pid $p of its ${r%%:*} is not ${r#*:} (it is '$exe')"
-    all+=("$p")
+    victims+=("$p")
   done
-  kill -9 "${all[@]}"
+  kill -9 "${victims[@]}"
 }
 
 # site_stop NAME NS HOSTS...: the site's agents and control plane stopped
