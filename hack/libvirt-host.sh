@@ -17,7 +17,8 @@
 #              namespace, no DHCP, nothing on this machine's network), under an
 #              emulated watchdog (hack/watchdog-emulator) that resets the host
 #              (kills its QEMU processes and daemons, boots it again with a new
-#              boot ID) when the agent stops petting it. It waits until the
+#              boot ID) when the agent stops petting it; libvirtd killed
+#              or crashed is started again, as systemd would. It waits until the
 #              daemon answers and prints exactly two lines on stdout:
 #                LIBVIRT_URI=qemu+unix:///system?socket=ROOT/NAME/run/libvirt-sock
 #                WATCHDOG=unix:ROOT/NAME/watchdog.sock
@@ -215,8 +216,19 @@ boot() {
 	ip link set pkbr0 up
 	virtlogd -d -p /run/libvirt/virtlogd.pid
 	# libvirt's emulator is the first qemu-system-x86_64 in PATH: QEMU
-	# without image locking (see the header).
-	PATH=$ROOT/.bin/qemu:$PATH exec libvirtd -p /run/libvirt/libvirtd.pid
+	# without image locking (see the header). libvirtd killed or crashed is
+	# started again a second later, as systemd does (libvirtd.service:
+	# Restart=on-failure); the domains run on meanwhile (QEMU is not its
+	# child) and the new daemon finds them again in /run/libvirt/qemu. One
+	# that exits of its own (status 0) ends the boot's daemons.
+	local status
+	while :; do
+		status=0
+		PATH=$ROOT/.bin/qemu:$PATH libvirtd -p /run/libvirt/libvirtd.pid || status=$?
+		[ "$status" = 0 ] && return 0
+		echo "$(date -u +%FT%T.%3NZ) libvirtd exited with status $status; starting it again in 1s" >&2
+		sleep 1
+	done
 }
 
 # hide_kvm DIR: a /dev without kvm in this (the host's) mount namespace: a

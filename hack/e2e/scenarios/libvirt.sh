@@ -413,6 +413,32 @@ scenario_libvirt_agent_faults() {
   for v in e f; do [[ $(running_on "$ns" $v) == Running/h2 ]] || die "VM $v moved: $(running_on "$ns" $v)"; done
   log "agent of h2 killed and restarted: same boot $boot, Lease taken again after $adopt, domains adopted (IDs and QEMU pids unchanged: $ids1), no VM stopped, no fence"
 
+  # libvirtd of h2 killed (SIGKILL): started again, as systemd does; the
+  # domains run on (same IDs and QEMU pids), the agent reconnects, and h2
+  # stays Live with its VMs.
+  local lvpid lvnew=""
+  lvpid=$(cat "$lv_root/$ns-h2/run/libvirtd.pid")
+  [[ "$(basename "$(readlink "/proc/$lvpid/exe")")" == libvirtd ]] || die "pid $lvpid is not h2's libvirtd"
+  lines=$(wc -l <"$work/$ns-h2.log")
+  t0=$(now)
+  kill -9 "$lvpid"
+  for _ in $(seq 1 100); do
+    lvnew=$(cat "$lv_root/$ns-h2/run/libvirtd.pid" 2>/dev/null) || true
+    [[ -n $lvnew && $lvnew != "$lvpid" ]] && lv_virsh "$ns" h2 list --name >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  [[ -n $lvnew && $lvnew != "$lvpid" ]] || die "h2's libvirtd was not started again after a kill -9"
+  local lvback; lvback=$(since "$t0")
+  sleep 5 # two heartbeats: the agent's VM syncs ran on the new daemon
+  ids1=$(lv_domains "$ns" h2)
+  [[ $ids1 == "$ids0" ]] || die "domains of h2 changed across a libvirtd restart: before '$ids0', after '$ids1'"
+  tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -q '"Stopped VM"\|"Started VM"\|stopping every VM' &&
+    die "the agent stopped or started a VM across the libvirtd restart: $(tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -m 2 'Stopped VM\|Started VM\|stopping every VM')"
+  [[ $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}') == "Live/$boot" ]] ||
+    die "h2 after the libvirtd restart: $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}')"
+  for v in e f; do [[ $(running_on "$ns" $v) == Running/h2 ]] || die "VM $v after the libvirtd restart: $(running_on "$ns" $v)"; done
+  log "libvirtd of h2 killed: started again and answering after $lvback, domains unchanged (IDs and QEMU pids: $ids1), no VM stopped, h2 Live"
+
   # (2) SIGSTOP past the timeout: the emulated watchdog resets h2.
   lv_monitor_start "$ns" h1 h2 h3
   local pid resets0 reset_at safe_at first_elsewhere
