@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -29,8 +30,10 @@ const (
 // never be counted fenced on a safe time computed from before it. While it
 // cannot reach it (from the first probe that failed), no host's silence
 // counts at all (liveness.Recount.Cut): no Host is judged Unreachable on a
-// silence the operator cannot tell from its own. Every replica runs it: each
-// has its own view.
+// silence the operator cannot tell from its own. It also watches this
+// process's own run (watchSelf): after a stall (SIGSTOP, a paused VM) every
+// pool's silence counts afresh too. Every replica runs it: each has its own
+// view.
 type APIReachWatch struct {
 	// Probe asks the API server once; nil means GET /readyz with Config.
 	Probe   func(ctx context.Context) error
@@ -53,6 +56,8 @@ func (w *APIReachWatch) Start(ctx context.Context) error {
 		return err
 	}
 	interval, timeout := cmpOr(w.Interval, DefaultReachInterval), cmpOr(w.Timeout, DefaultReachTimeout)
+	w.Recount.Watch(w.Clock.Now())
+	go w.watchSelf(ctx)
 	var reach liveness.Reach
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -80,6 +85,23 @@ func (w *APIReachWatch) Start(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// watchSelf notes that this operator runs, every quarter of
+// liveness.StallAfter, until ctx ends, and reports the stalls found (by it
+// or by a Host's reconcile, whichever ran first after one): a process
+// stopped, or starved, for longer than that then counts every host's
+// silence afresh, as after an outage.
+func (w *APIReachWatch) watchSelf(ctx context.Context) {
+	wait.UntilWithContext(ctx, func(context.Context) {
+		w.Recount.Alive(w.Clock.Now())
+		for _, st := range w.Recount.Stalls() {
+			metrics.OperatorStall.Observe(st.For.Seconds())
+			w.Log.Info("This operator did not run for a while (stopped, or starved of CPU): its cache may have missed "+
+				"renewals meanwhile, so every host's silence counts afresh from its resume", "stalledFor", st.For.String(),
+				"resumedAt", st.End)
+		}
+	}, liveness.StallAfter/4)
 }
 
 func (w *APIReachWatch) probe() (func(context.Context) error, error) {

@@ -97,9 +97,13 @@ func (r *HostReconciler) mayLiftGuard(ctx context.Context, h *vpoolv1alpha1.Host
 // heartbeatOf is the host's heartbeat as the phase machine counts it: from
 // the last renewal observed, or afresh from the pool's recount, or from now
 // while the operator itself is cut off from the API server (its cache then
-// shows no renewal, whether or not the agents renew).
+// shows no renewal, whether or not the agents renew). A stall of the
+// operator itself that ends now (it was stopped, its cache missed the
+// renewals meanwhile) is found first, and counts every pool afresh from
+// now (liveness.Recount.Alive).
 func (r *HostReconciler) heartbeatOf(s *hostScope) liveness.Observation {
 	rc := r.Tracker.Recount()
+	rc.Alive(s.now)
 	from, _ := rc.From(poolKey(s.host.Namespace, s.host.Spec.PoolRef.Name))
 	if _, cut := rc.CutOff(); cut {
 		from = s.now

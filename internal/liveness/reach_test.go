@@ -54,3 +54,50 @@ func TestRecountCutOff(t *testing.T) {
 		t.Fatalf("From() = %v after the outage, want its end %v", from, end)
 	}
 }
+
+// The operator's own stalls: once watched, a gap of more than StallAfter
+// between two calls of Alive is a stall that counts every pool afresh from
+// its end; shorter gaps, and any gap before the watch starts, are not.
+func TestRecountAliveFindsStalls(t *testing.T) {
+	rc := NewRecount()
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if d := rc.Alive(t0.Add(time.Hour)); d != 0 {
+		t.Fatalf("a stall (%s) found before the watch started", d)
+	}
+	rc.Watch(t0)
+	at := t0
+	for range 8 { // ticks, late but within StallAfter
+		at = at.Add(StallAfter)
+		if d := rc.Alive(at); d != 0 {
+			t.Fatalf("a gap of StallAfter counted as a stall of %s", d)
+		}
+	}
+	if from, _ := rc.From("ns/p"); !from.IsZero() {
+		t.Fatalf("recounted from %v without a stall", from)
+	}
+	end := at.Add(20 * time.Second)
+	if d := rc.Alive(end); d != 20*time.Second {
+		t.Fatalf("Alive() = %s after 20s without a call, want 20s", d)
+	}
+	if from, _ := rc.From("ns/p"); !from.Equal(end) {
+		t.Fatalf("From() = %v after the stall, want its end %v", from, end)
+	}
+	if d := rc.Alive(end.Add(time.Millisecond)); d != 0 {
+		t.Fatalf("the stall found twice (%s)", d)
+	}
+	st := rc.Stalls()
+	if len(st) != 1 || !st[0].End.Equal(end) || st[0].For != 20*time.Second {
+		t.Fatalf("Stalls() = %v, want one of 20s ending %v", st, end)
+	}
+	if st := rc.Stalls(); len(st) != 0 {
+		t.Fatalf("Stalls() = %v again", st)
+	}
+	// A call with an earlier time (another goroutine's now) finds nothing
+	// and moves nothing back.
+	if d := rc.Alive(end.Add(-time.Minute)); d != 0 {
+		t.Fatalf("an earlier time found a stall of %s", d)
+	}
+	if d := rc.Alive(end.Add(StallAfter)); d != 0 {
+		t.Fatalf("the watch moved back: %s", d)
+	}
+}

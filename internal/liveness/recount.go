@@ -20,6 +20,27 @@ type Recount struct {
 	// outageEnd is the end of the operator's last outage, for every pool;
 	// cutSince the start of the one going on (zero: none).
 	outageEnd, cutSince time.Time
+	// The operator's own run (Alive): whether a watch ticks, its last tick,
+	// and the stalls found since the watch last took them.
+	watching bool
+	alive    time.Time
+	stalls   []Stall
+}
+
+// StallAfter is how long the operator may go without running (a watch
+// that ticks every fraction of a second did not) before that counts as a
+// stall: SIGSTOP, a paused VM, a starved CPU. A stall of d leaves its
+// cache d behind the renewals it missed, which the watches deliver only
+// after the resume, while the timers due meanwhile fire at once; a silence
+// it judged from that cache would be its own. A stall shorter than this
+// is covered by the timeouts' margins for heartbeat timeouts from 2s: with
+// a renewal every T/4 at most, d + T/4 < T.
+const StallAfter = time.Second
+
+// Stall is a stretch in which the operator did not run, found at End.
+type Stall struct {
+	End time.Time
+	For time.Duration
 }
 
 type recount struct {
@@ -118,4 +139,47 @@ func (o Observation) Afresh(from time.Time) Observation {
 		o.LastSeen = from
 	}
 	return o
+}
+
+// Watch starts the operator's watch of its own run at now: from then on,
+// Alive finds stalls.
+func (r *Recount) Watch(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watching, r.alive = true, now
+}
+
+// Alive records that the operator runs at now. It is called by the watch
+// of its own run, every fraction of a second, and before every judgement
+// of a host's silence (heartbeatOf), so that the first of them to run
+// after a stall finds it, whichever the scheduler resumes first. When the
+// last call is more than StallAfter before now, the operator did not run
+// meanwhile: every pool's silence counts afresh from now, as after an
+// outage, and the stall is returned (and kept for Stalls).
+func (r *Recount) Alive(now time.Time) (stalled time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.watching {
+		return 0
+	}
+	if gap := now.Sub(r.alive); gap > StallAfter {
+		stalled = gap
+		if now.After(r.outageEnd) {
+			r.outageEnd = now
+		}
+		r.stalls = append(r.stalls, Stall{End: now, For: gap})
+	}
+	if now.After(r.alive) {
+		r.alive = now
+	}
+	return stalled
+}
+
+// Stalls returns the stalls found since the last call, and forgets them.
+func (r *Recount) Stalls() []Stall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.stalls
+	r.stalls = nil
+	return out
 }

@@ -31,7 +31,18 @@ var OperatorOutage = prometheus.NewHistogram(prometheus.HistogramOpts{
 	Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 })
 
-func init() { crmetrics.Registry.MustRegister(OutageRiddenOut, OutageHosts, OperatorOutage) }
+// OperatorStall is how long the operator itself did not run (stopped, or
+// starved of CPU), each time it found it had not (its hosts' silence then
+// counts afresh).
+var OperatorStall = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "poolkeeper_operator_stall_seconds",
+	Help:    "How long the operator did not run (stopped or starved), observed at its resume (every pool's silence then counts afresh).",
+	Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+})
+
+func init() {
+	crmetrics.Registry.MustRegister(OutageRiddenOut, OutageHosts, OperatorOutage, OperatorStall)
+}
 
 // ObserveOutageRiddenOut records an outage ridden out: held for d, with
 // hosts stale at its peak.

@@ -101,3 +101,37 @@ scenario_manager_killed_mid_recovery() {
 }
 
 all+=(control_plane_killed manager_killed_mid_recovery)
+
+# The manager paused (SIGSTOP) for 5T while every agent renews, then
+# resumed: its timers fire before its cache has seen the renewals made
+# meanwhile, and it must not take those hosts for silent: no host leaves
+# Live, no VM moves.
+scenario_manager_paused() {
+  local ns=e2e-manager-paused pid v f=20 moved
+  pool "$ns" true h1 h1 h2 h3
+  vm "$ns" a h1; vm "$ns" b h2; vm "$ns" c h3
+  for v in a b c; do
+    kubectl wait -n "$ns" vmachine/$v --for=jsonpath='{.status.powerState}'=Running --timeout=$WAIT >/dev/null
+  done
+  kubectl get -n "$ns" vhost -w --output-watch-events -o jsonpath='{.type} {.object.metadata.name} {.object.status.phase}{"\n"}' \
+    >"$work/$ns-hosts.watch" 2>&1 &
+  pids+=($!)
+  pid=$(manager_pid)
+  kill -STOP "$pid"
+  sleep $f
+  kill -CONT "$pid"
+  sleep 8 # two safe times (T + T/2) of the resumed manager
+  if grep -v ' Live$' "$work/$ns-hosts.watch" | grep -q 'MODIFIED'; then
+    die "a Host left Live after the manager's ${f}s pause: $(grep -v ' Live$' "$work/$ns-hosts.watch" | grep MODIFIED | head -n 3 | paste -sd';')"
+  fi
+  moved=""
+  for v in a:h1 b:h2 c:h3; do
+    [[ "$(running_on "$ns" "${v%%:*}")" == "Running/${v#*:}" ]] || moved+=" ${v%%:*}: $(running_on "$ns" "${v%%:*}")"
+  done
+  [[ -z $moved ]] || die "VMs moved after the manager's pause:$moved"
+  grep -q '"This operator did not run for a while' "$work/manager.log" ||
+    die "the resumed manager did not log its own stall (see $work/manager.log)"
+  log "manager paused ${f}s (timeout $T) and resumed: every Host stayed Live, a b c still on h1 h2 h3"
+}
+
+all+=(manager_paused)
