@@ -18,8 +18,12 @@ import (
 // same.
 
 // vmWorking are the VM Ready reasons of work under way: locking disks and
-// starting on the chosen host, stopping, or reset for a restart elsewhere.
-var vmWorking = map[string]bool{ReasonStarting: true, ReasonStopping: true, ReasonVMReset: true}
+// starting on the chosen host (its agent waiting for something of its own
+// included), stopping, or reset for a restart elsewhere. A start the
+// hypervisor refused (StartFailed) is neither working nor stalled: the
+// agent tries it again at every heartbeat, and Ready says why it fails.
+var vmWorking = map[string]bool{ReasonStarting: true, ReasonStopping: true, ReasonVMReset: true,
+	vpoolv1alpha1.ReasonVMWaitingOnHost: true}
 
 // vmStalled are the VM Ready reasons only a person can clear.
 var vmStalled = map[string]bool{vpoolv1alpha1.ReasonPoolNotFound: true, placement.ReasonDiskInOtherPool: true,

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -351,8 +352,25 @@ func (r *VirtualMachineReconciler) lockDisks(ctx context.Context, s *vmScope) er
 		taken = append(taken, vdi)
 	}
 	s.st.Set(vpoolv1alpha1.VMDisksLocked, metav1.ConditionTrue, ReasonDisksLocked, disksLockedMessage(vm, false))
-	s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStarting, fmt.Sprintf("starting on %s", host))
+	reason, msg := startingOn(vm, host)
+	s.st.Set(vpoolv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
 	return nil
+}
+
+// startingOn is Ready's reason and message for a VM placed on host, its
+// disks locked, that does not run yet: Starting, or what host's agent says
+// in the VM's Started condition stops it (StartFailed, with the
+// hypervisor's error; WaitingOnHost, with what it waits for).
+func startingOn(vm *vpoolv1alpha1.VirtualMachine, host string) (reason, msg string) {
+	reason, msg = ReasonStarting, fmt.Sprintf("starting on %s", host)
+	c := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMStarted)
+	if c == nil || c.Status != metav1.ConditionFalse {
+		return reason, msg
+	}
+	if why, ok := strings.CutPrefix(c.Message, vpoolv1alpha1.StartedMessagePrefix(host)); ok {
+		return c.Reason, fmt.Sprintf("starting on %s: %s", host, why)
+	}
+	return reason, msg
 }
 
 func (r *VirtualMachineReconciler) lockConflict(ctx context.Context, s *vmScope, taken []*vpoolv1alpha1.VirtualDisk,

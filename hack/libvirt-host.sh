@@ -216,16 +216,16 @@ boot() {
 	ip link set pkbr0 up
 	virtlogd -d -p /run/libvirt/virtlogd.pid
 	# libvirt's emulator is the first qemu-system-x86_64 in PATH: QEMU
-	# without image locking (see the header). libvirtd killed or crashed is
-	# started again a second later, as systemd does (libvirtd.service:
-	# Restart=on-failure); the domains run on meanwhile (QEMU is not its
-	# child) and the new daemon finds them again in /run/libvirt/qemu. One
-	# that exits of its own (status 0) ends the boot's daemons.
+	# without image locking (see the header). libvirtd killed, crashed or
+	# stopped is started again a second later, as systemd does with a
+	# daemon it keeps running; the domains run on meanwhile (QEMU is not its
+	# child) and the new daemon finds them again in /run/libvirt/qemu. Only
+	# the host's power-off (the emulator kills every process of the boot,
+	# this loop too) ends it.
 	local status
 	while :; do
 		status=0
 		PATH=$ROOT/.bin/qemu:$PATH libvirtd -p /run/libvirt/libvirtd.pid || status=$?
-		[ "$status" = 0 ] && return 0
 		echo "$(date -u +%FT%T.%3NZ) libvirtd exited with status $status; starting it again in 1s" >&2
 		sleep 1
 	done

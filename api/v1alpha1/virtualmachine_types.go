@@ -288,7 +288,25 @@ const (
 	// VMResourcesPending is True while a running VM's spec.resources, which
 	// take effect at its next boot, fit no host of the pool. Absent otherwise.
 	VMResourcesPending = "ResourcesPending"
+	// VMStarted is the word of the agent of the VM's host on starting it: True
+	// (reason Running) once the VM runs there, False with why not yet —
+	// StartFailed: the hypervisor refused to start it, with its error, tried
+	// again at every heartbeat; WaitingOnHost: what the agent still waits
+	// for (a volume, a MAC address, this boot's placement). Its message
+	// begins with "host NAME: ", the host that said it; Ready repeats a
+	// False one of the VM's current host.
+	VMStarted = "Started"
 )
+
+// Reasons of VMStarted, set by the agent.
+const (
+	ReasonVMRunningOnHost = "Running"
+	ReasonVMStartFailed   = "StartFailed"
+	ReasonVMWaitingOnHost = "WaitingOnHost"
+)
+
+// StartedMessagePrefix is how a VMStarted message names its host.
+func StartedMessagePrefix(host string) string { return "host " + host + ": " }
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

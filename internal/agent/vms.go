@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -87,32 +88,93 @@ func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, 
 		}
 		want := vm.Spec.PowerState == vpoolv1alpha1.DesiredRunning && live &&
 			meta.IsStatusConditionTrue(vm.Status.Conditions, vpoolv1alpha1.VMDisksLocked)
-		if want && !isRunning[name] {
-			// Halted until its start returns: the pass that follows reports it.
-			if err := a.start(ctx, log, vm, plugged); err != nil {
-				firstErr = fmt.Errorf("starting VM %s: %w", name, err)
-				continue
-			}
-		}
-		state := vpoolv1alpha1.PowerHalted
-		if isRunning[name] {
-			state = vpoolv1alpha1.PowerRunning
-			if s := vpoolv1alpha1.PowerState(states[name]); s != "" {
-				state = s
-			}
-		}
-		if vm.Status.PowerState == state {
+		// A VM whose start is in flight since an earlier pass, or whose start
+		// or stop returned since this pass read the driver, is left to a
+		// later pass: the driver may list a domain while it is created,
+		// before it runs or fails, and what it listed may predate that
+		// return. A start this pass begins is reported Halted, with what
+		// the last one said.
+		inFlight, returned := a.worker.state(name)
+		if inFlight == opStart || returned {
 			continue
 		}
-		patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		vm.Status.PowerState = state
-		if err := a.client.Status().Patch(ctx, vm, patch); err != nil && firstErr == nil {
-			// A conflict means the operator moved it meanwhile: the next sync
-			// sees where it belongs and stops it if it is no longer ours.
-			firstErr = fmt.Errorf("reporting VM %s %s: %w", name, state, err)
+		var startErr error
+		if want && !isRunning[name] && inFlight == "" {
+			if startErr = a.start(ctx, log, vm, plugged); startErr != nil {
+				firstErr = fmt.Errorf("starting VM %s: %w", name, startErr)
+			}
+		}
+		started := a.startedCondition(vm, isRunning[name], want, startErr)
+		if err := a.reportVM(ctx, vm, powerStateOf(isRunning[name], states[name]), started); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
 	return firstErr
+}
+
+// powerStateOf is the power state a VM is reported in: Halted unless it
+// runs, then what the driver says of it (Running by default).
+func powerStateOf(running bool, driverState string) vpoolv1alpha1.PowerState {
+	if !running {
+		return vpoolv1alpha1.PowerHalted
+	}
+	if s := vpoolv1alpha1.PowerState(driverState); s != "" {
+		return s
+	}
+	return vpoolv1alpha1.PowerRunning
+}
+
+// reportVM writes vm's power state and this agent's Started condition
+// (started, unless nil) when they changed.
+func (a *Agent) reportVM(ctx context.Context, vm *vpoolv1alpha1.VirtualMachine, state vpoolv1alpha1.PowerState,
+	started *metav1.Condition) error {
+	if vm.Status.PowerState == state && (started == nil || sameCondition(vm.Status.Conditions, *started)) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	vm.Status.PowerState = state
+	if started != nil {
+		meta.SetStatusCondition(&vm.Status.Conditions, *started)
+	}
+	if err := a.client.Status().Patch(ctx, vm, patch); err != nil {
+		// A conflict means the operator moved it meanwhile: the next sync
+		// sees where it belongs and stops it if it is no longer ours.
+		return fmt.Errorf("reporting VM %s %s: %w", vm.Name, state, err)
+	}
+	return nil
+}
+
+// startedCondition is what this agent says of starting vm in its Started
+// condition (nil: nothing to say): running here, or why not yet when it
+// should run — the driver's error of its last start (or of getting its
+// disks ready), or what the agent waits for (start logs it once).
+func (a *Agent) startedCondition(vm *vpoolv1alpha1.VirtualMachine, running, want bool, startErr error) *metav1.Condition {
+	c := &metav1.Condition{Type: vpoolv1alpha1.VMStarted, Status: metav1.ConditionFalse, ObservedGeneration: vm.Generation}
+	prefix := vpoolv1alpha1.StartedMessagePrefix(a.cfg.Host)
+	switch {
+	case running:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, vpoolv1alpha1.ReasonVMRunningOnHost, prefix+"running"
+	case !want:
+		return nil
+	case startErr != nil:
+		c.Reason, c.Message = vpoolv1alpha1.ReasonVMStartFailed, prefix+startErr.Error()
+	case a.worker.failure(vm.Name) != "":
+		c.Reason, c.Message = vpoolv1alpha1.ReasonVMStartFailed, prefix+"starting it failed, tried again at every heartbeat: "+
+			a.worker.failure(vm.Name)
+	case a.waiting[vm.Name] != "":
+		c.Reason, c.Message = vpoolv1alpha1.ReasonVMWaitingOnHost, prefix+a.waiting[vm.Name]
+	default:
+		return nil
+	}
+	return c
+}
+
+// sameCondition says whether conds already hold c (its status, reason,
+// message and generation).
+func sameCondition(conds []metav1.Condition, c metav1.Condition) bool {
+	old := meta.FindStatusCondition(conds, c.Type)
+	return old != nil && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message &&
+		old.ObservedGeneration == c.ObservedGeneration
 }
 
 // start starts vm once everything it needs is here: its RW disks locked
@@ -273,6 +335,8 @@ type worker struct {
 	fenced bool
 	// busy is, by VM, the operation in flight.
 	busy map[string]string
+	// failed is, by VM, the error of its last start, until one succeeds.
+	failed map[string]string
 	// returned are the VMs whose operation returned since the pass read
 	// the driver (mark): that read may not show it, so the pass starts or
 	// stops none of them again; the pass the return asks for does what is
@@ -286,7 +350,22 @@ type worker struct {
 
 func newWorker() *worker {
 	return &worker{kick: make(chan struct{}, 1), ended: make(chan struct{}), busy: map[string]string{},
-		returned: map[string]bool{}}
+		returned: map[string]bool{}, failed: map[string]string{}}
+}
+
+// state is the VM's operation in flight ("" for none), and whether one
+// returned since the pass read the driver.
+func (w *worker) state(name string) (inFlight string, returned bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.busy[name], w.returned[name]
+}
+
+// failure is the error of the VM's last start, "" when it succeeded.
+func (w *worker) failure(name string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed[name]
 }
 
 // mark is called by a pass right before it reads the driver: operations
@@ -378,7 +457,8 @@ func (a *Agent) begin(ctx context.Context, name, op string) bool {
 // runOp runs op, begun for the VM name, on a goroutine of its own. A start
 // that returns once the host is fencing is followed by another StopAll.
 // A success asks for a pass, which reports it; a failure waits for the
-// next renewal's, so that a failing start is not retried in a loop.
+// next renewal's, so that a failing start is not retried in a loop: that
+// pass tries it again and reports the error (the VM's Started condition).
 func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, call func(context.Context) error) {
 	w := a.worker
 	go func() {
@@ -388,6 +468,14 @@ func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, cal
 		delete(w.busy, name)
 		w.returned[name] = true
 		fenced := w.fenced
+		if op == opStart {
+			switch {
+			case err == nil:
+				delete(w.failed, name)
+			case ctx.Err() == nil && !fenced:
+				w.failed[name] = err.Error()
+			}
+		}
 		w.mu.Unlock()
 		switch {
 		case fenced && op == opStart:

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
@@ -277,5 +279,155 @@ func TestStartReturningDuringAPassIsNotRepeated(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
 	g.Consistently(func() int { starts, _ := driver.counts(); return starts }, time.Second, 50*time.Millisecond).
 		Should(Equal(1), "vm-a is started once")
+	g.Expect(stop()).To(Succeed())
+}
+
+// refusingDriver is a sim driver that refuses to start one VM, as a
+// hypervisor does for a spec it cannot run (a kernel that is not there),
+// until allowed.
+type refusingDriver struct {
+	*agent.SimDriver
+	vm    string
+	mu    sync.Mutex
+	allow bool
+	tries int
+}
+
+func (d *refusingDriver) Start(ctx context.Context, vm agent.VM) error {
+	d.mu.Lock()
+	refuse := vm.Name == d.vm && !d.allow
+	if vm.Name == d.vm {
+		d.tries++
+	}
+	d.mu.Unlock()
+	if refuse {
+		return errors.New("Cannot access storage file '/var/lib/kernels/missing': No such file or directory")
+	}
+	return d.SimDriver.Start(ctx, vm)
+}
+
+// What the agent says of a VM it does not start, in the VM's Started
+// condition: the hypervisor's error of a refused start (tried again at every
+// heartbeat, not in a loop), what it waits for (an interface without a MAC
+// address), and Running once the VM runs.
+func TestAgentSaysWhyAVMDoesNotStart(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 4*time.Second)
+	placeVM(t, ns, "vm-a")
+	placeVM(t, ns, "vm-nic")
+	ctx := context.Background()
+	vm := &vpoolv1alpha1.VirtualMachine{}
+	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "vm-nic"}, vm)).To(Succeed())
+	vm.Spec.Interfaces = []vpoolv1alpha1.VMInterface{{Name: "eth0", Network: "default"}}
+	g.Expect(k8s.Update(ctx, vm)).To(Succeed())
+	driver := &refusingDriver{SimDriver: agent.NewSimDriver(), vm: "vm-a"}
+	driver.SetNetworks("default")
+	const interval = 200 * time.Millisecond
+	stop := runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: interval,
+		Driver: driver, BootID: "boot-1"})
+
+	started := func(g Gomega, name string) metav1.Condition {
+		vm := &vpoolv1alpha1.VirtualMachine{}
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, vm)).To(Succeed())
+		c := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMStarted)
+		g.Expect(c).NotTo(BeNil(), "VM %s has no Started condition", name)
+		return *c
+	}
+	g.Eventually(func(g Gomega) {
+		c := started(g, "vm-a")
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(vpoolv1alpha1.ReasonVMStartFailed))
+		g.Expect(c.Message).To(HavePrefix(vpoolv1alpha1.StartedMessagePrefix("h1")))
+		g.Expect(c.Message).To(ContainSubstring("Cannot access storage file '/var/lib/kernels/missing'"))
+		c = started(g, "vm-nic")
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(vpoolv1alpha1.ReasonVMWaitingOnHost))
+		g.Expect(c.Message).To(Equal("host h1: interface eth0 has no MAC address yet (the operator assigns one)"))
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+
+	// Tried again at each renewal's pass, not in a loop.
+	driver.mu.Lock()
+	before := driver.tries
+	driver.mu.Unlock()
+	time.Sleep(10 * interval)
+	driver.mu.Lock()
+	tries := driver.tries - before
+	driver.allow = true
+	driver.mu.Unlock()
+	g.Expect(tries).To(BeNumerically(">=", 1), "the refused start is tried again")
+	g.Expect(tries).To(BeNumerically("<=", 20), "a refused start is not retried in a loop: %d tries in 10 intervals", tries)
+
+	g.Eventually(func(g Gomega) {
+		c := started(g, "vm-a")
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(c.Reason).To(Equal(vpoolv1alpha1.ReasonVMRunningOnHost))
+		g.Expect(c.Message).To(Equal("host h1: running"))
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed(), "once the start succeeds, the VM runs and says so")
+	g.Expect(stop()).To(Succeed())
+}
+
+// transientDriver lists a VM while its start is in flight, as libvirt lists
+// a domain it is creating, and then fails that start (QEMU exited).
+type transientDriver struct {
+	*agent.SimDriver
+	vm     string
+	mu     sync.Mutex
+	listed bool
+	tries  int
+}
+
+func (d *transientDriver) Start(ctx context.Context, vm agent.VM) error {
+	if vm.Name != d.vm {
+		return d.SimDriver.Start(ctx, vm)
+	}
+	d.mu.Lock()
+	d.listed = true
+	d.tries++
+	d.mu.Unlock()
+	time.Sleep(600 * time.Millisecond)
+	d.mu.Lock()
+	d.listed = false
+	d.mu.Unlock()
+	return errors.New("internal error: qemu unexpectedly closed the monitor")
+}
+
+func (d *transientDriver) Running(ctx context.Context) ([]string, error) {
+	r, err := d.SimDriver.Running(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listed {
+		r = append(r, d.vm)
+	}
+	return r, err
+}
+
+// A VM the driver lists while its start is in flight, a start that then
+// fails, is never reported Running: its report waits for the start's return.
+func TestVMListedWhileStartingIsNotReportedRunning(t *testing.T) {
+	g := NewWithT(t)
+	ns := setup(t, 4*time.Second)
+	placeVM(t, ns, "vm-a")
+	driver := &transientDriver{SimDriver: agent.NewSimDriver(), vm: "vm-a"}
+	stop := runAgent(t, agent.Config{RESTConfig: restConfig, Namespace: ns, Host: "h1", Interval: 200 * time.Millisecond,
+		Driver: driver, BootID: "boot-1"})
+	ctx := context.Background()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		vm := &vpoolv1alpha1.VirtualMachine{}
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "vm-a"}, vm)).To(Succeed())
+		seen[string(vm.Status.PowerState)] = true
+		if c := meta.FindStatusCondition(vm.Status.Conditions, vpoolv1alpha1.VMStarted); c != nil {
+			seen["Started "+c.Reason] = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	driver.mu.Lock()
+	tries := driver.tries
+	driver.mu.Unlock()
+	g.Expect(tries).To(BeNumerically(">=", 2), "the agent tried the start")
+	g.Expect(seen).NotTo(HaveKey(string(vpoolv1alpha1.PowerRunning)), "never reported Running: %v", seen)
+	g.Expect(seen).NotTo(HaveKey("Started "+vpoolv1alpha1.ReasonVMRunningOnHost), "never said running: %v", seen)
+	g.Expect(seen).To(HaveKey("Started "+vpoolv1alpha1.ReasonVMStartFailed), "says why it does not run: %v", seen)
 	g.Expect(stop()).To(Succeed())
 }

@@ -281,7 +281,8 @@ lv_wait_phase() {
 }
 
 # (1) host power loss, (4) the host back with a new boot, (5) a network no
-# host offers, (6) an SR attached on one host only.
+# host offers, (6) an SR attached on one host only, (7) a VM whose kernel is
+# not there.
 scenario_libvirt_power_loss() {
   local ns=e2e-lv-power t0 detect fence running booted boot0 boot1 v
   lv_pool "$ns" h1 h2 h3
@@ -370,6 +371,20 @@ YAML
   [[ -z $(lv_virsh "$ns" h2 list --name) ]] || die "h2 has domains after its reboot: $(lv_virsh "$ns" h2 list --name)"
   for v in a b; do [[ $(running_on "$ns" $v) != */h2 ]] || die "VM $v went back to h2"; done
   log "fenced h2 back with a new boot ($boot1): Live and empty after $(since "$t0")"
+
+  # (7) A VM whose kernel is not there: its host's libvirt refuses to start
+  # it, and Ready says why (StartFailed, libvirt's error naming the file);
+  # the spec mended, it runs.
+  local ready
+  lv_kernel=/nonexistent/vmlinuz lv_vm "$ns" g h1
+  kubectl wait -n "$ns" vmachine/g --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=StartFailed --timeout="$WAIT" >/dev/null ||
+    die "VM g (no kernel): Ready is not StartFailed: $(kubectl get -n "$ns" vmachine g -o jsonpath='{.status.conditions}')"
+  ready=$(kubectl get -n "$ns" vmachine g -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')
+  [[ $ready == "starting on "*/nonexistent/vmlinuz* ]] || die "VM g: Ready does not name the missing kernel: $ready"
+  kubectl patch -n "$ns" vmachine g --type merge -p "{\"spec\":{\"boot\":{\"kernel\":\"$lv_kernel\"}}}" >/dev/null
+  kubectl wait -n "$ns" vmachine/g --for=jsonpath='{.status.powerState}'=Running --timeout="$WAIT" >/dev/null ||
+    die "VM g does not run once its kernel is mended: $(kubectl get -n "$ns" vmachine g -o jsonpath='{.status.conditions}')"
+  log "VM g with a kernel that is not there: Ready StartFailed ($ready); mended, Running on $(running_on "$ns" g | cut -d/ -f2)"
 }
 
 # (3) agent killed and restarted: nothing stopped, adopted; (2) agent
