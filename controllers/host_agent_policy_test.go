@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -90,3 +91,61 @@ func installAgentPolicy(t *testing.T) {
 
 // agentPolicy names the policy and binding of config/agent/policy.yaml.
 const agentPolicy = "poolkeeper-agent-identity"
+
+// Under the agents' admission policy an agent may write, of a VM resident on
+// its host, only the power state and its own Started condition: never where
+// the VM runs, nor the operator's conditions.
+// (Not parallel: the policy is cluster-wide, and the Host test installs and
+// removes it too.)
+func TestAgentPolicyAllowsOnlyTheAgentsVMFields(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	installAgentPolicy(t)
+	ns := newNamespace(t)
+	createPool(t, ns, "p", poolOpts{ha: true, timeout: timeout})
+	vm := &vpoolv1alpha1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "vm-a"}}
+	vm.Spec.PoolRef.Name = "p"
+	vm.Spec.PowerState = vpoolv1alpha1.DesiredRunning
+	g.Expect(k8s.Create(ctx, vm)).To(Succeed())
+	vm.Status.ResidentOn, vm.Status.PowerState = "h1", vpoolv1alpha1.PowerHalted
+	meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.VMDisksLocked,
+		Status: metav1.ConditionTrue, Reason: controllers.ReasonDisksLocked, Message: "locked for h1"})
+	g.Expect(k8s.Status().Update(ctx, vm)).To(Succeed())
+
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "poolkeeper:agent:" + ns + ":h1", Groups: []string{"system:masters"}}
+	h1 := mustClient(t, cfg)
+	writeStatus := func(mutate func(*vpoolv1alpha1.VirtualMachine)) error {
+		v := &vpoolv1alpha1.VirtualMachine{}
+		if err := h1.Get(ctx, key(ns, "vm-a"), v); err != nil {
+			return err
+		}
+		patch := client.MergeFrom(v.DeepCopy())
+		mutate(v)
+		return h1.Status().Patch(ctx, v, patch)
+	}
+	// (Eventually: until the policy takes effect.)
+	g.Eventually(func() error {
+		return writeStatus(func(v *vpoolv1alpha1.VirtualMachine) { v.Status.ResidentOn = "h2" })
+	}, wait, poll).Should(MatchError(ContainSubstring("never the operator's fields")), "where the VM runs")
+	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) {
+		meta.SetStatusCondition(&v.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.VMDisksLocked,
+			Status: metav1.ConditionFalse, Reason: "Forged", Message: "forged"})
+	})).To(MatchError(ContainSubstring("never the operator's fields")), "the operator's DisksLocked")
+	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) { v.Status.UUID = "forged" })).To(
+		MatchError(ContainSubstring("never the operator's fields")), "the VM's identity")
+
+	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) {
+		v.Status.PowerState = vpoolv1alpha1.PowerRunning
+		meta.SetStatusCondition(&v.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.VMStarted,
+			Status: metav1.ConditionTrue, Reason: vpoolv1alpha1.ReasonVMRunningOnHost, Message: "host h1: running"})
+	})).To(Succeed(), "the agent's own report")
+	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) {
+		meta.SetStatusCondition(&v.Status.Conditions, metav1.Condition{Type: vpoolv1alpha1.VMStarted,
+			Status: metav1.ConditionFalse, Reason: vpoolv1alpha1.ReasonVMStartFailed, Message: "host h1: refused"})
+	})).To(Succeed(), "the agent's own condition, changed")
+	got := &vpoolv1alpha1.VirtualMachine{}
+	g.Expect(k8s.Get(ctx, key(ns, "vm-a"), got)).To(Succeed())
+	g.Expect(got.Status.ResidentOn).To(Equal("h1"))
+	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, vpoolv1alpha1.VMDisksLocked)).To(BeTrue())
+}
