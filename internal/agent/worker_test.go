@@ -374,6 +374,9 @@ type transientDriver struct {
 	mu     sync.Mutex
 	listed bool
 	tries  int
+	// quick: the start fails at once (so that none is in flight when the
+	// test stops the agent).
+	quick bool
 }
 
 func (d *transientDriver) Start(ctx context.Context, vm agent.VM) error {
@@ -381,8 +384,12 @@ func (d *transientDriver) Start(ctx context.Context, vm agent.VM) error {
 		return d.SimDriver.Start(ctx, vm)
 	}
 	d.mu.Lock()
-	d.listed = true
 	d.tries++
+	if d.quick {
+		d.mu.Unlock()
+		return errors.New("internal error: qemu unexpectedly closed the monitor")
+	}
+	d.listed = true
 	d.mu.Unlock()
 	time.Sleep(600 * time.Millisecond)
 	d.mu.Lock()
@@ -429,5 +436,9 @@ func TestVMListedWhileStartingIsNotReportedRunning(t *testing.T) {
 	g.Expect(seen).NotTo(HaveKey(string(vpoolv1alpha1.PowerRunning)), "never reported Running: %v", seen)
 	g.Expect(seen).NotTo(HaveKey("Started "+vpoolv1alpha1.ReasonVMRunningOnHost), "never said running: %v", seen)
 	g.Expect(seen).To(HaveKey("Started "+vpoolv1alpha1.ReasonVMStartFailed), "says why it does not run: %v", seen)
+	driver.mu.Lock()
+	driver.quick = true
+	driver.mu.Unlock()
+	time.Sleep(time.Second) // the slow start in flight returns
 	g.Expect(stop()).To(Succeed())
 }
