@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -125,14 +124,14 @@ func TestAgentPolicyAllowsOnlyTheAgentsVMFields(t *testing.T) {
 		mutate(v)
 		return h1.Status().Patch(ctx, v, patch)
 	}
-	// Until the policy takes effect a write passes: each try writes another
-	// uuid, which a try that passed leaves harmless (and the next one no
-	// no-op).
-	tries := 0
+	// Until the policy takes effect a write passes: each try changes
+	// observedGeneration, the operator's, which a try that passed leaves
+	// harmless (and the next one no no-op).
 	g.Eventually(func() error {
-		tries++
-		return writeStatus(func(v *vpoolv1alpha1.VirtualMachine) { v.Status.UUID = fmt.Sprintf("forged-%d", tries) })
-	}, wait, poll).Should(MatchError(ContainSubstring("never the operator's fields")), "the VM's identity")
+		return writeStatus(func(v *vpoolv1alpha1.VirtualMachine) { v.Status.ObservedGeneration++ })
+	}, wait, poll).Should(MatchError(ContainSubstring("never the operator's fields")), "the operator's observedGeneration")
+	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) { v.Status.UUID = "6f1c0a53-0000-4000-8000-000000000001" })).To(
+		MatchError(ContainSubstring("never the operator's fields")), "the VM's identity")
 	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) { v.Status.ResidentOn = "h2" })).To(
 		MatchError(ContainSubstring("never the operator's fields")), "where the VM runs")
 	g.Expect(writeStatus(func(v *vpoolv1alpha1.VirtualMachine) {
