@@ -56,7 +56,7 @@ func (w *APIReachWatch) Start(ctx context.Context) error {
 		return err
 	}
 	interval, timeout := cmpOr(w.Interval, DefaultReachInterval), cmpOr(w.Timeout, DefaultReachTimeout)
-	w.Recount.Watch(w.Clock.Now())
+	w.Recount.Watch()
 	go w.watchSelf(ctx)
 	var reach liveness.Reach
 	tick := time.NewTicker(interval)

@@ -58,7 +58,8 @@ func TestNoSilenceCountsAcrossTheOperatorsOwnStall(t *testing.T) {
 	rig := newQuietRig(t)
 	hosts := []string{"h1", "h2", "h3"}
 	rc := rig.r.Tracker.Recount()
-	rc.Watch(rig.clk.Now())
+	rc.SetRunClock(rig.clk) // the rig's clock stands for the process's own
+	rc.Watch()
 	rig.renew(hosts...)
 	for _, h := range hosts {
 		rig.reconcile(g, h)

@@ -18,12 +18,11 @@ import (
 // same.
 
 // vmWorking are the VM Ready reasons of work under way: locking disks and
-// starting on the chosen host (its agent waiting for something of its own
-// included), stopping, or reset for a restart elsewhere. A start the
-// hypervisor refused (StartFailed) is neither working nor stalled: the
-// agent tries it again at every heartbeat, and Ready says why it fails.
+// starting on the chosen host (its agent waiting for something of its own,
+// or trying again at every heartbeat a start the hypervisor refused, Ready
+// saying why), stopping, or reset for a restart elsewhere.
 var vmWorking = map[string]bool{ReasonStarting: true, ReasonStopping: true, ReasonVMReset: true,
-	vpoolv1alpha1.ReasonVMWaitingOnHost: true}
+	vpoolv1alpha1.ReasonVMWaitingOnHost: true, vpoolv1alpha1.ReasonVMStartFailed: true}
 
 // vmStalled are the VM Ready reasons only a person can clear.
 var vmStalled = map[string]bool{vpoolv1alpha1.ReasonPoolNotFound: true, placement.ReasonDiskInOtherPool: true,

@@ -217,7 +217,7 @@ boot() {
 	virtlogd -d -p /run/libvirt/virtlogd.pid
 	# libvirt's emulator is the first qemu-system-x86_64 in PATH: QEMU
 	# without image locking (see the header). libvirtd killed, crashed or
-	# stopped is started again a second later, as systemd does with a
+	# exiting is started again a second later, as systemd does with a
 	# daemon it keeps running; the domains run on meanwhile (QEMU is not its
 	# child) and the new daemon finds them again in /run/libvirt/qemu. Only
 	# the host's power-off (the emulator kills every process of the boot,

@@ -59,7 +59,7 @@ func parseFlags() (options, bool) {
 	flag.StringVar(&o.dir, "dir", defaultDir,
 		"Directory for the kubeconfig, the pid files, the certificates and the etcd data (wiped on every start).")
 	flag.DurationVar(&o.stopTimeout, "stop-timeout", 40*time.Second, "How long the command may take to exit after SIGTERM.")
-	flag.BoolVar(&o.restart, "restart", true, "Start COMMAND again whenever it exits, with a back-off (a first run that fails "+
+	flag.BoolVar(&o.restart, "restart", true, "Start COMMAND again whenever it exits, with a back-off (a first run that exits "+
 		"within 10s ends the control plane); false: stop everything when it exits.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	flag.Usage = func() {

@@ -14,9 +14,9 @@ import (
 // Restart timing: a process that ran at least restartReset before it exited
 // is started again after minRestartDelay; each quicker exit doubles the
 // delay, up to maxRestartDelay (a crash loop, as the kubelet's back-off).
-// A command's first run that fails within firstRunGrace ends the control
-// plane instead: that is a bad flag or a build that cannot start, and
-// `make run` says so at once rather than retrying it for ever.
+// A command's first run that exits within firstRunGrace ends the control
+// plane instead: that is a bad flag, a build that cannot start (or --help),
+// and `make run` says so at once rather than retrying it for ever.
 const (
 	minRestartDelay = 500 * time.Millisecond
 	maxRestartDelay = 30 * time.Second
@@ -149,6 +149,9 @@ func (k *keeper) restart(kp *kept) error {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = out, out
+	// In a process group of its own, as envtest starts them: a Ctrl-C of
+	// the terminal reaches this process, which stops them in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		_ = out.Close()
 		return err
@@ -159,23 +162,30 @@ func (k *keeper) restart(kp *kept) error {
 	return writePidFile(k.dir, kp.name, cmd.Process.Pid)
 }
 
-// stop stops the processes this keeper started again (kube-apiserver
-// first), and starts no more; envtest stops its own first ones.
+// stop starts no more processes, and stops kube-apiserver, then etcd, by
+// their pid files, the ones envtest started as well as the ones this keeper
+// started again (envtest's own stop then finds its processes gone).
 func (k *keeper) stop(grace time.Duration) {
 	k.mu.Lock()
 	k.stopping = true
 	k.mu.Unlock()
 	for _, name := range []string{"kube-apiserver", "etcd"} {
-		kp := k.procs[name]
-		if kp.cmd == nil {
+		if kp := k.procs[name]; kp.cmd != nil {
+			_ = kp.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-kp.done:
+			case <-time.After(grace):
+				_ = kp.cmd.Process.Kill()
+				<-kp.done
+			}
 			continue
 		}
-		_ = kp.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-kp.done:
-		case <-time.After(grace):
-			_ = kp.cmd.Process.Kill()
-			<-kp.done
+		if k.alive(name) {
+			pid, _ := readPidFile(k.dir, name)
+			r := role{name: name, grace: grace, owns: ownerOf(name)}
+			if err := stop(pid, r, k.dir); err != nil {
+				fmt.Fprintf(os.Stderr, "controlplane: stopping %s: %v\n", name, err)
+			}
 		}
 	}
 }
@@ -193,8 +203,9 @@ func ownerOf(name string) func(proc, string) bool {
 // runCommand runs args with KUBECONFIG set until ctx is done, then gives it
 // SIGTERM and, after timeout, SIGKILL. With restart it starts args again
 // whenever it exits (a crash, a kill -9, an exit of its own), as a
-// Deployment restarts its pod, with a back-off; only a first run that fails
-// within firstRunGrace (an exit code, not a signal) ends it, with that code. Without restart
+// Deployment restarts its pod, with a back-off; only a first run that exits
+// within firstRunGrace (of its own, not killed by a signal) ends it, with
+// its exit code. Without restart
 // it returns when args exits.
 func runCommand(ctx context.Context, args []string, dir string, timeout time.Duration, restart bool) (int, error) {
 	var back backoff
@@ -205,7 +216,10 @@ func runCommand(ctx context.Context, args []string, dir string, timeout time.Dur
 			return code, err
 		}
 		ran := time.Since(started)
-		if first && code > 0 && code < 128 && ran < firstRunGrace {
+		if first && code < 128 && ran < firstRunGrace {
+			if code == 0 {
+				return 0, nil // it did what it was asked at once (--help, --version)
+			}
 			return code, fmt.Errorf("%s exited with status %d within %s of its start", args[0], code, ran.Round(time.Millisecond))
 		}
 		delay := back.after(ran)

@@ -63,13 +63,14 @@ func (a *Agent) stopUnwanted(ctx context.Context, log logr.Logger, running []str
 			continue
 		}
 		if a.begin(ctx, name, opStop) {
-			a.runOp(ctx, log, name, opStop, func(ctx context.Context) error { return a.cfg.Driver.Stop(ctx, name) })
+			a.runOp(ctx, log, name, opStop, 0, func(ctx context.Context) error { return a.cfg.Driver.Stop(ctx, name) })
 		}
 	}
 }
 
 // startAndReport starts the VMs placed here whose disks are locked for this
-// host (only while the host is Live) and reports every resident VM's power state.
+// host (only while the host is Live) and reports the power state of every
+// resident VM but those a start or stop is settling (see below).
 func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, host *vpoolv1alpha1.Host,
 	mine map[string]*vpoolv1alpha1.VirtualMachine, isRunning map[string]bool) error {
 	// SRs are plugged whatever the phase: a host is ready to run VMs the
@@ -109,6 +110,7 @@ func (a *Agent) startAndReport(ctx context.Context, log logr.Logger, live bool, 
 			firstErr = err
 		}
 	}
+	a.worker.forget(mine)
 	return firstErr
 }
 
@@ -158,9 +160,9 @@ func (a *Agent) startedCondition(vm *vpoolv1alpha1.VirtualMachine, running, want
 		return nil
 	case startErr != nil:
 		c.Reason, c.Message = vpoolv1alpha1.ReasonVMStartFailed, prefix+startErr.Error()
-	case a.worker.failure(vm.Name) != "":
+	case a.worker.failure(vm.Name, vm.Generation) != "":
 		c.Reason, c.Message = vpoolv1alpha1.ReasonVMStartFailed, prefix+"starting it failed, tried again at every heartbeat: "+
-			a.worker.failure(vm.Name)
+			a.worker.failure(vm.Name, vm.Generation)
 	case a.waiting[vm.Name] != "":
 		c.Reason, c.Message = vpoolv1alpha1.ReasonVMWaitingOnHost, prefix+a.waiting[vm.Name]
 	default:
@@ -222,7 +224,7 @@ func (a *Agent) start(ctx context.Context, log logr.Logger, vm *vpoolv1alpha1.Vi
 	}
 	delete(a.waiting, vm.Name)
 	if a.begin(ctx, vm.Name, opStart) {
-		a.runOp(ctx, log, vm.Name, opStart, func(ctx context.Context) error { return a.cfg.Driver.Start(ctx, dvm) })
+		a.runOp(ctx, log, vm.Name, opStart, vm.Generation, func(ctx context.Context) error { return a.cfg.Driver.Start(ctx, dvm) })
 	}
 	return nil
 }
@@ -335,8 +337,8 @@ type worker struct {
 	fenced bool
 	// busy is, by VM, the operation in flight.
 	busy map[string]string
-	// failed is, by VM, the error of its last start, until one succeeds.
-	failed map[string]string
+	// failed is, by VM, the last start's failure, until one succeeds.
+	failed map[string]startFailure
 	// returned are the VMs whose operation returned since the pass read
 	// the driver (mark): that read may not show it, so the pass starts or
 	// stops none of them again; the pass the return asks for does what is
@@ -350,8 +352,19 @@ type worker struct {
 
 func newWorker() *worker {
 	return &worker{kick: make(chan struct{}, 1), ended: make(chan struct{}), busy: map[string]string{},
-		returned: map[string]bool{}, failed: map[string]string{}}
+		returned: map[string]bool{}, failed: map[string]startFailure{}}
 }
+
+// startFailure is a start that failed: its error, when it returned, and the
+// VM's generation it started.
+type startFailure struct {
+	err        string
+	at         time.Time
+	generation int64
+}
+
+// maxStartError bounds the error a VM's Started condition repeats.
+const maxStartError = 2048
 
 // state is the VM's operation in flight ("" for none), and whether one
 // returned since the pass read the driver.
@@ -361,11 +374,26 @@ func (w *worker) state(name string) (inFlight string, returned bool) {
 	return w.busy[name], w.returned[name]
 }
 
-// failure is the error of the VM's last start, "" when it succeeded.
-func (w *worker) failure(name string) string {
+// failure is the error of the VM's last start of generation gen, "" when
+// it succeeded (or started an older spec: a mended spec is tried afresh).
+func (w *worker) failure(name string, gen int64) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.failed[name]
+	if f, ok := w.failed[name]; ok && f.generation == gen {
+		return f.err
+	}
+	return ""
+}
+
+// forget drops the failures of VMs that are no longer this host's.
+func (w *worker) forget(mine map[string]*vpoolv1alpha1.VirtualMachine) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name := range w.failed {
+		if mine[name] == nil {
+			delete(w.failed, name)
+		}
+	}
 }
 
 // mark is called by a pass right before it reads the driver: operations
@@ -449,6 +477,9 @@ func (a *Agent) begin(ctx context.Context, name, op string) bool {
 	if op == opStart && (!w.holding || !w.armed || !a.cfg.Clock.Now().Before(a.deadlineOf(w.lastOK, w.timeout))) {
 		return false
 	}
+	if f, ok := w.failed[name]; ok && op == opStart && !w.lastOK.After(f.at) {
+		return false // a failed start is tried again once per renewal, whatever else wakes a pass
+	}
 	w.busy[name] = op
 	w.all.Add(1)
 	return true
@@ -459,7 +490,7 @@ func (a *Agent) begin(ctx context.Context, name, op string) bool {
 // A success asks for a pass, which reports it; a failure waits for the
 // next renewal's, so that a failing start is not retried in a loop: that
 // pass tries it again and reports the error (the VM's Started condition).
-func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, call func(context.Context) error) {
+func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, generation int64, call func(context.Context) error) {
 	w := a.worker
 	go func() {
 		defer w.all.Done()
@@ -473,7 +504,11 @@ func (a *Agent) runOp(ctx context.Context, log logr.Logger, name, op string, cal
 			case err == nil:
 				delete(w.failed, name)
 			case ctx.Err() == nil && !fenced:
-				w.failed[name] = err.Error()
+				msg := err.Error()
+				if len(msg) > maxStartError {
+					msg = msg[:maxStartError] + "..."
+				}
+				w.failed[name] = startFailure{err: msg, at: a.cfg.Clock.Now(), generation: generation}
 			}
 		}
 		w.mu.Unlock()

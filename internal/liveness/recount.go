@@ -3,6 +3,8 @@ package liveness
 import (
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Recount records, per pool, from when the operator counts its hosts'
@@ -20,8 +22,10 @@ type Recount struct {
 	// outageEnd is the end of the operator's last outage, for every pool;
 	// cutSince the start of the one going on (zero: none).
 	outageEnd, cutSince time.Time
-	// The operator's own run (Alive): whether a watch ticks, its last tick,
-	// and the stalls found since the watch last took them.
+	// The operator's own run (Alive): whether a watch ticks, its last tick
+	// by run (the process's own monotonic clock, whatever clock decisions
+	// use), and the stalls found since the watch last took them.
+	run      clock.PassiveClock
 	watching bool
 	alive    time.Time
 	stalls   []Stall
@@ -62,7 +66,16 @@ type RecountChange struct {
 }
 
 // NewRecount returns an empty Recount.
-func NewRecount() *Recount { return &Recount{pools: map[string]*recount{}} }
+func NewRecount() *Recount { return &Recount{pools: map[string]*recount{}, run: clock.RealClock{}} }
+
+// SetRunClock sets the clock a stall is measured by (tests: a fake one;
+// the real clock by default, even under an injected decision clock, whose
+// steps are no stall).
+func (r *Recount) SetRunClock(c clock.PassiveClock) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.run = c
+}
 
 // Note records the storm guard's verdict for pool at now, with stale hosts.
 func (r *Recount) Note(pool string, now time.Time, held bool, stale int) RecountChange {
@@ -141,36 +154,38 @@ func (o Observation) Afresh(from time.Time) Observation {
 	return o
 }
 
-// Watch starts the operator's watch of its own run at now: from then on,
-// Alive finds stalls.
-func (r *Recount) Watch(now time.Time) {
+// Watch starts the operator's watch of its own run: from then on, Alive
+// finds stalls.
+func (r *Recount) Watch() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.watching, r.alive = true, now
+	r.watching, r.alive = true, r.run.Now()
 }
 
-// Alive records that the operator runs at now. It is called by the watch
-// of its own run, every fraction of a second, and before every judgement
-// of a host's silence (heartbeatOf), so that the first of them to run
-// after a stall finds it, whichever the scheduler resumes first. When the
-// last call is more than StallAfter before now, the operator did not run
-// meanwhile: every pool's silence counts afresh from now, as after an
-// outage, and the stall is returned (and kept for Stalls).
+// Alive records that the operator runs, now being the time its decisions
+// use. It is called by the watch of its own run, every fraction of a
+// second, and before every judgement of a host's silence (heartbeatOf), so
+// that the first of them to run after a stall finds it, whichever the
+// scheduler resumes first. When the last call is more than StallAfter
+// before this one, by the run clock, the operator did not run meanwhile:
+// every pool's silence counts afresh from now, as after an outage, and the
+// stall is returned (and kept for Stalls).
 func (r *Recount) Alive(now time.Time) (stalled time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.watching {
 		return 0
 	}
-	if gap := now.Sub(r.alive); gap > StallAfter {
+	ran := r.run.Now()
+	if gap := ran.Sub(r.alive); gap > StallAfter {
 		stalled = gap
 		if now.After(r.outageEnd) {
 			r.outageEnd = now
 		}
 		r.stalls = append(r.stalls, Stall{End: now, For: gap})
 	}
-	if now.After(r.alive) {
-		r.alive = now
+	if ran.After(r.alive) {
+		r.alive = ran
 	}
 	return stalled
 }

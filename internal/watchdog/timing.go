@@ -140,9 +140,9 @@ func (p Plan) ExpiresBy(at time.Time) time.Time { return at.Add(2 * p.Set) }
 // FitsSafeTime reports whether a pet that reached the watchdog at at, the
 // last renewal having started at s, leaves it expiring at least
 // MinResetBudget before the operator's safe time: true of every pet MayPet
-// allows. A pet that set a new timeout is checked by it once the timeout
-// the driver took is known, since the bound it was sent within was the one
-// of the timeout asked.
+// allows when the plan came without an error. A pet that set a new timeout
+// is checked by it once the timeout the driver took is known, since the
+// bound it was sent within was the one of the timeout asked.
 func (p Plan) FitsSafeTime(s, at time.Time) bool {
 	return !p.ExpiresBy(at).After(s.Add(p.SafeAfter - MinResetBudget))
 }
