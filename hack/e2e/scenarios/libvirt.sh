@@ -387,6 +387,21 @@ YAML
   log "VM g with a kernel that is not there: Ready StartFailed ($ready); mended, Running on $(running_on "$ns" g | cut -d/ -f2)"
 }
 
+# lv_unharmed NS WHAT LINES BOOT IDS: after WHAT, h2's domains are still
+# IDS (IDs and QEMU pids), its agent's log past line LINES shows no VM
+# stopped or started and no self-fence, h2 is Live on boot BOOT, and VMs e
+# f still run on it; the domains go to $ids1.
+lv_unharmed() {
+  local ns=$1 what=$2 lines=$3 boot=$4 ids0=$5 v
+  ids1=$(lv_domains "$ns" h2)
+  [[ $ids1 == "$ids0" ]] || die "domains of h2 changed across $what: before '$ids0', after '$ids1'"
+  tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -q '"Stopped VM"\|"Started VM"\|stopping every VM' &&
+    die "the agent stopped or started a VM across $what: $(tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -m 2 'Stopped VM\|Started VM\|stopping every VM')"
+  [[ $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}') == "Live/$boot" ]] ||
+    die "h2 after $what: $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}'), want Live/$boot"
+  for v in e f; do [[ $(running_on "$ns" $v) == Running/h2 ]] || die "VM $v after $what: $(running_on "$ns" $v)"; done
+}
+
 # (3) agent killed and restarted: nothing stopped, adopted; (2) agent
 # SIGSTOPped past the timeout: the watchdog resets its host before the safe
 # time, never two domains of one VM at once.
@@ -417,15 +432,9 @@ scenario_libvirt_agent_faults() {
     die "the restarted agent of h2 did not take its Lease: $(tail -n 5 "$work/$ns-h2.log")"
   local adopt; adopt=$(since "$t0")
   sleep 5 # two heartbeats of the new agent: its VM syncs have run
-  ids1=$(lv_domains "$ns" h2)
-  [[ $ids1 == "$ids0" ]] || die "domains of h2 changed across the agent restart: before '$ids0', after '$ids1'"
-  tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -q '"Stopped VM"\|"Started VM"' &&
-    die "the restarted agent stopped or started a VM: $(tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -m 2 'Stopped VM\|Started VM')"
-  [[ $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}') == "Live/$boot" ]] ||
-    die "h2 after the agent restart: $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}'), want Live/$boot"
+  lv_unharmed "$ns" "the agent restart" "$lines" "$boot" "$ids0"
   kubectl get -n "$ns" events --field-selector involvedObject.name=h2 -o jsonpath='{.items[*].reason}' | grep -q 'HeartbeatStale\|Fenc' &&
     die "the agent restart made h2 stale or fenced"
-  for v in e f; do [[ $(running_on "$ns" $v) == Running/h2 ]] || die "VM $v moved: $(running_on "$ns" $v)"; done
   log "agent of h2 killed and restarted: same boot $boot, Lease taken again after $adopt, domains adopted (IDs and QEMU pids unchanged: $ids1), no VM stopped, no fence"
 
   # libvirtd of h2 killed (SIGKILL): started again, as systemd does; the
@@ -445,13 +454,7 @@ scenario_libvirt_agent_faults() {
   [[ -n $lvnew && $lvnew != "$lvpid" ]] || die "h2's libvirtd was not started again after a kill -9"
   local lvback; lvback=$(since "$t0")
   sleep 5 # two heartbeats: the agent's VM syncs ran on the new daemon
-  ids1=$(lv_domains "$ns" h2)
-  [[ $ids1 == "$ids0" ]] || die "domains of h2 changed across a libvirtd restart: before '$ids0', after '$ids1'"
-  tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -q '"Stopped VM"\|"Started VM"\|stopping every VM' &&
-    die "the agent stopped or started a VM across the libvirtd restart: $(tail -n +"$((lines + 1))" "$work/$ns-h2.log" | grep -m 2 'Stopped VM\|Started VM\|stopping every VM')"
-  [[ $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}') == "Live/$boot" ]] ||
-    die "h2 after the libvirtd restart: $(kubectl get -n "$ns" vhost h2 -o jsonpath='{.status.phase}/{.status.bootID}')"
-  for v in e f; do [[ $(running_on "$ns" $v) == Running/h2 ]] || die "VM $v after the libvirtd restart: $(running_on "$ns" $v)"; done
+  lv_unharmed "$ns" "the libvirtd restart" "$lines" "$boot" "$ids0"
   log "libvirtd of h2 killed: started again and answering after $lvback, domains unchanged (IDs and QEMU pids: $ids1), no VM stopped, h2 Live"
 
   # (2) SIGSTOP past the timeout: the emulated watchdog resets h2.
