@@ -173,10 +173,13 @@ func TestAgentPlugsStorageAndChecksLocks(t *testing.T) {
 	o := &vpoolv1alpha1.StorageRepository{}
 	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "local-h2"}, o)).To(Succeed())
 	g.Expect(o.Status.Attachments).To(BeEmpty(), "h1 does not plug a local SR of h2")
-	host := &vpoolv1alpha1.Host{}
-	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
-	g.Expect(host.Status.Networks).To(Equal([]string{"default", "storage"}))
-	g.Expect(host.Status.Driver).To(Equal("fake"))
+	// (The Host's status is reported after the pass that plugs the SRs.)
+	g.Eventually(func(g Gomega) {
+		host := &vpoolv1alpha1.Host{}
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "h1"}, host)).To(Succeed())
+		g.Expect(host.Status.Networks).To(Equal([]string{"default", "storage"}))
+		g.Expect(host.Status.Driver).To(Equal("fake"))
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
 
 	// Locked for an earlier boot of this host: not started.
 	g.Consistently(driver.lastStarted, time.Second, 50*time.Millisecond).Should(BeEmpty(),
